@@ -1,0 +1,27 @@
+# make test   - go vet + all tests against real Postgres and embedded JetStream (installs Postgres if missing)
+#               extra go test flags: make test ARGS="-run TestRelay -v"
+# make build  - build every command into bin/
+# make demo   - run the end-to-end demo
+# make bench  - run the benchmark
+# make fmt    - gofmt all Go files
+# make vet    - go vet
+
+.PHONY: test build demo bench fmt vet
+
+test:
+	./scripts/test.sh $(ARGS)
+
+build:
+	go build -o bin/ ./cmd/...
+
+demo:
+	go run ./cmd/demo
+
+bench:
+	go run ./cmd/bench
+
+fmt:
+	gofmt -w .
+
+vet:
+	go vet ./...

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+)
+
+// Config is the relay's environment.
+type Config struct {
+	config.Common
+	OutboxTable     string        `env:"OUTBOX_TABLE" envDefault:"public.jetstream_outbox_events" help:"outbox table (schema.table)"`
+	ReplicationSlot string        `env:"REPLICATION_SLOT" help:"logical replication slot (default jetstream_bridge_{app}); cluster-wide name"`
+	Publication     string        `env:"PUBLICATION" envDefault:"jetstream_bridge_outbox" help:"publication on the outbox table"`
+	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
+	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"1024" help:"unacknowledged publishes at most"`
+	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
+	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
+	StatusInterval  time.Duration `env:"STATUS_INTERVAL" envDefault:"1s" help:"how often the acked position is confirmed to Postgres"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
+	SlotCheck       time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
+	SlotLagWarn     int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
+}
+
+// Subjects returns the subject builder.
+func (c *Config) Subjects() envelope.Subjects {
+	return envelope.Subjects{Env: c.EnvName, App: c.AppName, Dest: c.DestinationApp}
+}
+
+// Slot is the replication slot name.
+func (c *Config) Slot() string {
+	if c.ReplicationSlot != "" {
+		return c.ReplicationSlot
+	}
+	return DefaultSlot(c.AppName)
+}
+
+// DefaultSlot derives a slot name from the app name: lowercased, characters
+// other than a-z 0-9 _ replaced by _.
+func DefaultSlot(app string) string {
+	b := []byte("jetstream_bridge_" + strings.ToLower(app))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	return string(b)
+}
+
+// Validate checks every variable before anything connects.
+func (c *Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	s := c.Subjects()
+	if err := s.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DestinationApp == "" {
+		errs = append(errs, errors.New("DESTINATION_APP is required: the default publish subject is {app}.sync.{dest}"))
+	}
+	if _, err := migrations.QuoteQualified(c.OutboxTable); err != nil {
+		errs = append(errs, fmt.Errorf("OUTBOX_TABLE: %w (expected schema.table)", err))
+	}
+	if err := migrations.ValidIdent(c.Slot()); err != nil {
+		errs = append(errs, fmt.Errorf("REPLICATION_SLOT: %w", err))
+	}
+	if err := migrations.ValidIdent(c.Publication); err != nil {
+		errs = append(errs, fmt.Errorf("PUBLICATION: %w", err))
+	}
+	if c.DuplicateWindow < time.Second {
+		errs = append(errs, fmt.Errorf("DUPLICATE_WINDOW=%s: must be at least 1s (e.g. 2m)", c.DuplicateWindow))
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 100000 {
+		errs = append(errs, fmt.Errorf("MAX_INFLIGHT=%d: expected a whole number from 1 to 100000", c.MaxInflight))
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		errs = append(errs, fmt.Errorf("STREAM_REPLICAS=%d: expected 1 to 5", c.StreamReplicas))
+	}
+	if c.StatusInterval < 10*time.Millisecond || c.StatusInterval > 30*time.Second {
+		errs = append(errs, fmt.Errorf("STATUS_INTERVAL=%s: expected 10ms to 30s", c.StatusInterval))
+	}
+	if c.SlotCheck < time.Second {
+		errs = append(errs, fmt.Errorf("SLOT_CHECK_INTERVAL=%s: must be at least 1s", c.SlotCheck))
+	}
+	return errors.Join(errs...)
+}
+
+// Names are the schema object names for migrations.
+func (c *Config) Names() migrations.Names {
+	return migrations.Names{Outbox: c.OutboxTable, Publication: c.Publication}
+}

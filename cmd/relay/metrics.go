@@ -1,0 +1,45 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	published, duplicates, retries, deadLetters prometheus.Counter
+	slotLag, slotRetained                       prometheus.Gauge
+	latency                                     prometheus.Histogram
+}
+
+func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
+	m := &metrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_events_published_total",
+			Help: "Events acknowledged by JetStream."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_duplicates_total",
+			Help: "Publishes JetStream reported as duplicates of a stored message (re-sends after restarts)."}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_publish_retries_total",
+			Help: "Publish attempts repeated after a failure."}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_dead_letters_total",
+			Help: "Outbox rows dead-lettered because they cannot be published as asked."}),
+		slotLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_lag_bytes",
+			Help: "WAL bytes between the server's current position and the slot's confirmed position."}),
+		slotRetained: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_retained_wal_bytes",
+			Help: "WAL bytes the slot keeps on disk."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_relay_commit_to_ack_seconds",
+			Help:    "Time from the Postgres commit to the JetStream acknowledgement.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+	}
+	reg.MustRegister(m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_inflight",
+			Help: "Publishes awaiting a JetStream acknowledgement."}, func() float64 { return float64(r.pub.Inflight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_confirmed_lsn",
+			Help: "Last WAL position confirmed to Postgres, as a number."}, func() float64 { return float64(r.stream.State().Confirmed) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_replicating",
+			Help: "1 while this relay holds the slot and streams, 0 otherwise (standby, reconnecting)."}, func() float64 {
+			if r.stream.State().Replicating {
+				return 1
+			}
+			return 0
+		}),
+	)
+	return m
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+)
+
+func (m *Main) provision(ctx context.Context, args []string) error {
+	if err := m.flags("provision", args, nil); err != nil {
+		return err
+	}
+	c, err := m.load()
+	if err != nil {
+		return err
+	}
+	r, err := newRelay(ctx, c, config.NewLogger(&c.Common, m.Stderr, "relay"))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.provision(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stdout, "provisioned: table %s, publication %s, slot %s, stream %s\n",
+		c.OutboxTable, c.Publication, c.Slot(), c.StreamName)
+	return nil
+}
+
+// provision applies the outbox schema and creates the slot and the stream.
+// The order matters: the publication must exist before the slot, or
+// decoding would start before the publication is visible.
+func (r *Relay) provision(ctx context.Context) error {
+	c := r.cfg
+	sql, err := migrations.Outbox(c.Names())
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, c.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	err = migrations.Apply(ctx, conn, sql)
+	conn.Close(context.Background())
+	if err != nil {
+		return fmt.Errorf("outbox schema: %w", err)
+	}
+	created, err := cdc.CreateSlot(ctx, c.DatabaseURL, c.Slot())
+	if err != nil {
+		return err
+	}
+	if created {
+		r.log.Info().Str("slot", c.Slot()).Msg("replication slot created")
+	}
+	_, err = publish.EnsureStream(ctx, r.js, r.streamSpec(), r.log)
+	return err
+}
+
+func (r *Relay) streamSpec() publish.StreamSpec {
+	c := r.cfg
+	s := c.Subjects()
+	prefix := ""
+	if c.EnvName != "" {
+		prefix = c.EnvName + "."
+	}
+	return publish.StreamSpec{
+		Name:       c.StreamName,
+		Subjects:   []string{prefix + c.AppName + ".sync.>", s.DLQ()},
+		Fallback:   []string{s.Publish("")},
+		Duplicates: c.DuplicateWindow,
+		Replicas:   c.StreamReplicas,
+	}
+}
+
+// provisionWithRetry provisions at start; connection trouble is retried,
+// anything else (permissions, bad names) stops the relay.
+func (r *Relay) provisionWithRetry(ctx context.Context) error {
+	for backoff := 250 * time.Millisecond; ; backoff = min(backoff*2, 10*time.Second) {
+		err := r.provision(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if !transient(err) {
+			return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
+		}
+		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("provisioning failed, retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// transient reports errors a later attempt can overcome: the database or
+// NATS not reachable yet, or JetStream not answering yet.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "57P03" || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}

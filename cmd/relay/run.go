@@ -1,0 +1,473 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/checkpoint"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+)
+
+func loadConfig(c *Config, environ map[string]string) error { return config.Load(c, environ) }
+
+// Usage lists the relay's variables.
+func Usage(w interface{ Write([]byte) (int, error) }) { config.Usage(w, &Config{}) }
+
+func (m *Main) run(ctx context.Context, args []string) error {
+	if err := m.flags("run", args, nil); err != nil {
+		return err
+	}
+	c, err := m.load()
+	if err != nil {
+		return err
+	}
+	r, err := newRelay(ctx, c, config.NewLogger(&c.Common, m.Stderr, "relay"))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.Run(ctx)
+}
+
+// Relay wires the replication stream, the envelope builder, the publisher and
+// the checkpoint tracker together.
+type Relay struct {
+	cfg     *Config
+	log     zerolog.Logger
+	pool    *pgxpool.Pool
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	tracker *checkpoint.Tracker
+	stream  *cdc.Stream
+	pub     *publish.Publisher
+	builder envelope.Builder
+	metrics *metrics
+	dbName  string
+}
+
+func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error) {
+	log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", c.NATSURLs).
+		Str("slot", c.Slot()).Str("table", c.OutboxTable).Str("stream", c.StreamName).
+		Bool("auto_provision", c.AutoProvision).Msg("starting relay")
+	pcfg, err := pgxpool.ParseConfig(c.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pcfg.MaxConns = 2
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "jetstream-bridge-relay"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	nc, err := config.ConnectNATS(ctx, &c.Common, "jetstream-bridge-relay "+c.AppName, log)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(nc, publish.JetStreamOptions(c.MaxInflight, 10*time.Second)...)
+	if err != nil {
+		nc.Close()
+		pool.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	r := &Relay{cfg: c, log: log, pool: pool, nc: nc, js: js, dbName: pcfg.ConnConfig.Database}
+	r.builder = envelope.Builder{Producer: c.AppName, Subjects: c.Subjects(), MaxPayload: int(nc.MaxPayload())}
+	return r, nil
+}
+
+// Close releases connections. Safe to call more than once.
+func (r *Relay) Close() {
+	if r.nc != nil {
+		r.nc.Close()
+	}
+	if r.pool != nil {
+		r.pool.Close()
+	}
+}
+
+// Run streams until ctx ends (then drains, confirms and returns nil) or a
+// fatal error occurs.
+func (r *Relay) Run(ctx context.Context) error {
+	c := r.cfg
+	if c.AutoProvision {
+		if err := r.provisionWithRetry(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.checkSlot(ctx, !c.AutoProvision); err != nil {
+		return err
+	}
+
+	r.tracker = checkpoint.New(0)
+	r.stream = cdc.NewStream(cdc.Options{
+		ConnString:     c.DatabaseURL,
+		Slot:           c.Slot(),
+		Publication:    c.Publication,
+		Table:          qualified(c.OutboxTable),
+		StatusInterval: c.StatusInterval,
+		DrainTimeout:   c.ShutdownTimeout,
+		Log:            r.log,
+	}, r.tracker)
+	r.pub = publish.New(r.js, publish.Options{
+		MaxInflight: c.MaxInflight,
+		Acked:       r.acked,
+		Rejected:    r.rejected,
+		NoStream:    r.noStream,
+		Retried:     func(*publish.Message, error) { r.metrics.retries.Inc() },
+		Log:         r.log,
+	})
+	reg := ops.NewRegistry()
+	r.metrics = newMetrics(reg, r)
+	srv := &ops.Server{Addr: c.HTTPAddr, Registry: reg, Log: r.log, Checks: map[string]ops.Check{
+		"replication": func(context.Context) error {
+			if st := r.stream.State(); !st.Replicating {
+				return errors.New(st.Reason)
+			}
+			return nil
+		},
+		"nats": func(context.Context) error {
+			if s := r.nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("nats %s", s)
+			}
+			return nil
+		},
+	}}
+
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+
+	events := make(chan *cdc.Event, 1024)
+	streamDone := make(chan error, 1)
+	pipeDone := make(chan error, 1)
+	pubDone := make(chan error, 1)
+	auxDone := make(chan error, 3)
+	go func() { streamDone <- r.stream.Run(readCtx, events) }()
+	go func() { pipeDone <- r.pipeline(workCtx, events) }()
+	go func() { pubDone <- r.pub.Run(workCtx) }()
+	go func() { auxDone <- srv.Run(readCtx) }()
+	go func() { auxDone <- r.guard(readCtx) }()
+	go func() { auxDone <- r.prune(readCtx) }()
+
+	var err error
+	streamFinished := false
+	select {
+	case <-ctx.Done():
+		r.log.Info().Msg("shutting down: stop reading, wait for in-flight acks, confirm")
+	case err = <-streamDone:
+		streamFinished = true
+		err = r.explain(ctx, err)
+	case err = <-pubDone:
+	case err = <-pipeDone:
+	case err = <-auxDone:
+		if err != nil {
+			err = fmt.Errorf("%w", err)
+		}
+	}
+	stopReading()
+	if !streamFinished {
+		if serr := <-streamDone; err == nil {
+			err = r.explain(ctx, serr)
+		}
+	}
+	stopWork()
+	if perr := <-pipeDone; err == nil && perr != nil && !errors.Is(perr, context.Canceled) {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	r.log.Info().Str("confirmed_lsn", r.tracker.Safe().String()).Msg("relay stopped")
+	return nil
+}
+
+// explain turns an invalidated-slot error from the stream into the full
+// recovery message.
+func (r *Relay) explain(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55000" {
+		if info, rerr := cdc.ReadSlot(ctx, r.pool, r.cfg.Slot()); rerr == nil && info != nil {
+			if cerr := cdc.CheckSlot(info, ""); cerr != nil {
+				return cerr
+			}
+		}
+	}
+	return err
+}
+
+func qualified(t string) string {
+	if strings.Contains(t, ".") {
+		return t
+	}
+	return "public." + t
+}
+
+// pipeline turns events into messages and submits them in order.
+func (r *Relay) pipeline(ctx context.Context, events <-chan *cdc.Event) error {
+	for ev := range events {
+		m := r.message(ev)
+		if m == nil {
+			continue
+		}
+		if err := r.pub.Publish(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Relay) message(ev *cdc.Event) *publish.Message {
+	if ev.Err == nil {
+		msg, err := r.builder.Build(&ev.Row, envelope.Position{CommitLSN: ev.CommitLSN.String(), TxIndex: ev.Index})
+		if err == nil {
+			return &publish.Message{Subject: msg.Subject, Body: msg.Body, Header: msg.Header, MsgID: msg.MsgID, Ref: ev}
+		}
+		ev.Err = err
+	}
+	return r.rowDeadLetter(ev)
+}
+
+// rowDeadLetter builds the DLQ message for a row that cannot be published as
+// asked. Its body is the raw row, so nothing of it is lost.
+func (r *Relay) rowDeadLetter(ev *cdc.Event) *publish.Message {
+	row := &ev.Row
+	intended := row.Subject
+	if intended == "" {
+		intended = r.builder.Subjects.Publish(row.Destination)
+	}
+	if !r.cfg.UseDLQ {
+		r.log.Error().Err(ev.Err).Str("event_id", row.EventID).Str("subject", intended).
+			Str("lsn", ev.CommitLSN.String()).Msg("row cannot be published and USE_DLQ=false: skipped (the row stays in the outbox table)")
+		r.metrics.deadLetters.Inc()
+		ev.Tx.Done()
+		return nil
+	}
+	r.log.Warn().Err(ev.Err).Str("event_id", row.EventID).Str("subject", intended).Msg("dead-lettering outbox row")
+	id := row.EventID
+	if id == "" {
+		id = "relay-" + ev.CommitLSN.String() + "-" + strconv.Itoa(ev.Index)
+	}
+	body, _ := json.Marshal(rawRow{
+		EventID: row.EventID, ResourceType: row.ResourceType, ResourceID: row.ResourceID, EventType: row.EventType,
+		Payload: jsonOrString(row.Payload), Headers: jsonOrString(row.Headers), Subject: row.Subject,
+		Destination: row.Destination, TraceID: row.TraceID, OccurredAt: row.OccurredAt, Producer: r.cfg.AppName,
+	})
+	h := envelope.DLQHeader(nats.Header{envelope.HeaderMsgID: []string{id}, envelope.HeaderContentType: []string{envelope.ContentTypeJSON}},
+		envelope.ClassRelay, ev.Err.Error(), intended, 0, time.Now())
+	h.Set(envelope.HeaderCommitLSN, ev.CommitLSN.String())
+	h.Set(envelope.HeaderTxIndex, strconv.Itoa(ev.Index))
+	return &publish.Message{Subject: r.builder.Subjects.DLQ(), Body: body, Header: h, MsgID: h.Get(envelope.HeaderMsgID), Ref: ev}
+}
+
+type rawRow struct {
+	EventID      string          `json:"event_id"`
+	ResourceType string          `json:"resource_type"`
+	ResourceID   string          `json:"resource_id"`
+	EventType    string          `json:"event_type"`
+	Payload      json.RawMessage `json:"payload"`
+	Headers      json.RawMessage `json:"headers"`
+	Subject      string          `json:"subject"`
+	Destination  string          `json:"destination"`
+	TraceID      string          `json:"trace_id"`
+	OccurredAt   string          `json:"occurred_at"`
+	Producer     string          `json:"producer"`
+}
+
+func jsonOrString(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("null")
+	}
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// acked runs in the publisher's ack loop, in submission order.
+func (r *Relay) acked(m *publish.Message, ack *jetstream.PubAck) {
+	ev := m.Ref.(*cdc.Event)
+	ev.Tx.Done()
+	if m.Header.Get(envelope.HeaderErrorClass) != "" {
+		r.metrics.deadLetters.Inc()
+		return
+	}
+	r.metrics.published.Inc()
+	if ack.Duplicate {
+		r.metrics.duplicates.Inc()
+	}
+	if !ev.CommitTime.IsZero() {
+		r.metrics.latency.Observe(time.Since(ev.CommitTime).Seconds())
+	}
+}
+
+// rejected builds the dead letter for a message JetStream refuses for good.
+func (r *Relay) rejected(m *publish.Message, cause error) (*publish.Message, error) {
+	ev := m.Ref.(*cdc.Event)
+	if !r.cfg.UseDLQ {
+		r.log.Error().Err(cause).Str("event_id", ev.Row.EventID).Str("subject", m.Subject).
+			Msg("JetStream refused the event and USE_DLQ=false: skipped (the row stays in the outbox table)")
+		r.metrics.deadLetters.Inc()
+		ev.Tx.Done()
+		return nil, nil
+	}
+	r.log.Warn().Err(cause).Str("event_id", ev.Row.EventID).Str("subject", m.Subject).Msg("JetStream refused the event, dead-lettering it")
+	body := m.Body
+	var apiErr *jetstream.APIError
+	if errors.Is(cause, nats.ErrMaxPayload) || (errors.As(cause, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum) {
+		// The copy would be refused too: keep the identity, the row keeps the payload.
+		body, _ = json.Marshal(map[string]any{"event_id": ev.Row.EventID, "event_type": ev.Row.EventType,
+			"resource_type": ev.Row.ResourceType, "resource_id": ev.Row.ResourceID, "producer": r.cfg.AppName,
+			"payload_omitted": true, "size": len(m.Body)})
+	}
+	h := envelope.DLQHeader(m.Header, envelope.ClassRelay, cause.Error(), m.Subject, 0, time.Now())
+	return &publish.Message{Subject: r.builder.Subjects.DLQ(), Body: body, Header: h, MsgID: h.Get(envelope.HeaderMsgID)}, nil
+}
+
+// noStream asks JetStream whether any stream covers subject. Only with
+// AUTO_PROVISION, since it is a management call.
+func (r *Relay) noStream(ctx context.Context, subject string) bool {
+	if !r.cfg.AutoProvision {
+		r.log.Error().Str("subject", subject).Msg("no JetStream stream answered for subject; retrying (check the stream's subjects)")
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := r.js.StreamNameBySubject(cctx, subject)
+	return errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// checkSlot verifies the slot at start.
+func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
+	for backoff := 250 * time.Millisecond; ; backoff = min(backoff*2, 10*time.Second) {
+		info, err := cdc.ReadSlot(ctx, r.pool, r.cfg.Slot())
+		if err == nil {
+			if info == nil {
+				if mustExist {
+					return fmt.Errorf("%w: %q; run `relay provision` with admin credentials or set AUTO_PROVISION=true", cdc.ErrSlotMissing, r.cfg.Slot())
+				}
+				return nil
+			}
+			r.metrics0(info)
+			return cdc.CheckSlot(info, r.dbName)
+		}
+		if isFatal(err) {
+			return err
+		}
+		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot read replication slot, retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (r *Relay) metrics0(info *cdc.SlotInfo) {
+	if r.metrics != nil {
+		r.metrics.slotLag.Set(float64(info.LagBytes))
+		r.metrics.slotRetained.Set(float64(info.RetainedBytes))
+	}
+}
+
+// guard watches the slot: lost stops the relay; reserve trouble and lag warn.
+func (r *Relay) guard(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.SlotCheck)
+	defer t.Stop()
+	lastStatus := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		info, err := cdc.ReadSlot(ctx, r.pool, r.cfg.Slot())
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("slot check failed")
+			}
+			continue
+		}
+		if info == nil {
+			r.log.Error().Str("slot", r.cfg.Slot()).Msg("replication slot no longer exists")
+			continue
+		}
+		r.metrics0(info)
+		if info.WALStatus == "lost" {
+			return cdc.CheckSlot(info, "")
+		}
+		if info.WALStatus != lastStatus && (info.WALStatus == "unreserved" || info.WALStatus == "extended") {
+			r.log.Warn().Str("slot", info.Name).Str("wal_status", info.WALStatus).Any("safe_wal_size", info.SafeWALSize).
+				Msg("replication slot WAL reserve is at risk; the relay is behind or stalled")
+		}
+		lastStatus = info.WALStatus
+		if info.RetainedBytes > r.cfg.SlotLagWarn {
+			r.log.Warn().Str("slot", info.Name).Int64("retained_wal_bytes", info.RetainedBytes).Int64("lag_bytes", info.LagBytes).
+				Msg("replication slot retains a lot of WAL")
+		}
+	}
+}
+
+// prune deletes outbox rows older than OUTBOX_RETENTION in small batches.
+// Rows are relayed from the WAL, so deleting them never affects delivery.
+func (r *Relay) prune(ctx context.Context) error {
+	if r.cfg.OutboxRetention <= 0 {
+		return nil
+	}
+	table, _ := migrations.QuoteQualified(r.cfg.OutboxTable) // validated at start
+	every := min(max(r.cfg.OutboxRetention/10, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		total := int64(0)
+		for ctx.Err() == nil {
+			tag, err := r.pool.Exec(ctx, `DELETE FROM `+table+` WHERE id IN (SELECT id FROM `+table+
+				` WHERE occurred_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 1000)`, r.cfg.OutboxRetention.Seconds())
+			if err != nil {
+				if ctx.Err() == nil {
+					r.log.Warn().Err(err).Msg("outbox prune failed")
+				}
+				break
+			}
+			total += tag.RowsAffected()
+			if tag.RowsAffected() < 1000 {
+				break
+			}
+		}
+		if total > 0 {
+			r.log.Info().Int64("rows", total).Dur("retention", r.cfg.OutboxRetention).Msg("pruned outbox")
+		}
+	}
+}
+
+func isFatal(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code[:2] == "28" || pgErr.Code == "3D000" || pgErr.Code == "42501"
+	}
+	var uerr *url.Error
+	return errors.As(err, &uerr)
+}

@@ -1,0 +1,150 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+)
+
+// ErrProtocol marks a replication message that cannot be decoded. It means the
+// stream is corrupt or speaks another protocol; it is never a bad row.
+var ErrProtocol = errors.New("pgoutput protocol error")
+
+// column positions of the outbox fields in one relation; -1 when absent.
+type outboxColumns struct {
+	eventID, resourceType, resourceID, eventType, payload, headers,
+	subject, destination, traceID, occurredAt int
+}
+
+// relation is what a Relation message told us about one table.
+type relation struct {
+	namespace, name string
+	outbox          bool
+	cols            outboxColumns
+	ncols           int
+}
+
+func newRelation(m *pglogrepl.RelationMessage, schema, table string) *relation {
+	r := &relation{namespace: m.Namespace, name: m.RelationName, ncols: len(m.Columns)}
+	r.outbox = m.Namespace == schema && m.RelationName == table
+	c := outboxColumns{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1}
+	for i, col := range m.Columns {
+		switch col.Name {
+		case "event_id":
+			c.eventID = i
+		case "resource_type":
+			c.resourceType = i
+		case "resource_id":
+			c.resourceID = i
+		case "event_type":
+			c.eventType = i
+		case "payload":
+			c.payload = i
+		case "headers":
+			c.headers = i
+		case "subject":
+			c.subject = i
+		case "destination":
+			c.destination = i
+		case "trace_id":
+			c.traceID = i
+		case "occurred_at":
+			c.occurredAt = i
+		}
+	}
+	r.cols = c
+	return r
+}
+
+// missing names required outbox columns the relation lacks.
+func (r *relation) missing() []string {
+	var out []string
+	for name, i := range map[string]int{"event_id": r.cols.eventID, "event_type": r.cols.eventType, "payload": r.cols.payload} {
+		if i < 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// decodeInsert decodes the body of an Insert message (after the 'I' byte) into
+// row, mapping columns by name. It returns the relation id. Column values are
+// copied: src belongs to the connection's read buffer.
+//
+// Layout: Int32 relation id, Byte1 'N', Int16 column count, then per column a
+// kind byte: 'n' (null), 'u' (unchanged toast), 't' or 'b' followed by Int32
+// length and the value.
+func decodeInsert(src []byte, rels map[uint32]*relation, row *envelope.Row) (uint32, *relation, error) {
+	if len(src) < 7 {
+		return 0, nil, fmt.Errorf("%w: insert message of %d bytes", ErrProtocol, len(src))
+	}
+	relID := binary.BigEndian.Uint32(src)
+	rel := rels[relID]
+	if rel == nil {
+		return relID, nil, fmt.Errorf("%w: insert for unknown relation %d", ErrProtocol, relID)
+	}
+	if src[4] != 'N' {
+		return relID, rel, fmt.Errorf("%w: insert tuple type %q", ErrProtocol, src[4])
+	}
+	if !rel.outbox {
+		return relID, rel, nil
+	}
+	n := int(binary.BigEndian.Uint16(src[5:]))
+	p := 7
+	*row = envelope.Row{}
+	for i := 0; i < n; i++ {
+		if p >= len(src) {
+			return relID, rel, fmt.Errorf("%w: tuple truncated at column %d", ErrProtocol, i)
+		}
+		kind := src[p]
+		p++
+		var val []byte
+		switch kind {
+		case 'n', 'u':
+			continue
+		case 't', 'b':
+			if p+4 > len(src) {
+				return relID, rel, fmt.Errorf("%w: tuple truncated at column %d", ErrProtocol, i)
+			}
+			l := int(binary.BigEndian.Uint32(src[p:]))
+			p += 4
+			if l < 0 || p+l > len(src) {
+				return relID, rel, fmt.Errorf("%w: column %d length %d exceeds message", ErrProtocol, i, l)
+			}
+			val = src[p : p+l]
+			p += l
+		default:
+			return relID, rel, fmt.Errorf("%w: column %d kind %q", ErrProtocol, i, kind)
+		}
+		c := &rel.cols
+		switch i {
+		case c.eventID:
+			row.EventID = string(val)
+		case c.resourceType:
+			row.ResourceType = string(val)
+		case c.resourceID:
+			row.ResourceID = string(val)
+		case c.eventType:
+			row.EventType = string(val)
+		case c.payload:
+			row.Payload = append([]byte(nil), val...)
+		case c.headers:
+			if len(val) > 2 { // "{}" carries nothing
+				row.Headers = append([]byte(nil), val...)
+			}
+		case c.subject:
+			row.Subject = string(val)
+		case c.destination:
+			row.Destination = string(val)
+		case c.traceID:
+			row.TraceID = string(val)
+		case c.occurredAt:
+			row.OccurredAt = string(val)
+		}
+	}
+	return relID, rel, nil
+}

@@ -1,0 +1,469 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/checkpoint"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+)
+
+// Event is one committed outbox insert.
+type Event struct {
+	Row        envelope.Row
+	CommitLSN  pglogrepl.LSN // LSN of the transaction's commit record
+	Index      int           // 0-based position among the transaction's outbox inserts
+	CommitTime time.Time
+	Tx         *checkpoint.Tx // call Tx.Done once the event is acknowledged or dead-lettered
+	Err        error          // the row could not be decoded into outbox fields (dead-letter it)
+}
+
+// Options configure a Stream.
+type Options struct {
+	ConnString     string // DATABASE_URL
+	Slot           string
+	Publication    string
+	Table          string        // schema.table of the outbox
+	StatusInterval time.Duration // how often to confirm; default 1s
+	DrainTimeout   time.Duration // on shutdown, how long to wait for in-flight events before the last confirm; default 10s
+	Log            zerolog.Logger
+}
+
+// State is what /readyz and the logs report about the stream.
+type State struct {
+	Replicating bool
+	Standby     bool
+	Reason      string // why not replicating
+	Confirmed   pglogrepl.LSN
+	Since       time.Time
+}
+
+// Stream reads the replication slot. Create it with NewStream and call Run once.
+type Stream struct {
+	opts    Options
+	tracker *checkpoint.Tracker
+	log     zerolog.Logger
+
+	schema, table string
+
+	mu    sync.Mutex
+	state State
+}
+
+// ErrSlotMissing means the replication slot does not exist (dropped under a
+// running relay, or never provisioned with AUTO_PROVISION=false).
+var ErrSlotMissing = errors.New("replication slot does not exist")
+
+// NewStream returns a stream that confirms positions from tracker.
+func NewStream(opts Options, tracker *checkpoint.Tracker) *Stream {
+	if opts.StatusInterval <= 0 {
+		opts.StatusInterval = time.Second
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 10 * time.Second
+	}
+	s := &Stream{opts: opts, tracker: tracker, log: opts.Log}
+	s.schema, s.table, _ = strings.Cut(opts.Table, ".")
+	s.state = State{Reason: "starting", Since: time.Now()}
+	return s
+}
+
+// State returns the current state.
+func (s *Stream) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *Stream) setState(st State) {
+	s.mu.Lock()
+	prev := s.state
+	st.Confirmed = prev.Confirmed
+	if prev.Replicating != st.Replicating || prev.Standby != st.Standby || prev.Reason != st.Reason {
+		st.Since = time.Now()
+	} else {
+		st.Since = prev.Since
+	}
+	s.state = st
+	s.mu.Unlock()
+}
+
+func (s *Stream) setConfirmed(lsn pglogrepl.LSN) {
+	s.mu.Lock()
+	s.state.Confirmed = lsn
+	s.mu.Unlock()
+}
+
+// Run reads until ctx ends or a fatal error occurs, sending events to out in
+// commit order, and closes out when it returns. Connection failures are
+// retried with capped exponential backoff. When ctx ends it stops reading,
+// waits up to DrainTimeout for every handed-over event to be done, confirms
+// the safe position and returns nil.
+func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
+	defer close(out)
+	backoff := 250 * time.Millisecond
+	for {
+		started := time.Now()
+		err := s.session(ctx, out)
+		if ctx.Err() != nil {
+			s.setState(State{Reason: "stopped"})
+			return nil
+		}
+		var busy *slotBusyError
+		switch {
+		case errors.As(err, &busy):
+			st := s.State()
+			if !st.Standby || st.Reason != busy.Error() {
+				s.log.Info().Str("slot", s.opts.Slot).Int("active_pid", busy.pid).
+					Msg("slot is held by another relay, waiting as hot standby")
+			}
+			s.setState(State{Standby: true, Reason: busy.Error()})
+			backoff = 250 * time.Millisecond
+			if !sleep(ctx, time.Second) {
+				continue
+			}
+			continue
+		case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrProtocol), isFatalPgError(err):
+			s.setState(State{Reason: err.Error()})
+			return err
+		}
+		if time.Since(started) > 30*time.Second {
+			backoff = 250 * time.Millisecond
+		}
+		s.setState(State{Reason: "replication connection lost: " + err.Error()})
+		s.log.Warn().Err(err).Dur("retry_in", backoff).Str("slot", s.opts.Slot).Msg("replication stream interrupted, reconnecting")
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type slotBusyError struct {
+	slot string
+	pid  int
+}
+
+func (e *slotBusyError) Error() string {
+	return fmt.Sprintf("replication slot %q is active for pid %d", e.slot, e.pid)
+}
+
+// isFatalPgError reports errors that reconnecting cannot fix.
+func isFatalPgError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "28000", "28P01", // invalid authorization, bad password
+		"42501",          // insufficient privilege (no REPLICATION attribute)
+		"3D000",          // database does not exist
+		"55000",          // object not in prerequisite state (e.g. wal_level, slot invalidated)
+		"42704", "22023": // undefined object (publication), invalid parameter
+		return true
+	}
+	return false
+}
+
+// ReplicationConfig parses connString for a replication connection.
+func ReplicationConfig(connString, appName string) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = appName
+	// pgoutput renders values with the walsender's settings: fix them so
+	// timestamptz text is always ISO in UTC.
+	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["IntervalStyle"] = "iso_8601"
+	return cfg, nil
+}
+
+// session runs one replication connection.
+func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
+	cfg, err := ReplicationConfig(s.opts.ConnString, "jetstream-bridge-relay")
+	if err != nil {
+		return err
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	conn, err := pgconn.ConnectConfig(connectCtx, cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect for replication: %w", err)
+	}
+	defer conn.Close(context.Background())
+
+	start := s.tracker.Safe()
+	err = pglogrepl.StartReplication(ctx, conn, s.opts.Slot, start, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names '" + s.opts.Publication + "'",
+		},
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			switch {
+			case pgErr.Code == "55006": // object_in_use: another walsender holds the slot
+				return &slotBusyError{slot: s.opts.Slot, pid: activePID(ctx, conn, s.opts.Slot)}
+			case pgErr.Code == "42704" && strings.Contains(pgErr.Message, "replication slot"):
+				return fmt.Errorf("%w: %q (create it with `relay provision` or AUTO_PROVISION=true)", ErrSlotMissing, s.opts.Slot)
+			}
+		}
+		return fmt.Errorf("start replication on slot %q: %w", s.opts.Slot, err)
+	}
+	s.log.Info().Str("slot", s.opts.Slot).Str("from_lsn", start.String()).Msg("replicating")
+	s.setState(State{Replicating: true})
+
+	r := reader{s: s, conn: conn, out: out, rels: map[uint32]*relation{}}
+	defer func() {
+		if r.tx != nil { // connection lost inside a transaction: Postgres re-sends it whole
+			r.tx.Abandon()
+			r.tx = nil
+		}
+	}()
+	return r.loop(ctx)
+}
+
+func activePID(ctx context.Context, conn *pgconn.PgConn, slot string) int {
+	res := conn.ExecParams(ctx, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1",
+		[][]byte{[]byte(slot)}, nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) == 0 {
+		return 0
+	}
+	var pid int
+	fmt.Sscan(string(res.Rows[0][0]), &pid)
+	return pid
+}
+
+// reader is the state of one session's receive loop.
+type reader struct {
+	s    *Stream
+	conn *pgconn.PgConn
+	out  chan<- *Event
+	rels map[uint32]*relation
+
+	tx         *checkpoint.Tx // open transaction, nil between transactions
+	commitLSN  pglogrepl.LSN
+	commitTime time.Time
+	index      int
+	walEnd     pglogrepl.LSN // server WAL end from the latest keepalive
+	nextStatus time.Time
+	lastSent   pglogrepl.LSN
+}
+
+func (r *reader) loop(ctx context.Context) error {
+	r.nextStatus = time.Now().Add(r.s.opts.StatusInterval)
+	for {
+		if ctx.Err() != nil {
+			return r.shutdown()
+		}
+		if !time.Now().Before(r.nextStatus) {
+			if err := r.sendStatus(false); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, r.nextStatus)
+		msg, err := r.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) || ctx.Err() != nil {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := r.copyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.CopyDone:
+			return errors.New("server ended the replication stream")
+		}
+	}
+}
+
+func (r *reader) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		if pkm.ServerWALEnd > r.walEnd {
+			r.walEnd = pkm.ServerWALEnd
+		}
+		if pkm.ReplyRequested {
+			return r.sendStatus(false)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		return r.walData(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (r *reader) walData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch pglogrepl.MessageType(data[0]) {
+	case pglogrepl.MessageTypeBegin:
+		var m pglogrepl.BeginMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		if r.tx != nil {
+			return fmt.Errorf("%w: begin inside an open transaction", ErrProtocol)
+		}
+		r.tx = r.s.tracker.Begin()
+		r.commitLSN, r.commitTime, r.index = m.FinalLSN, m.CommitTime, 0
+	case pglogrepl.MessageTypeCommit:
+		var m pglogrepl.CommitMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		if r.tx == nil {
+			return fmt.Errorf("%w: commit without begin", ErrProtocol)
+		}
+		r.tx.Commit(m.TransactionEndLSN)
+		r.tx = nil
+	case pglogrepl.MessageTypeRelation:
+		var m pglogrepl.RelationMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		rel := newRelation(&m, r.s.schema, r.s.table)
+		if rel.outbox {
+			if miss := rel.missing(); len(miss) > 0 {
+				r.s.log.Error().Strs("missing_columns", miss).Str("table", r.s.opts.Table).
+					Msg("outbox table lacks required columns; its rows will be dead-lettered")
+			}
+		}
+		r.rels[m.RelationID] = rel
+	case pglogrepl.MessageTypeInsert:
+		if r.tx == nil {
+			return fmt.Errorf("%w: insert outside a transaction", ErrProtocol)
+		}
+		ev := &Event{CommitLSN: r.commitLSN, CommitTime: r.commitTime, Index: r.index}
+		_, rel, err := decodeInsert(data[1:], r.rels, &ev.Row)
+		if err != nil {
+			return err
+		}
+		if !rel.outbox {
+			return nil
+		}
+		if miss := rel.missing(); len(miss) > 0 {
+			ev.Err = fmt.Errorf("outbox table %s.%s lacks columns %v", rel.namespace, rel.name, miss)
+		}
+		r.index++
+		ev.Tx = r.tx
+		r.tx.Add()
+		return r.emit(ctx, ev)
+	}
+	// Update, Delete, Truncate, Type, Origin and logical messages are not relayed.
+	return nil
+}
+
+// emit hands ev to the publisher. While the publisher has no room it keeps
+// confirming on schedule so Postgres does not time the connection out.
+func (r *reader) emit(ctx context.Context, ev *Event) error {
+	select {
+	case r.out <- ev:
+		return nil
+	default:
+	}
+	for {
+		wait := time.Until(r.nextStatus)
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case r.out <- ev:
+			t.Stop()
+			return nil
+		case <-t.C:
+			if err := r.sendStatus(false); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			t.Stop()
+			// Not handed over: it will be re-sent after restart. Count it done so
+			// the tracker can drain what was handed over.
+			ev.Tx.Done()
+			return nil
+		}
+	}
+}
+
+// sendStatus confirms the safe position. Between transactions with nothing in
+// flight it first moves the safe position to the server's WAL end (so an idle
+// outbox never pins WAL) and asks the server for a fresh keepalive.
+func (r *reader) sendStatus(final bool) error {
+	idle := r.tx == nil && r.walEnd > 0 && r.s.tracker.Skip(r.walEnd)
+	pos := r.s.tracker.Safe()
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), r.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos,
+		WALFlushPosition: pos,
+		WALApplyPosition: pos,
+		ReplyRequested:   idle && !final,
+	})
+	r.nextStatus = time.Now().Add(r.s.opts.StatusInterval)
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	if pos != r.lastSent {
+		r.s.log.Debug().Str("lsn", pos.String()).Msg("confirmed")
+		r.lastSent = pos
+	}
+	r.s.setConfirmed(pos)
+	return nil
+}
+
+// shutdown waits for in-flight events (bounded) and confirms one last time.
+func (r *reader) shutdown() error {
+	deadline := time.Now().Add(r.s.opts.DrainTimeout)
+	for !r.s.tracker.Idle() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.tx != nil {
+		r.tx.Abandon()
+		r.tx = nil
+	}
+	if !r.s.tracker.Idle() {
+		r.s.log.Warn().Int("open_transactions", r.s.tracker.Open()).
+			Msg("stopping with unacknowledged events; they will be re-sent on the next start")
+	}
+	if err := r.sendStatus(true); err != nil {
+		return err
+	}
+	r.s.log.Info().Str("lsn", r.s.tracker.Safe().String()).Msg("final position confirmed")
+	return nil
+}

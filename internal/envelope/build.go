@@ -1,0 +1,693 @@
+package envelope
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Header names. Nats-Msg-Id is JetStream's deduplication key; the Bridge-*
+// headers are this project's own and no outbox row may set them.
+const (
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderContentType = "Content-Type"
+	HeaderTraceparent = "traceparent"
+	HeaderCommitLSN   = "Bridge-Commit-LSN"
+	HeaderTxIndex     = "Bridge-Tx-Index"
+
+	HeaderError           = "Bridge-Error"
+	HeaderErrorClass      = "Bridge-Error-Class"
+	HeaderOriginalSubject = "Bridge-Original-Subject"
+	HeaderDeliveries      = "Bridge-Deliveries"
+	HeaderFailedAt        = "Bridge-Failed-At"
+)
+
+// Values of Bridge-Error-Class on a dead-lettered message.
+const (
+	ClassPoison    = "poison"    // the sink could not parse or route it
+	ClassHandler   = "handler"   // the handler refused it permanently
+	ClassExhausted = "exhausted" // the handler kept failing until MAX_DELIVER
+	ClassRelay     = "relay"     // the relay could not publish the row as asked
+)
+
+// ContentTypeJSON is the Content-Type of every envelope.
+const ContentTypeJSON = "application/json"
+
+// SchemaVersion is the envelope schema version Build writes.
+const SchemaVersion = 1
+
+// Row is one outbox row as decoded from the WAL (text-format column values).
+type Row struct {
+	EventID      string
+	ResourceType string
+	ResourceID   string // "" when NULL
+	EventType    string
+	Payload      []byte // raw JSON text of the jsonb column; nil when NULL
+	Headers      []byte // raw JSON text of the jsonb headers column (an object); nil/empty = none
+	Subject      string // per-row subject override, "" = none
+	Destination  string // per-row destination app override, "" = default
+	TraceID      string
+	OccurredAt   string // timestamptz text, DateStyle ISO, e.g. "2026-11-24 15:08:12.123456+00"
+}
+
+// Position is where an event sits in the source WAL: its transaction's commit
+// LSN (Postgres text form, "16/B374D848") and its 0-based index inside that
+// transaction. Positions order events the way the stream does.
+type Position struct {
+	CommitLSN string
+	TxIndex   int
+}
+
+// Message is one envelope ready to publish.
+type Message struct {
+	Subject string
+	Body    []byte
+	Header  nats.Header
+	MsgID   string // the event id, also in Header[HeaderMsgID]
+}
+
+// RowError reports an outbox row that can never be published as asked: the
+// relay dead-letters it (class "relay") instead of retrying. Errors from
+// Build that are not a *RowError are configuration or programming errors that
+// no row can get past.
+type RowError struct {
+	EventID string
+	Reason  string
+}
+
+func (e *RowError) Error() string {
+	return fmt.Sprintf("outbox event %q: %s", e.EventID, e.Reason)
+}
+
+func rowErr(r *Row, format string, args ...any) *RowError {
+	return &RowError{EventID: r.EventID, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Builder turns outbox rows into JetStream messages. Its fields are read on
+// each Build; Build is safe for concurrent use as long as they are not
+// changed meanwhile.
+type Builder struct {
+	Producer   string   // APP_NAME, the envelope's "producer"; "" = Subjects.App
+	Subjects   Subjects // where rows without a subject override go
+	MaxPayload int      // server max_payload in bytes (headers + body); 0 = no check
+
+	cfg atomic.Pointer[builderConfig]
+}
+
+// builderConfig caches what Build derives from the Builder's fields, so the
+// default subject is not concatenated per event.
+type builderConfig struct {
+	subjects Subjects
+	producer string // Builder.Producer as given, for cache invalidation
+	prod     string // effective producer
+	subject  string // default publish subject, "" when Subjects.Dest is empty
+	err      error
+}
+
+func (b *Builder) config() *builderConfig {
+	if c := b.cfg.Load(); c != nil && c.subjects == b.Subjects && c.producer == b.Producer {
+		return c
+	}
+	c := &builderConfig{subjects: b.Subjects, producer: b.Producer, prod: b.Producer}
+	if c.prod == "" {
+		c.prod = b.Subjects.App
+	}
+	if err := b.Subjects.Validate(); err != nil {
+		c.err = fmt.Errorf("envelope builder: %w", err)
+	} else if b.Subjects.Dest != "" {
+		c.subject = b.Subjects.Publish("")
+	}
+	b.cfg.Store(c)
+	return c
+}
+
+// Build turns one outbox row into a message. The body is a new buffer the
+// caller owns (it stays in the publisher's in-flight window); the header map
+// is new too.
+//
+// Envelope rules, following the Ruby gem's EventEnvelopeBuilder so that
+// consumers on either side see the same thing:
+//
+//   - resource_type: the column; when empty, inferred from a dotted
+//     event_type as the part before the first dot ("user.created" →
+//     "user"; "billing.invoice.paid" → "billing", as the gem's
+//     split('.').first does), else "event". event_type is left as written:
+//     the gem does not shorten "user.created" to "created", so neither do we.
+//   - resource_id: the column; when empty, payload.id, else
+//     payload.resource_id (the gem's fallback order; null and false do not
+//     count), a string as is and a number as its JSON text; else "".
+//   - trace_id: the column verbatim; when empty, the trace-id field of a
+//     W3C traceparent found in the row's headers; else "". The gem invents a
+//     random one instead; we keep Build deterministic (a republished event
+//     gets byte-identical content) and never invent tracing data.
+//   - occurred_at: converted to RFC 3339 UTC, fraction kept.
+//   - payload: copied verbatim; it must be a JSON object or array.
+//
+// Headers: Nats-Msg-Id (event id), Content-Type, Bridge-Commit-LSN and
+// Bridge-Tx-Index (when pos has an LSN), every entry of the row's headers
+// object, and traceparent from the trace_id column when it is a W3C
+// traceparent and the row's headers do not already carry one. See
+// scanRowHeaders for what a row header may be.
+func (b *Builder) Build(r *Row, pos Position) (Message, error) {
+	cfg := b.config()
+	if cfg.err != nil {
+		return Message{}, cfg.err
+	}
+	if err := checkPosition(pos); err != nil {
+		return Message{}, err
+	}
+
+	// Identity and type.
+	if r.EventID == "" {
+		return Message{}, rowErr(r, "event_id is empty")
+	}
+	if !headerValueOK(r.EventID) || !utf8.ValidString(r.EventID) {
+		return Message{}, rowErr(r, "event_id must be valid UTF-8 without control characters")
+	}
+	if r.EventType == "" {
+		return Message{}, rowErr(r, "event_type is empty")
+	}
+
+	// Subject: the row's override, else the row's destination, else the
+	// configured destination.
+	var subject string
+	switch {
+	case r.Subject != "":
+		if err := ValidatePublishSubject(r.Subject); err != nil {
+			return Message{}, rowErr(r, "subject override: %v", err)
+		}
+		subject = r.Subject
+	case r.Destination != "":
+		if err := validToken(r.Destination); err != nil {
+			return Message{}, rowErr(r, "destination %q: %v", r.Destination, err)
+		}
+		if r.Destination == dlqToken {
+			return Message{}, rowErr(r, "destination %q is the dead-letter subject", r.Destination)
+		}
+		if cfg.subjects.Dest == r.Destination {
+			subject = cfg.subject
+		} else {
+			subject = cfg.subjects.Publish(r.Destination)
+			if len(subject) > MaxSubjectLen {
+				return Message{}, rowErr(r, "destination %q makes a subject over %d bytes", r.Destination, MaxSubjectLen)
+			}
+		}
+	case cfg.subject != "":
+		subject = cfg.subject
+	default:
+		return Message{}, rowErr(r, "no subject: the row has no subject or destination and DESTINATION_APP is not set")
+	}
+
+	// Payload: one pass validates it and finds the resource id fallback.
+	payload, idVal, err := scanPayload(r.Payload)
+	if err != nil {
+		return Message{}, rowErr(r, "%v", err)
+	}
+
+	// Row headers: one pass validates and measures them; a second fills
+	// the map once its size is known.
+	rh, err := scanRowHeaders(r.Headers)
+	if err != nil {
+		return Message{}, rowErr(r, "headers: %v", err)
+	}
+	traceHeader := ""
+	if !rh.hasTraceparent && isTraceparent(r.TraceID) {
+		traceHeader = r.TraceID
+	}
+
+	if r.OccurredAt == "" {
+		return Message{}, rowErr(r, "occurred_at is empty")
+	}
+
+	resourceType := r.ResourceType
+	if resourceType == "" {
+		resourceType = inferResourceType(r.EventType)
+	}
+
+	// The body, sized so that escaping-free rows need one allocation.
+	size := 192 + len(r.EventID) + len(r.EventType) + len(cfg.prod) + len(resourceType) +
+		len(r.ResourceID) + len(idVal) + len(r.TraceID) + len(payload)
+	body := make([]byte, 0, size)
+	body = append(body, `{"event_id":`...)
+	body = appendJSONString(body, r.EventID)
+	body = append(body, `,"schema_version":1,"event_type":`...)
+	body = appendJSONString(body, r.EventType)
+	body = append(body, `,"producer":`...)
+	body = appendJSONString(body, cfg.prod)
+	body = append(body, `,"resource_type":`...)
+	body = appendJSONString(body, resourceType)
+	body = append(body, `,"resource_id":`...)
+	switch {
+	case r.ResourceID != "":
+		body = appendJSONString(body, r.ResourceID)
+	case len(idVal) > 0 && idVal[0] == '"':
+		// A JSON string out of a valid JSON document is already a valid
+		// JSON string; copying it keeps its exact spelling.
+		body = append(body, idVal...)
+	case len(idVal) > 0:
+		body = append(body, '"')
+		body = append(body, idVal...)
+		body = append(body, '"')
+	default:
+		body = append(body, `""`...)
+	}
+	body = append(body, `,"occurred_at":"`...)
+	body, err = appendTimestamp(body, r.OccurredAt)
+	if err != nil {
+		return Message{}, rowErr(r, "occurred_at %q: %v", r.OccurredAt, err)
+	}
+	body = append(body, `","trace_id":`...)
+	switch {
+	case r.TraceID != "":
+		body = appendJSONString(body, r.TraceID)
+	case rh.traceID != "":
+		body = append(body, '"')
+		body = append(body, rh.traceID...)
+		body = append(body, '"')
+	default:
+		body = append(body, `""`...)
+	}
+	body = append(body, `,"payload":`...)
+	body = append(body, payload...)
+	body = append(body, '}')
+
+	// Headers.
+	n := 2 + rh.n
+	hdrSize := len(hdrLine) + len(crlf) +
+		headerLen(HeaderMsgID, r.EventID) + headerLen(HeaderContentType, ContentTypeJSON) + rh.size
+	var txIndex string
+	if pos.CommitLSN != "" {
+		n += 2
+		txIndex = strconv.Itoa(pos.TxIndex)
+		hdrSize += headerLen(HeaderCommitLSN, pos.CommitLSN) + headerLen(HeaderTxIndex, txIndex)
+	}
+	if traceHeader != "" {
+		n++
+		hdrSize += headerLen(HeaderTraceparent, traceHeader)
+	}
+	if b.MaxPayload > 0 && len(body)+hdrSize > b.MaxPayload {
+		return Message{}, rowErr(r, "message is %d bytes (body %d + headers %d), over the server's max_payload of %d",
+			len(body)+hdrSize, len(body), hdrSize, b.MaxPayload)
+	}
+
+	f := newHeaderFiller(n)
+	if rh.n > 0 {
+		f.addRowHeaders(&rh)
+	}
+	f.set(HeaderMsgID, r.EventID)
+	f.set(HeaderContentType, ContentTypeJSON)
+	if pos.CommitLSN != "" {
+		f.set(HeaderCommitLSN, pos.CommitLSN)
+		f.set(HeaderTxIndex, txIndex)
+	}
+	if traceHeader != "" {
+		f.set(HeaderTraceparent, traceHeader)
+	}
+
+	return Message{Subject: subject, Body: body, Header: f.h, MsgID: r.EventID}, nil
+}
+
+// The NATS header block: "NATS/1.0\r\n", "Name: value\r\n" per value, "\r\n".
+const (
+	hdrLine = "NATS/1.0\r\n"
+	crlf    = "\r\n"
+)
+
+func headerLen(name, value string) int { return len(name) + 2 + len(value) + 2 }
+
+// inferResourceType mirrors the gem: event_type.split('.').first when the
+// type has a dot, else "event". (Ruby gives "" for ".created"; we say
+// "event" there too rather than publish an empty resource type.)
+func inferResourceType(eventType string) string {
+	for i := 0; i < len(eventType); i++ {
+		if eventType[i] == '.' {
+			if i == 0 {
+				return "event"
+			}
+			return eventType[:i]
+		}
+	}
+	return "event"
+}
+
+func checkPosition(pos Position) error {
+	if pos.CommitLSN == "" {
+		return nil
+	}
+	if _, ok := parseLSN(pos.CommitLSN); !ok {
+		return fmt.Errorf("envelope builder: malformed commit lsn %q", pos.CommitLSN)
+	}
+	if pos.TxIndex < 0 {
+		return fmt.Errorf("envelope builder: negative tx index %d", pos.TxIndex)
+	}
+	return nil
+}
+
+// scanPayload validates the payload column and returns it without
+// surrounding space, plus the raw JSON value of the resource id fallback
+// (payload.id, else payload.resource_id; nil when neither fits).
+func scanPayload(p []byte) (payload, idVal []byte, err error) {
+	if p == nil {
+		return nil, nil, errors.New("payload is NULL")
+	}
+	start, end := 0, len(p)
+	for start < end && isSpace(p[start]) {
+		start++
+	}
+	for end > start && isSpace(p[end-1]) {
+		end--
+	}
+	p = p[start:end]
+	if len(p) == 0 {
+		return nil, nil, errors.New("payload is empty")
+	}
+	var rid []byte
+	switch p[0] {
+	case '{':
+		// The envelope is depth 0, the payload object 1, its members 2.
+		it := objectIter{data: p, pos: 1, depth: 2}
+		for {
+			k, v, more, ok := it.next()
+			if !ok {
+				return nil, nil, errors.New("payload is not valid JSON")
+			}
+			if !more {
+				break
+			}
+			if keyIs(k, "id") {
+				idVal = idCandidate(v)
+			} else if keyIs(k, "resource_id") {
+				rid = idCandidate(v)
+			}
+		}
+		end = it.pos
+	case '[':
+		end = scanValue(p, 0, 1)
+	default:
+		return nil, nil, errors.New("payload must be a JSON object or array")
+	}
+	if end != len(p) {
+		return nil, nil, errors.New("payload is not valid JSON")
+	}
+	if idVal == nil {
+		idVal = rid
+	}
+	return p, idVal, nil
+}
+
+// idCandidate reports a value the gem's `payload['id'] || ...` would take:
+// anything but null and false. Objects and arrays cannot be ids: they count
+// as taken (the gem stops there too) but give "" .
+func idCandidate(v []byte) []byte {
+	switch v[0] {
+	case 'n', 'f':
+		return nil
+	case '{', '[':
+		return v[:0]
+	}
+	return v
+}
+
+// rowHeaders is what the first pass over the headers column found.
+type rowHeaders struct {
+	raw            []byte // the column, trailing space trimmed
+	s              string // the same as one string; names and values slice it
+	n              int    // entries that become headers
+	size           int    // their wire size
+	hasTraceparent bool   // a traceparent entry is among them
+	traceID        string // its trace-id field, when it is a W3C traceparent
+}
+
+// scanRowHeaders validates the headers column. A row header must be a member
+// of a JSON object whose name is an HTTP token and whose value is a string,
+// number or boolean (numbers and booleans as their JSON text); null members
+// are skipped; nested objects and arrays are refused rather than flattened
+// into a format no reader expects. Names that would steer JetStream (Nats-*),
+// change the body's meaning (Content-Type) or forge this bridge's own
+// metadata (Bridge-*) are refused, case-insensitively: the row is
+// dead-lettered with a reason, rather than silently published without a
+// header its writer counted on. Values must not contain CR or LF.
+//
+// The column is converted to one string, once, so that every plain name and
+// value shares a single allocation.
+func scanRowHeaders(raw []byte) (rowHeaders, error) {
+	var rh rowHeaders
+	raw = skipSpaceEnd(raw)
+	i := skipSpace(raw, 0)
+	if i == len(raw) {
+		return rh, nil
+	}
+	switch raw[i] {
+	case '{':
+	case 'n':
+		if scanLiteral(raw, i, "null") == len(raw) {
+			return rh, nil
+		}
+		return rh, errors.New("not valid JSON")
+	default:
+		return rh, errors.New("must be a JSON object")
+	}
+	it := objectIter{data: raw, pos: i + 1, depth: 1}
+	for {
+		k, v, more, ok := it.next()
+		if !ok {
+			return rh, errors.New("not valid JSON")
+		}
+		if !more {
+			break
+		}
+		if rh.s == "" {
+			rh.raw, rh.s = raw, string(raw)
+		}
+		name := stringIn(rh.s, raw, k)
+		if err := checkHeaderName(name); err != nil {
+			return rh, err
+		}
+		value, ok := headerValueIn(rh.s, raw, v)
+		if !ok {
+			if v[0] == 'n' {
+				continue
+			}
+			return rh, fmt.Errorf("%q: value must be a string, number or boolean", name)
+		}
+		if !headerValueOK(value) {
+			return rh, fmt.Errorf("%q: value contains CR or LF", name)
+		}
+		if name == HeaderTraceparent {
+			rh.hasTraceparent = true
+			rh.traceID = ""
+			if isTraceparent(value) {
+				rh.traceID = value[3:35]
+			}
+		}
+		rh.n++
+		rh.size += headerLen(name, value)
+	}
+	if it.pos != len(raw) {
+		return rh, errors.New("not valid JSON")
+	}
+	return rh, nil
+}
+
+// headerFiller fills a header map whose size is known, giving every value
+// slice a place in one backing array; each slice is capped so that a later
+// Add cannot write into its neighbour.
+type headerFiller struct {
+	h    nats.Header
+	vals []string
+}
+
+func newHeaderFiller(n int) headerFiller {
+	return headerFiller{h: make(nats.Header, n), vals: make([]string, 0, n)}
+}
+
+func (f *headerFiller) set(name, value string) {
+	k := len(f.vals)
+	f.vals = append(f.vals, value)
+	f.h[name] = f.vals[k : k+1 : k+1]
+}
+
+// addRowHeaders is the second pass over a headers column that
+// scanRowHeaders accepted.
+func (f *headerFiller) addRowHeaders(rh *rowHeaders) {
+	raw := rh.raw
+	it := objectIter{data: raw, pos: skipSpace(raw, 0) + 1, depth: 1}
+	for {
+		k, v, more, _ := it.next()
+		if !more {
+			return
+		}
+		if value, ok := headerValueIn(rh.s, raw, v); ok {
+			f.set(stringIn(rh.s, raw, k), value)
+		}
+	}
+}
+
+func skipSpaceEnd(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// stringIn decodes the raw JSON string v, a slice of raw; s is a string copy
+// of raw. Plain strings are sliced out of s; escaped ones are decoded.
+func stringIn(s string, raw, v []byte) string {
+	if _, slow := scanString(v, 0); slow {
+		return unquote(v)
+	}
+	off := offsetIn(raw, v)
+	return s[off+1 : off+len(v)-1]
+}
+
+// headerValueIn returns a header value's text: strings decoded, numbers and
+// booleans as written. ok is false for null, objects and arrays.
+func headerValueIn(s string, raw, v []byte) (value string, ok bool) {
+	switch v[0] {
+	case '"':
+		return stringIn(s, raw, v), true
+	case '{', '[', 'n':
+		return "", false
+	}
+	off := offsetIn(raw, v)
+	return s[off : off+len(v)], true
+}
+
+// offsetIn returns where sub, a subslice of b, starts in b.
+func offsetIn(b, sub []byte) int {
+	return cap(b) - cap(sub)
+}
+
+func checkHeaderName(name string) error {
+	if name == "" {
+		return errors.New("empty header name")
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTokenChar(name[i]) {
+			return fmt.Errorf("%q: header names may only hold letters, digits and !#$%%&'*+-.^_`|~", name)
+		}
+	}
+	switch {
+	case hasPrefixFold(name, "Nats-"):
+		return fmt.Errorf("%q: Nats-* headers are JetStream directives and are set by the relay only", name)
+	case hasPrefixFold(name, "Bridge-"):
+		return fmt.Errorf("%q: Bridge-* headers are set by the bridge only", name)
+	case equalFold(name, HeaderContentType):
+		return fmt.Errorf("%q: the envelope is always %s", name, ContentTypeJSON)
+	}
+	return nil
+}
+
+// isTokenChar reports an RFC 9110 token character.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && equalFold(s[:len(prefix)], prefix)
+}
+
+// equalFold is an ASCII-only strings.EqualFold (header names are ASCII).
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// headerValueOK reports a value that can travel in a NATS header line.
+func headerValueOK(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\r' || s[i] == '\n' {
+			return false
+		}
+	}
+	return true
+}
+
+// isTraceparent reports a W3C trace-context version 00 traceparent:
+// 00-<32 lowercase hex trace-id>-<16 lowercase hex parent-id>-<2 hex flags>,
+// with neither id all zeros.
+func isTraceparent[T string | []byte](s T) bool {
+	if len(s) != 55 || s[0] != '0' || s[1] != '0' || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	return lowerHex(s[3:35]) && lowerHex(s[36:52]) && lowerHex(s[53:55]) &&
+		!allZero(s[3:35]) && !allZero(s[36:52])
+}
+
+func lowerHex[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '0' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLSN parses a Postgres LSN, "16/B374D848": two hex numbers of at most
+// 8 digits each.
+func parseLSN(s string) (uint64, bool) {
+	slash := -1
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			slash = i
+			break
+		}
+	}
+	if slash < 1 || slash > 8 || len(s)-slash-1 < 1 || len(s)-slash-1 > 8 {
+		return 0, false
+	}
+	hi, ok1 := parseHex(s[:slash])
+	lo, ok2 := parseHex(s[slash+1:])
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	return hi<<32 | lo, true
+}
+
+func parseHex(s string) (uint64, bool) {
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		v := hexVal(s[i])
+		if v < 0 {
+			return 0, false
+		}
+		n = n<<4 | uint64(v)
+	}
+	return n, true
+}

@@ -1,0 +1,151 @@
+package envelope
+
+import (
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxSubjectLen bounds subjects we build or accept. NATS itself only limits
+// the protocol line, but a subject this long is a bug in whatever produced it.
+const MaxSubjectLen = 255
+
+// dlqToken is the destination token of the DLQ subject, {app}.sync.dlq, so no
+// destination may be called that.
+const dlqToken = "dlq"
+
+// Subjects builds subjects by the gem's conventions:
+//
+//	publish  [{env}.]{app}.sync.{dest}
+//	filter   [{env}.]{dest}.sync.{app}   (the other side's publish subject)
+//	DLQ      [{env}.]{app}.sync.dlq
+type Subjects struct {
+	Env  string // ENV_NAME, optional prefix
+	App  string // APP_NAME
+	Dest string // DESTINATION_APP, the default destination
+}
+
+// Publish returns the subject events for dest are published on; dest ""
+// means s.Dest.
+func (s Subjects) Publish(dest string) string {
+	if dest == "" {
+		dest = s.Dest
+	}
+	return s.join(s.App, dest)
+}
+
+// Filter returns the subject the sink consumes: what Dest publishes to App.
+func (s Subjects) Filter() string { return s.join(s.Dest, s.App) }
+
+// DLQ returns the dead-letter subject of App.
+func (s Subjects) DLQ() string { return s.join(s.App, dlqToken) }
+
+func (s Subjects) join(from, to string) string {
+	if s.Env == "" {
+		return from + ".sync." + to
+	}
+	return s.Env + "." + from + ".sync." + to
+}
+
+// Validate checks that each configured name is a single subject token.
+// Dest may be empty (a relay whose rows all name their destination or
+// subject), but not "dlq", which would publish into the DLQ.
+func (s Subjects) Validate() error {
+	if s.Env != "" {
+		if err := validToken(s.Env); err != nil {
+			return fmt.Errorf("ENV_NAME %q: %w", s.Env, err)
+		}
+	}
+	if s.App == "" {
+		return fmt.Errorf("APP_NAME is required")
+	}
+	if err := validToken(s.App); err != nil {
+		return fmt.Errorf("APP_NAME %q: %w", s.App, err)
+	}
+	if s.Dest != "" {
+		if err := validToken(s.Dest); err != nil {
+			return fmt.Errorf("DESTINATION_APP %q: %w", s.Dest, err)
+		}
+		if s.Dest == dlqToken {
+			return fmt.Errorf("DESTINATION_APP %q: reserved for the dead-letter subject {app}.sync.dlq", s.Dest)
+		}
+	}
+	if n := len(s.Publish("")); n > MaxSubjectLen {
+		return fmt.Errorf("ENV_NAME, APP_NAME and DESTINATION_APP make a %d-byte subject, over the %d-byte limit", n, MaxSubjectLen)
+	}
+	return nil
+}
+
+// validToken checks one subject token: non-empty, valid UTF-8, no
+// whitespace or control characters, none of '.', '*', '>'.
+func validToken(tok string) error {
+	if tok == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	for i := 0; i < len(tok); {
+		c := tok[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c <= ' ' || c == 0x7f:
+				return fmt.Errorf("must not contain whitespace or control characters (byte %d)", i)
+			case c == '.':
+				return fmt.Errorf("must be a single subject token, without '.'")
+			case c == '*' || c == '>':
+				return fmt.Errorf("must not contain the wildcard %q", c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(tok[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Errorf("must be valid UTF-8 (byte %d)", i)
+		}
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("must not contain whitespace or control characters (byte %d)", i)
+		}
+		i += size
+	}
+	return nil
+}
+
+// ValidatePublishSubject checks a subject a message may be published on:
+// non-empty tokens separated by '.', no whitespace or control characters, no
+// wildcards, at most MaxSubjectLen bytes. The error names the bad token.
+func ValidatePublishSubject(s string) error { return validateSubject(s, false) }
+
+// ValidateFilterSubject checks a consumer filter subject: like a publish
+// subject, but a token may be the wildcard '*', and the last token may be
+// '>'. Wildcard characters inside a longer token are still refused.
+func ValidateFilterSubject(s string) error { return validateSubject(s, true) }
+
+func validateSubject(s string, filter bool) error {
+	if s == "" {
+		return fmt.Errorf("subject is empty")
+	}
+	if len(s) > MaxSubjectLen {
+		return fmt.Errorf("subject is %d bytes, over the %d-byte limit", len(s), MaxSubjectLen)
+	}
+	n := 0
+	for start := 0; start <= len(s); n++ {
+		end := start
+		for end < len(s) && s[end] != '.' {
+			end++
+		}
+		tok := s[start:end]
+		switch {
+		case tok == "":
+			return fmt.Errorf("subject %q: token %d is empty", s, n+1)
+		case filter && tok == "*":
+		case filter && tok == ">":
+			if end != len(s) {
+				return fmt.Errorf("subject %q: '>' must be the last token", s)
+			}
+		default:
+			if err := validToken(tok); err != nil {
+				return fmt.Errorf("subject %q: token %d %q %w", s, n+1, tok, err)
+			}
+		}
+		start = end + 1
+	}
+	return nil
+}

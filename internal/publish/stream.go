@@ -1,0 +1,212 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// StreamSpec is what the bridge needs from its stream.
+type StreamSpec struct {
+	Name       string
+	Subjects   []string // in preference order; a subject another stream already covers is skipped
+	Fallback   []string // used instead of Subjects[i] when a wildcard overlaps another stream (narrower subjects)
+	Duplicates time.Duration
+	Replicas   int
+}
+
+// EnsureStream creates the stream or updates it to cover spec's subjects,
+// never adding a subject that overlaps one of another stream (JetStream would
+// refuse it, and that stream already stores those messages). Skipped subjects
+// are logged. Concurrent callers (several relays and sinks sharing one stream)
+// converge: the update is re-read and retried until every wanted subject is
+// present.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, log zerolog.Logger) (*jetstream.StreamInfo, error) {
+	if spec.Replicas <= 0 {
+		spec.Replicas = 1
+	}
+	for attempt := 0; ; attempt++ {
+		others, err := otherStreamSubjects(ctx, js, spec.Name)
+		if err != nil {
+			return nil, err
+		}
+		want := wantedSubjects(spec, others, log)
+		info, err := js.Stream(ctx, spec.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if len(want) == 0 {
+				return nil, fmt.Errorf("stream %s: every subject is already covered by other streams; nothing to create", spec.Name)
+			}
+			cfg := jetstream.StreamConfig{
+				Name:       spec.Name,
+				Subjects:   want,
+				Storage:    jetstream.FileStorage,
+				Retention:  jetstream.LimitsPolicy,
+				Duplicates: spec.Duplicates,
+				Replicas:   spec.Replicas,
+			}
+			s, err := js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < 5 {
+				continue // another process created it first: merge into theirs
+			}
+			if err != nil {
+				return nil, fmt.Errorf("create stream %s: %w", spec.Name, err)
+			}
+			log.Info().Str("stream", spec.Name).Strs("subjects", want).Dur("duplicates", spec.Duplicates).Msg("stream created")
+			return s.CachedInfo(), nil
+		case err != nil:
+			return nil, fmt.Errorf("look up stream %s: %w", spec.Name, err)
+		}
+		cfg := info.CachedInfo().Config
+		merged, changed := mergeSubjects(cfg.Subjects, want)
+		if spec.Duplicates > 0 && cfg.Duplicates != spec.Duplicates {
+			cfg.Duplicates, changed = spec.Duplicates, true
+		}
+		if !changed {
+			return info.CachedInfo(), nil
+		}
+		cfg.Subjects = merged
+		s, err := js.UpdateStream(ctx, cfg)
+		if err != nil {
+			if attempt < 5 {
+				log.Debug().Err(err).Msg("stream update raced, retrying")
+				continue
+			}
+			return nil, fmt.Errorf("update stream %s: %w", spec.Name, err)
+		}
+		got := s.CachedInfo().Config.Subjects
+		if covered(got, want) {
+			log.Info().Str("stream", spec.Name).Strs("subjects", got).Dur("duplicates", cfg.Duplicates).Msg("stream updated")
+			return s.CachedInfo(), nil
+		}
+		if attempt >= 5 {
+			return nil, fmt.Errorf("update stream %s: subjects %v still missing after retries", spec.Name, want)
+		}
+	}
+}
+
+func otherStreamSubjects(ctx context.Context, js jetstream.JetStream, self string) (map[string][]string, error) {
+	out := map[string][]string{}
+	lister := js.ListStreams(ctx)
+	for info := range lister.Info() {
+		if info.Config.Name != self {
+			out[info.Config.Name] = info.Config.Subjects
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	return out, nil
+}
+
+func wantedSubjects(spec StreamSpec, others map[string][]string, log zerolog.Logger) []string {
+	var want []string
+	for i, subj := range spec.Subjects {
+		if owner := overlapping(subj, others); owner != "" {
+			if i < len(spec.Fallback) && spec.Fallback[i] != "" {
+				log.Warn().Str("subject", subj).Str("other_stream", owner).Str("fallback", spec.Fallback[i]).
+					Msg("subject overlaps another stream, using the narrower subject")
+				subj = spec.Fallback[i]
+				if owner = overlapping(subj, others); owner == "" {
+					want = append(want, subj)
+					continue
+				}
+			}
+			log.Warn().Str("subject", subj).Str("other_stream", owner).
+				Msg("subject already covered by another stream, not adding it")
+			continue
+		}
+		want = append(want, subj)
+	}
+	return want
+}
+
+func overlapping(subj string, others map[string][]string) string {
+	names := make([]string, 0, len(others))
+	for n := range others {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		for _, s := range others[n] {
+			if Overlap(subj, s) {
+				return n
+			}
+		}
+	}
+	return ""
+}
+
+// mergeSubjects adds want to have: a wanted subject already covered by one of
+// have is not added; subjects of have that a wanted wildcard covers are
+// replaced by it (JetStream refuses overlapping subjects within one stream).
+func mergeSubjects(have, want []string) ([]string, bool) {
+	out := slices.Clone(have)
+	changed := false
+	for _, w := range want {
+		if slices.ContainsFunc(out, func(h string) bool { return Covers(h, w) }) {
+			continue
+		}
+		out = slices.DeleteFunc(out, func(h string) bool { return Covers(w, h) })
+		out = append(out, w)
+		changed = true
+	}
+	return out, changed
+}
+
+func covered(have, want []string) bool {
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h string) bool { return Covers(h, w) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// Covers reports whether every subject matched by b is matched by a.
+func Covers(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i, t := range at {
+		if t == ">" {
+			return i < len(bt)
+		}
+		if i >= len(bt) {
+			return false
+		}
+		switch {
+		case t == "*":
+			if bt[i] == ">" {
+				return false
+			}
+		case bt[i] != t:
+			return false
+		}
+	}
+	return len(at) == len(bt)
+}
+
+// Overlap reports whether some subject is matched by both a and b.
+func Overlap(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; ; i++ {
+		switch {
+		case i == len(at) && i == len(bt):
+			return true
+		case i == len(at) || i == len(bt):
+			return false
+		}
+		x, y := at[i], bt[i]
+		if x == ">" || y == ">" {
+			return true
+		}
+		if x != "*" && y != "*" && x != y {
+			return false
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var (
+	buildsMu sync.Mutex
+	builds   = map[string]*build{}
+	buildDir string
+)
+
+// BuildBinary builds ./cmd/NAME (for example "relay") once per test process
+// and returns the path of the binary. Main removes it.
+func BuildBinary(tb testing.TB, name string) string {
+	tb.Helper()
+	requireMain(tb, "BuildBinary")
+	buildsMu.Lock()
+	b, ok := builds[name]
+	if !ok {
+		b = &build{}
+		builds[name] = b
+	}
+	buildsMu.Unlock()
+	b.once.Do(func() { b.path, b.err = goBuild(name) })
+	if b.err != nil {
+		tb.Fatalf("build %s: %v", name, b.err)
+	}
+	return b.path
+}
+
+func goBuild(name string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	buildsMu.Lock()
+	if buildDir == "" {
+		buildDir, err = os.MkdirTemp("", "jsb-bin-")
+	}
+	dir := buildDir
+	buildsMu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("create build dir: %w", err)
+	}
+	out := filepath.Join(dir, name)
+	// `go test` puts its own GOROOT/bin first in PATH, so this is the same toolchain.
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+	cmd.Dir = root
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, output)
+	}
+	return out, nil
+}
+
+func cleanupBuilds() error {
+	buildsMu.Lock()
+	defer buildsMu.Unlock()
+	if buildDir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(buildDir); err != nil {
+		return fmt.Errorf("remove build dir: %w", err)
+	}
+	return nil
+}
+
+// ModuleRoot returns the directory holding go.mod, found by walking up from
+// the working directory (a test runs in its package directory).
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("find module root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("find module root: %w", err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("find module root: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}

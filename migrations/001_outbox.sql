@@ -1,0 +1,61 @@
+-- JetStream Bridge outbox: apps insert one row per event inside their own
+-- transaction; the relay streams committed inserts from the WAL to JetStream.
+-- Idempotent: safe to run again. Names in this file are rewritten by the relay
+-- when OUTBOX_TABLE / PUBLICATION are not the defaults.
+
+CREATE TABLE IF NOT EXISTS public.jetstream_outbox_events (
+    id            bigserial   PRIMARY KEY,
+    event_id      uuid        NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+    resource_type text        NOT NULL,
+    resource_id   text,
+    event_type    text        NOT NULL,
+    payload       jsonb       NOT NULL DEFAULT '{}',
+    headers       jsonb       NOT NULL DEFAULT '{}',
+    subject       text,
+    destination   text,
+    trace_id      text,
+    occurred_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Only INSERTs are relayed. Deleting or updating rows never affects delivery.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'jetstream_bridge_outbox') THEN
+        CREATE PUBLICATION jetstream_bridge_outbox FOR TABLE public.jetstream_outbox_events
+            WITH (publish = 'insert');
+    END IF;
+END
+$$;
+
+-- jetstream_publish enqueues one event and returns its event id. While the
+-- sink applies an event it sets jetstream_bridge.applying; events written then
+-- are echoes of the other side's changes and are skipped (NULL is returned),
+-- so a two-way sync cannot loop. Pass p_force => true to publish anyway.
+CREATE OR REPLACE FUNCTION public.jetstream_publish(
+    p_resource_type text,
+    p_event_type    text,
+    p_payload       jsonb       DEFAULT '{}',
+    p_resource_id   text        DEFAULT NULL,
+    p_headers       jsonb       DEFAULT '{}',
+    p_subject       text        DEFAULT NULL,
+    p_destination   text        DEFAULT NULL,
+    p_trace_id      text        DEFAULT NULL,
+    p_occurred_at   timestamptz DEFAULT now(),
+    p_force         boolean     DEFAULT false
+) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_event_id uuid;
+BEGIN
+    IF NOT p_force AND coalesce(current_setting('jetstream_bridge.applying', true), '') <> '' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO public.jetstream_outbox_events
+        (resource_type, resource_id, event_type, payload, headers, subject, destination, trace_id, occurred_at)
+    VALUES
+        (coalesce(p_resource_type, ''), p_resource_id, p_event_type, coalesce(p_payload, '{}'),
+         coalesce(p_headers, '{}'), p_subject, p_destination, p_trace_id, coalesce(p_occurred_at, now()))
+    RETURNING event_id INTO v_event_id;
+    RETURN v_event_id;
+END
+$$;
