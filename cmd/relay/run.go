@@ -163,9 +163,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	go func() { streamDone <- r.stream.Run(readCtx, events) }()
 	go func() { pipeDone <- r.pipeline(workCtx, events) }()
 	go func() { pubDone <- r.pub.Run(workCtx) }()
-	go func() { auxDone <- srv.Run(readCtx) }()
-	go func() { auxDone <- r.guard(readCtx) }()
-	go func() { auxDone <- r.prune(readCtx) }()
+	for _, aux := range []func(context.Context) error{srv.Run, r.guard, r.prune} {
+		go func() {
+			if err := aux(readCtx); err != nil { // nil means disabled or stopped
+				auxDone <- err
+			}
+		}()
+	}
 
 	var err error
 	streamFinished := false
@@ -178,9 +182,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	case err = <-pubDone:
 	case err = <-pipeDone:
 	case err = <-auxDone:
-		if err != nil {
-			err = fmt.Errorf("%w", err)
-		}
 	}
 	stopReading()
 	if !streamFinished {

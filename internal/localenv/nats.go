@@ -42,7 +42,7 @@ type NATS struct {
 	up  bool
 }
 
-const natsReadyTimeout = 10 * time.Second
+const natsReadyTimeout = 30 * time.Second
 
 // StartNATS starts an embedded JetStream server and waits until it accepts
 // connections and JetStream is enabled.

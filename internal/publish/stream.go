@@ -36,7 +36,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 		if err != nil {
 			return nil, err
 		}
-		want := wantedSubjects(spec, others, log)
+		want, _ := mergeSubjects(nil, wantedSubjects(spec, others, log))
 		info, err := js.Stream(ctx, spec.Name)
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
