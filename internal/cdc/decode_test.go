@@ -1,0 +1,119 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+)
+
+// col is one tuple column for building Insert messages by hand.
+type col struct {
+	kind byte
+	val  string
+}
+
+func insertMsg(relID uint32, cols ...col) []byte {
+	b := binary.BigEndian.AppendUint32(nil, relID)
+	b = append(b, 'N')
+	b = binary.BigEndian.AppendUint16(b, uint16(len(cols)))
+	for _, c := range cols {
+		b = append(b, c.kind)
+		if c.kind == 't' || c.kind == 'b' {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(c.val)))
+			b = append(b, c.val...)
+		}
+	}
+	return b
+}
+
+func rel(names ...string) *pglogrepl.RelationMessage {
+	m := &pglogrepl.RelationMessage{RelationID: 7, Namespace: "public", RelationName: "jetstream_outbox_events"}
+	for _, n := range names {
+		m.Columns = append(m.Columns, &pglogrepl.RelationMessageColumn{Name: n})
+	}
+	return m
+}
+
+// TestDecodeInsertByColumnName: column order and extra columns do not matter.
+func TestDecodeInsertByColumnName(t *testing.T) {
+	r := newRelation(rel("extra", "payload", "event_type", "id", "event_id", "resource_type", "resource_id",
+		"headers", "subject", "destination", "trace_id", "occurred_at"), "public", "jetstream_outbox_events")
+	rels := map[uint32]*relation{7: r}
+	msg := insertMsg(7, col{'t', "ignored"}, col{'t', `{"a":1}`}, col{'t', "created"}, col{'t', "99"},
+		col{'t', "e-1"}, col{'t', "user"}, col{'n', ""}, col{'t', `{"h":"v"}`}, col{'n', ""}, col{'t', "b"},
+		col{'t', "tr"}, col{'t', "2026-01-02 03:04:05+00"})
+	var row envelope.Row
+	_, got, err := decodeInsert(msg, rels, &row)
+	if err != nil || got != r {
+		t.Fatal(err)
+	}
+	want := envelope.Row{EventID: "e-1", ResourceType: "user", EventType: "created", Payload: []byte(`{"a":1}`),
+		Headers: []byte(`{"h":"v"}`), Destination: "b", TraceID: "tr", OccurredAt: "2026-01-02 03:04:05+00"}
+	if row.EventID != want.EventID || row.ResourceType != want.ResourceType || row.ResourceID != "" ||
+		row.EventType != want.EventType || string(row.Payload) != string(want.Payload) ||
+		string(row.Headers) != string(want.Headers) || row.Subject != "" || row.Destination != "b" ||
+		row.TraceID != "tr" || row.OccurredAt != want.OccurredAt {
+		t.Fatalf("row=%+v", row)
+	}
+	// Values are copies: scribbling over the message must not change the row.
+	for i := range msg {
+		msg[i] = 'X'
+	}
+	if string(row.Payload) != `{"a":1}` || row.EventID != "e-1" {
+		t.Fatalf("row aliases the message buffer: %+v", row)
+	}
+}
+
+func TestDecodeInsertOtherTableIgnored(t *testing.T) {
+	r := newRelation(&pglogrepl.RelationMessage{RelationID: 8, Namespace: "public", RelationName: "users"}, "public", "jetstream_outbox_events")
+	var row envelope.Row
+	_, got, err := decodeInsert(insertMsg(8, col{'t', "x"}), map[uint32]*relation{8: r}, &row)
+	if err != nil || got.outbox || row.EventID != "" {
+		t.Fatalf("other table decoded: %v %+v", err, row)
+	}
+}
+
+func TestDecodeInsertMissingColumns(t *testing.T) {
+	r := newRelation(rel("event_id", "resource_type"), "public", "jetstream_outbox_events")
+	if m := r.missing(); len(m) != 2 {
+		t.Fatalf("missing=%v, want event_type and payload", m)
+	}
+}
+
+func TestDecodeInsertProtocolErrors(t *testing.T) {
+	r := newRelation(rel("event_id", "payload"), "public", "jetstream_outbox_events")
+	rels := map[uint32]*relation{7: r}
+	good := insertMsg(7, col{'t', "e"}, col{'t', "{}"})
+	for name, b := range map[string][]byte{
+		"short":            good[:3],
+		"unknown relation": insertMsg(9, col{'t', "e"}),
+		"bad tuple type":   append([]byte{0, 0, 0, 7, 'K'}, good[5:]...),
+		"truncated value":  good[:len(good)-1],
+		"truncated column": good[:len(good)-6],
+		"bad kind":         insertMsg(7, col{'x', ""}),
+	} {
+		var row envelope.Row
+		if _, _, err := decodeInsert(b, rels, &row); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: err=%v, want ErrProtocol", name, err)
+		}
+	}
+}
+
+func FuzzDecodeInsert(f *testing.F) {
+	f.Add(insertMsg(7, col{'t', "e"}, col{'t', "{}"}, col{'n', ""}))
+	f.Add(insertMsg(7, col{'u', ""}, col{'b', "\x00\x01"}))
+	f.Add([]byte{0, 0, 0, 7, 'N', 0xff, 0xff})
+	r := newRelation(rel("event_id", "payload", "headers"), "public", "jetstream_outbox_events")
+	rels := map[uint32]*relation{7: r}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var row envelope.Row
+		_, _, err := decodeInsert(b, rels, &row)
+		if err != nil && !errors.Is(err, ErrProtocol) {
+			t.Fatalf("error not classified as protocol error: %v", err)
+		}
+	})
+}

@@ -1,0 +1,143 @@
+package publish_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
+)
+
+type recorder struct {
+	mu    sync.Mutex
+	acked []string
+	dead  []string
+}
+
+func (r *recorder) Acked(m *publish.Message, _ *jetstream.PubAck) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m.Header.Get("Bridge-Error") != "" {
+		r.dead = append(r.dead, m.Ref.(string))
+	}
+	r.acked = append(r.acked, m.Ref.(string))
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.acked)
+}
+
+func msg(subject, id string) *publish.Message {
+	return &publish.Message{Subject: subject, MsgID: id, Ref: id, Body: []byte(`{"id":"` + id + `"}`),
+		Header: nats.Header{"Nats-Msg-Id": []string{id}}}
+}
+
+// TestPublisherSurvivesServerRestartInOrder publishes through a server
+// restart: every message is acked exactly once, in submission order, and the
+// stream holds each id once.
+func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
+	srv := testutil.StartNATS(t)
+	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, publish.JetStreamOptions(64, 2*time.Second)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "s", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	var retried sync.Map
+	p := publish.New(js, publish.Options{MaxInflight: 64, AckTimeout: 2 * time.Second, Acked: rec.Acked, Log: zerolog.Nop(),
+		Retried: func(m *publish.Message, _ error) { retried.Store(m.MsgID, true) }})
+	runDone := make(chan error, 1)
+	go func() { runDone <- p.Run(ctx) }()
+
+	const total = 3000
+	for i := 0; i < total; i++ {
+		if i == 1000 {
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Publish(ctx, msg("s.x", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if n := rec.count(); n != total {
+			return fmt.Errorf("%d of %d acked", n, total)
+		}
+		return nil
+	})
+	for i, id := range rec.acked {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("ack %d is for %s: acks out of submission order", i, id)
+		}
+	}
+	n := 0
+	retried.Range(func(any, any) bool { n++; return true })
+	if n == 0 {
+		t.Fatal("no publish was retried: the restart did not hit the window")
+	}
+	t.Logf("%d messages re-published after the restart", n)
+	s, _ := js.Stream(ctx, "s")
+	info, _ := s.Info(ctx)
+	if info.State.Msgs != total {
+		t.Fatalf("stream holds %d messages, want %d (each once)", info.State.Msgs, total)
+	}
+	cancel()
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPublisherDeadLettersRefusedMessages: a message over the stream's max
+// size is replaced by the dead letter the caller builds; the next ones flow.
+func TestPublisherDeadLettersRefusedMessages(t *testing.T) {
+	js := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "s", Subjects: []string{"s.>"}, MaxMsgSize: 512}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	var reasons []error
+	p := publish.New(js, publish.Options{Acked: rec.Acked, Log: zerolog.Nop(),
+		Rejected: func(m *publish.Message, err error) (*publish.Message, error) {
+			reasons = append(reasons, err)
+			return &publish.Message{Subject: "s.dlq", Body: []byte(`{}`),
+				Header: nats.Header{"Nats-Msg-Id": []string{"dlq-" + m.MsgID}, "Bridge-Error": []string{err.Error()}}}, nil
+		}})
+	go p.Run(ctx)
+	big := msg("s.x", "big")
+	big.Body = make([]byte, 2048)
+	for _, m := range []*publish.Message{msg("s.x", "a"), big, msg("s.x", "b")} {
+		if err := p.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if n := rec.count(); n != 3 {
+			return fmt.Errorf("%d of 3 acked", n)
+		}
+		return nil
+	})
+	if fmt.Sprint(rec.acked) != "[a big b]" || fmt.Sprint(rec.dead) != "[big]" || len(reasons) != 1 {
+		t.Fatalf("acked=%v dead=%v reasons=%v", rec.acked, rec.dead, reasons)
+	}
+}
