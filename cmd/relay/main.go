@@ -4,6 +4,7 @@
 //	relay [run]      stream the outbox to JetStream (default)
 //	relay provision  create schema, publication, slot and stream once, then exit
 //	relay status     print slot and stream state (--json, --watch)
+//	relay backfill   republish outbox rows from the table (--since)
 package main
 
 import (
@@ -49,6 +50,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.provision(ctx, args)
 	case "status":
 		return m.status(ctx, args)
+	case "backfill":
+		return m.backfill(ctx, args)
 	case "help":
 		m.usage()
 		return nil
@@ -64,8 +67,11 @@ func (m *Main) usage() {
 Usage:
   relay [run]               stream the outbox (default)
   relay provision           create schema, publication, slot and stream, then exit
-  relay status [--json] [--watch[=2s]]
+  relay status [--json] [--watch=2s]
                             print slot and stream state
+  relay backfill --since TIME|all [--dry-run]
+                            republish outbox rows from the table (rows older than
+                            the slot, or lost with a lost slot); sinks dedupe
 
 Environment (name, default, meaning):
 `)

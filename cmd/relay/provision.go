@@ -65,6 +65,7 @@ func (r *Relay) provision(ctx context.Context) error {
 	}
 	if created {
 		r.log.Info().Str("slot", c.Slot()).Msg("replication slot created")
+		r.warnOlderRows(ctx)
 	}
 	_, err = publish.EnsureStream(ctx, r.js, r.streamSpec(), r.log)
 	return err
@@ -119,4 +120,18 @@ func transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) ||
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// warnOlderRows tells the operator about outbox rows a new slot will never
+// stream: they were committed before it existed.
+func (r *Relay) warnOlderRows(ctx context.Context) {
+	table, _ := migrations.QuoteQualified(r.cfg.OutboxTable)
+	var n int64
+	var oldest time.Time
+	if err := r.pool.QueryRow(ctx, "SELECT count(*), coalesce(min(occurred_at), now()) FROM "+table).Scan(&n, &oldest); err != nil || n == 0 {
+		return
+	}
+	r.log.Warn().Int64("rows", n).Time("oldest", oldest).Str("slot", r.cfg.Slot()).
+		Msg("the outbox holds rows committed before this replication slot existed; they are not streamed. " +
+			"If they were never published (or the slot was recreated after being lost), run: relay backfill --since <time>")
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
 var subjAB = appA + ".sync." + appB
@@ -531,4 +532,92 @@ func execTx(t *testing.T, h *harness, stmts []string, arg any) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLostSlotStopsWithRecoveryAdvice: Postgres removes WAL a stopped relay's
+// slot still needs (max_slot_wal_keep_size); the relay refuses to run and
+// says events may be missing and how to recover.
+func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
+	t.Parallel()
+	pg := testutil.StartPostgres(t)
+	ctx := context.Background()
+	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	h.provision()
+	if _, err := h.pool.Exec(ctx, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, "CREATE TABLE filler (v text)"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		for _, q := range []string{
+			"INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 5000)",
+			"SELECT pg_switch_wal()", "CHECKPOINT",
+		} {
+			if _, err := h.pool.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		var status string
+		h.pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", h.slot).Scan(&status)
+		if status != "lost" {
+			return fmt.Errorf("wal_status=%s", status)
+		}
+		return nil
+	})
+	p := h.start()
+	if err := p.Wait(30 * time.Second); err == nil {
+		t.Fatal("relay ran on a lost slot")
+	}
+	out := p.Output()
+	for _, want := range []string{"wal_status=lost", "may be missing", "pg_drop_replication_slot"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exit message lacks %q:\n%s", want, lastLines(out, 5))
+		}
+	}
+}
+
+// TestBackfillRowsOlderThanTheSlot: rows committed before the slot existed are
+// reported at start and published by `relay backfill`, once even when run twice.
+func TestBackfillRowsOlderThanTheSlot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	ctx := context.Background()
+	sql, err := migrations.Outbox(migrations.Names{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+	early, err := h.insertTx(ctx, 50, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.start()
+	waitReplicating(t, p)
+	if !strings.Contains(p.Output(), "relay backfill") {
+		t.Fatalf("no warning about rows older than the slot:\n%s", lastLines(p.Output(), 5))
+	}
+	late, err := h.insertTx(ctx, 10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitCount(subjAB, 10, 20*time.Second, p)
+	for run := 0; run < 2; run++ {
+		b := testutil.StartProcess(t, h.bin, h.env, "backfill", "--since", "all")
+		if err := b.Wait(60 * time.Second); err != nil {
+			t.Fatalf("backfill: %v\n%s", err, b.Output())
+		}
+		if !strings.Contains(b.Output(), "60 rows republished") {
+			t.Fatalf("backfill output: %s", lastLines(b.Output(), 3))
+		}
+	}
+	h.checkExactlyOnce(subjAB, append(early, late...), [][]string{early}, nil, false)
 }

@@ -246,36 +246,51 @@ func (r *Relay) message(ev *cdc.Event) *publish.Message {
 	return r.rowDeadLetter(ev)
 }
 
-// rowDeadLetter builds the DLQ message for a row that cannot be published as
-// asked. Its body is the raw row, so nothing of it is lost.
+// rowDeadLetter builds the DLQ message for an event whose row cannot be
+// published as asked, or accounts for it when USE_DLQ=false.
 func (r *Relay) rowDeadLetter(ev *cdc.Event) *publish.Message {
-	row := &ev.Row
+	m := r.rowDeadLetterFor(&ev.Row, ev.Err)
+	if m == nil {
+		ev.Tx.Done()
+		return nil
+	}
+	m.Header.Set(envelope.HeaderCommitLSN, ev.CommitLSN.String())
+	m.Header.Set(envelope.HeaderTxIndex, strconv.Itoa(ev.Index))
+	if m.MsgID == "" {
+		m.MsgID = envelope.DLQPrefix + "relay-" + ev.CommitLSN.String() + "-" + strconv.Itoa(ev.Index)
+		m.Header.Set(envelope.HeaderMsgID, m.MsgID)
+	}
+	m.Ref = ev
+	return m
+}
+
+// rowDeadLetterFor builds the dead letter of a row. Its body is the raw row,
+// so nothing of it is lost. It returns nil when USE_DLQ=false (logged).
+func (r *Relay) rowDeadLetterFor(row *envelope.Row, cause error) *publish.Message {
 	intended := row.Subject
 	if intended == "" {
 		intended = r.builder.Subjects.Publish(row.Destination)
 	}
 	if !r.cfg.UseDLQ {
-		r.log.Error().Err(ev.Err).Str("event_id", row.EventID).Str("subject", intended).
-			Str("lsn", ev.CommitLSN.String()).Msg("row cannot be published and USE_DLQ=false: skipped (the row stays in the outbox table)")
-		r.metrics.deadLetters.Inc()
-		ev.Tx.Done()
+		r.log.Error().Err(cause).Str("event_id", row.EventID).Str("subject", intended).
+			Msg("row cannot be published and USE_DLQ=false: skipped (the row stays in the outbox table)")
+		if r.metrics != nil {
+			r.metrics.deadLetters.Inc()
+		}
 		return nil
 	}
-	r.log.Warn().Err(ev.Err).Str("event_id", row.EventID).Str("subject", intended).Msg("dead-lettering outbox row")
-	id := row.EventID
-	if id == "" {
-		id = "relay-" + ev.CommitLSN.String() + "-" + strconv.Itoa(ev.Index)
-	}
+	r.log.Warn().Err(cause).Str("event_id", row.EventID).Str("subject", intended).Msg("dead-lettering outbox row")
 	body, _ := json.Marshal(rawRow{
 		EventID: row.EventID, ResourceType: row.ResourceType, ResourceID: row.ResourceID, EventType: row.EventType,
 		Payload: jsonOrString(row.Payload), Headers: jsonOrString(row.Headers), Subject: row.Subject,
 		Destination: row.Destination, TraceID: row.TraceID, OccurredAt: row.OccurredAt, Producer: r.cfg.AppName,
 	})
-	h := envelope.DLQHeader(nats.Header{envelope.HeaderMsgID: []string{id}, envelope.HeaderContentType: []string{envelope.ContentTypeJSON}},
-		envelope.ClassRelay, ev.Err.Error(), intended, 0, time.Now())
-	h.Set(envelope.HeaderCommitLSN, ev.CommitLSN.String())
-	h.Set(envelope.HeaderTxIndex, strconv.Itoa(ev.Index))
-	return &publish.Message{Subject: r.builder.Subjects.DLQ(), Body: body, Header: h, MsgID: h.Get(envelope.HeaderMsgID), Ref: ev}
+	orig := nats.Header{envelope.HeaderContentType: []string{envelope.ContentTypeJSON}}
+	if row.EventID != "" {
+		orig.Set(envelope.HeaderMsgID, row.EventID)
+	}
+	h := envelope.DLQHeader(orig, envelope.ClassRelay, cause.Error(), intended, 0, time.Now())
+	return &publish.Message{Subject: r.builder.Subjects.DLQ(), Body: body, Header: h, MsgID: h.Get(envelope.HeaderMsgID)}
 }
 
 type rawRow struct {
