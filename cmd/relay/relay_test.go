@@ -621,3 +621,21 @@ func TestBackfillRowsOlderThanTheSlot(t *testing.T) {
 	}
 	h.checkExactlyOnce(subjAB, append(early, late...), [][]string{early}, nil, false)
 }
+
+// TestPublicationWithoutOutboxRefused: a relay whose publication does not
+// carry the outbox would stream nothing, silently; it must refuse to run.
+func TestPublicationWithoutOutboxRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	h.provision()
+	if _, err := h.pool.Exec(context.Background(), "ALTER PUBLICATION jetstream_bridge_outbox DROP TABLE jetstream_outbox_events"); err != nil {
+		t.Fatal(err)
+	}
+	p := h.start("AUTO_PROVISION=false")
+	if err := p.Wait(30 * time.Second); err == nil {
+		t.Fatal("relay ran with a publication that does not include the outbox")
+	}
+	if out := p.Output(); !strings.Contains(out, "ALTER PUBLICATION jetstream_bridge_outbox ADD TABLE") {
+		t.Fatalf("exit message does not say how to fix it:\n%s", lastLines(out, 3))
+	}
+}

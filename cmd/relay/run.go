@@ -114,6 +114,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.checkSlot(ctx, !c.AutoProvision); err != nil {
 		return err
 	}
+	if err := r.preflight(ctx); err != nil {
+		return err
+	}
 
 	r.tracker = checkpoint.New(0)
 	r.stream = cdc.NewStream(cdc.Options{
@@ -395,6 +398,42 @@ func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// preflight refuses to run where nothing would ever be streamed: a server
+// without logical decoding, or a publication that does not carry the outbox's
+// inserts.
+func (r *Relay) preflight(ctx context.Context) error {
+	var walLevel string
+	if err := r.pool.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return fmt.Errorf("postgres has wal_level=%s: set wal_level = logical in postgresql.conf and restart Postgres", walLevel)
+	}
+	schema, table := migrations.SplitQualified(r.cfg.OutboxTable)
+	var exists, covers, inserts bool
+	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+		EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3),
+		coalesce((SELECT pubinsert FROM pg_publication WHERE pubname = $1), false)`,
+		r.cfg.Publication, schema, table).Scan(&exists, &covers, &inserts)
+	switch {
+	case err != nil:
+		return fmt.Errorf("read publication %s: %w", r.cfg.Publication, err)
+	case !exists:
+		return fmt.Errorf("publication %q does not exist; run `relay provision` or create it: CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')",
+			r.cfg.Publication, r.cfg.Publication, r.cfg.OutboxTable)
+	case !covers:
+		return fmt.Errorf("publication %q does not include %s: ALTER PUBLICATION %s ADD TABLE %s",
+			r.cfg.Publication, r.cfg.OutboxTable, r.cfg.Publication, r.cfg.OutboxTable)
+	case !inserts:
+		return fmt.Errorf("publication %q does not publish inserts: ALTER PUBLICATION %s SET (publish = 'insert')",
+			r.cfg.Publication, r.cfg.Publication)
+	}
+	return nil
 }
 
 func (r *Relay) metrics0(info *cdc.SlotInfo) {

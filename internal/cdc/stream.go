@@ -128,9 +128,7 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 			}
 			s.setState(State{Standby: true, Reason: busy.Error()})
 			backoff = 250 * time.Millisecond
-			if !sleep(ctx, time.Second) {
-				continue
-			}
+			sleep(ctx, time.Second)
 			continue
 		case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrProtocol), isFatalPgError(err):
 			s.setState(State{Reason: err.Error()})
@@ -449,13 +447,13 @@ func (r *reader) sendStatus(final bool) error {
 
 // shutdown waits for in-flight events (bounded) and confirms one last time.
 func (r *reader) shutdown() error {
+	if r.tx != nil { // never committed here: Postgres sends it again
+		r.tx.Abandon()
+		r.tx = nil
+	}
 	deadline := time.Now().Add(r.s.opts.DrainTimeout)
 	for !r.s.tracker.Idle() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
-	}
-	if r.tx != nil {
-		r.tx.Abandon()
-		r.tx = nil
 	}
 	if !r.s.tracker.Idle() {
 		r.s.log.Warn().Int("open_transactions", r.s.tracker.Open()).
