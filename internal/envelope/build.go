@@ -87,9 +87,10 @@ func rowErr(r *Row, format string, args ...any) *RowError {
 	return &RowError{EventID: r.EventID, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Builder turns outbox rows into JetStream messages. Its fields are read on
-// each Build; Build is safe for concurrent use as long as they are not
-// changed meanwhile.
+// Builder turns outbox rows into JetStream messages. Build is safe for
+// concurrent use as long as the fields are not changed meanwhile; changing
+// them between calls is fine. A Builder must not be copied after first use
+// (it caches what it derives from its fields).
 type Builder struct {
 	Producer   string   // APP_NAME, the envelope's "producer"; "" = Subjects.App
 	Subjects   Subjects // where rows without a subject override go
@@ -105,6 +106,7 @@ type builderConfig struct {
 	producer string // Builder.Producer as given, for cache invalidation
 	prod     string // effective producer
 	subject  string // default publish subject, "" when Subjects.Dest is empty
+	dlq      string // DLQ subject, which no row may publish to
 	err      error
 }
 
@@ -118,8 +120,11 @@ func (b *Builder) config() *builderConfig {
 	}
 	if err := b.Subjects.Validate(); err != nil {
 		c.err = fmt.Errorf("envelope builder: %w", err)
-	} else if b.Subjects.Dest != "" {
-		c.subject = b.Subjects.Publish("")
+	} else {
+		c.dlq = b.Subjects.DLQ()
+		if b.Subjects.Dest != "" {
+			c.subject = b.Subjects.Publish("")
+		}
 	}
 	b.cfg.Store(c)
 	return c
@@ -150,8 +155,15 @@ func (b *Builder) config() *builderConfig {
 // Headers: Nats-Msg-Id (event id), Content-Type, Bridge-Commit-LSN and
 // Bridge-Tx-Index (when pos has an LSN), every entry of the row's headers
 // object, and traceparent from the trace_id column when it is a W3C
-// traceparent and the row's headers do not already carry one. See
-// scanRowHeaders for what a row header may be.
+// traceparent and the row's headers do not already carry one.
+//
+// A row header is a member of the headers object: a string value as is, a
+// number or boolean as its JSON text, null skipped. A nested object or array,
+// a name that is not an HTTP token, a value with CR or LF, and any name that
+// would override what the bridge owns (Nats-*, which also covers JetStream
+// directives such as Nats-Rollup; Content-Type; Bridge-*; all matched
+// case-insensitively) make the row a *RowError: it is dead-lettered with the
+// reason rather than published without a header its writer counted on.
 func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	cfg := b.config()
 	if cfg.err != nil {
@@ -165,7 +177,7 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	if r.EventID == "" {
 		return Message{}, rowErr(r, "event_id is empty")
 	}
-	if !headerValueOK(r.EventID) || !utf8.ValidString(r.EventID) {
+	if !validID(r.EventID) {
 		return Message{}, rowErr(r, "event_id must be valid UTF-8 without control characters")
 	}
 	if r.EventType == "" {
@@ -179,6 +191,9 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	case r.Subject != "":
 		if err := ValidatePublishSubject(r.Subject); err != nil {
 			return Message{}, rowErr(r, "subject override: %v", err)
+		}
+		if r.Subject == cfg.dlq {
+			return Message{}, rowErr(r, "subject override %q is the dead-letter subject", r.Subject)
 		}
 		subject = r.Subject
 	case r.Destination != "":
@@ -422,15 +437,9 @@ type rowHeaders struct {
 	traceID        string // its trace-id field, when it is a W3C traceparent
 }
 
-// scanRowHeaders validates the headers column. A row header must be a member
-// of a JSON object whose name is an HTTP token and whose value is a string,
-// number or boolean (numbers and booleans as their JSON text); null members
-// are skipped; nested objects and arrays are refused rather than flattened
-// into a format no reader expects. Names that would steer JetStream (Nats-*),
-// change the body's meaning (Content-Type) or forge this bridge's own
-// metadata (Bridge-*) are refused, case-insensitively: the row is
-// dead-lettered with a reason, rather than silently published without a
-// header its writer counted on. Values must not contain CR or LF.
+// scanRowHeaders validates the headers column by the rules in Build's doc.
+// Nested values are refused rather than flattened into a format no reader
+// expects.
 //
 // The column is converted to one string, once, so that every plain name and
 // value shares a single allocation.
@@ -615,6 +624,28 @@ func equalFold(a, b string) bool {
 		if x != y {
 			return false
 		}
+	}
+	return true
+}
+
+// validID reports an event id fit for the body and the Nats-Msg-Id header:
+// valid UTF-8 without control characters. The column is a uuid, so this only
+// ever refuses rows from a schema that strayed from ours.
+func validID(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			return false
+		}
+		i += size
 	}
 	return true
 }

@@ -317,20 +317,20 @@ func TestBuildOccurredAtInvalid(t *testing.T) {
 		"",
 		"infinity",
 		"-infinity",
-		"2026-11-24 15:08:12",        // no offset
-		"2026-11-24",                 // date only
-		"0044-03-15 12:00:00+00 BC",  // BC
-		"10000-01-01 00:00:00+00",    // five-digit year
-		"0000-01-01 00:00:00+01",     // before year 0 in UTC
-		"9999-12-31 23:00:00-03",     // after 9999 in UTC
-		"2026-13-01 00:00:00+00",     // month
-		"2026-00-01 00:00:00+00",     // month
-		"2023-02-29 00:00:00+00",     // not a leap year
-		"2026-04-31 00:00:00+00",     // day
-		"2026-11-24 24:00:00+00",     // hour
-		"2026-11-24 15:60:00+00",     // minute
-		"2026-11-24 15:08:60+00",     // second
-		"2026-11-24 15:08:12.+00",    // empty fraction
+		"2026-11-24 15:08:12",       // no offset
+		"2026-11-24",                // date only
+		"0044-03-15 12:00:00+00 BC", // BC
+		"10000-01-01 00:00:00+00",   // five-digit year
+		"0000-01-01 00:00:00+01",    // before year 0 in UTC
+		"9999-12-31 23:00:00-03",    // after 9999 in UTC
+		"2026-13-01 00:00:00+00",    // month
+		"2026-00-01 00:00:00+00",    // month
+		"2023-02-29 00:00:00+00",    // not a leap year
+		"2026-04-31 00:00:00+00",    // day
+		"2026-11-24 24:00:00+00",    // hour
+		"2026-11-24 15:60:00+00",    // minute
+		"2026-11-24 15:08:60+00",    // second
+		"2026-11-24 15:08:12.+00",   // empty fraction
 		"2026-11-24 15:08:12.1234567890+00",
 		"2026-11-24 15:08:12+16",     // offset
 		"2026-11-24 15:08:12+5",      // offset digits
@@ -508,12 +508,15 @@ func TestBuildRowErrors(t *testing.T) {
 		{"event_id with newline", nil, func(r *envelope.Row) { r.EventID = "a\nb" }, "event_id"},
 		{"event_id with cr", nil, func(r *envelope.Row) { r.EventID = "a\rb" }, "event_id"},
 		{"event_id invalid utf8", nil, func(r *envelope.Row) { r.EventID = "a\xffb" }, "event_id"},
+		{"event_id with nul", nil, func(r *envelope.Row) { r.EventID = "a\x00b" }, "event_id"},
+		{"event_id with tab", nil, func(r *envelope.Row) { r.EventID = "a\tb" }, "event_id"},
 		{"empty event_type", nil, func(r *envelope.Row) { r.EventType = "" }, "event_type"},
 
 		{"subject empty token", nil, func(r *envelope.Row) { r.Subject = "a..b" }, "subject"},
 		{"subject wildcard", nil, func(r *envelope.Row) { r.Subject = "a.*" }, "subject"},
 		{"subject gt", nil, func(r *envelope.Row) { r.Subject = "a.>" }, "subject"},
 		{"subject space", nil, func(r *envelope.Row) { r.Subject = "a b" }, "subject"},
+		{"subject is the dlq", nil, func(r *envelope.Row) { r.Subject = "shop.sync.dlq" }, "dead-letter"},
 		{"subject too long", nil, func(r *envelope.Row) { r.Subject = strings.Repeat("a", 256) }, "subject"},
 		{"destination dot", nil, func(r *envelope.Row) { r.Destination = "a.b" }, "destination"},
 		{"destination wildcard", nil, func(r *envelope.Row) { r.Destination = "*" }, "destination"},

@@ -70,8 +70,14 @@ func (s Subjects) Validate() error {
 			return fmt.Errorf("DESTINATION_APP %q: reserved for the dead-letter subject {app}.sync.dlq", s.Dest)
 		}
 	}
-	if n := len(s.Publish("")); n > MaxSubjectLen {
-		return fmt.Errorf("ENV_NAME, APP_NAME and DESTINATION_APP make a %d-byte subject, over the %d-byte limit", n, MaxSubjectLen)
+	// The filter subject is as long as the publish subject.
+	longest := s.DLQ()
+	if s.Dest != "" && len(s.Publish("")) > len(longest) {
+		longest = s.Publish("")
+	}
+	if len(longest) > MaxSubjectLen {
+		return fmt.Errorf("ENV_NAME, APP_NAME and DESTINATION_APP make the %d-byte subject %q, over the %d-byte limit",
+			len(longest), longest, MaxSubjectLen)
 	}
 	return nil
 }
