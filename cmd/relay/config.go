@@ -20,6 +20,7 @@ type Config struct {
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
 	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"1024" help:"unacknowledged publishes at most"`
 	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
+	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
 	StatusInterval  time.Duration `env:"STATUS_INTERVAL" envDefault:"1s" help:"how often the acked position is confirmed to Postgres"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
@@ -85,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StatusInterval < 10*time.Millisecond || c.StatusInterval > 30*time.Second {
 		errs = append(errs, fmt.Errorf("STATUS_INTERVAL=%s: expected 10ms to 30s", c.StatusInterval))
+	}
+	if c.OutboxRetention > 0 && c.PruneInterval < time.Second {
+		errs = append(errs, fmt.Errorf("OUTBOX_PRUNE_INTERVAL=%s: must be at least 1s", c.PruneInterval))
 	}
 	if c.SlotCheck < time.Second {
 		errs = append(errs, fmt.Errorf("SLOT_CHECK_INTERVAL=%s: must be at least 1s", c.SlotCheck))

@@ -639,3 +639,29 @@ func TestPublicationWithoutOutboxRefused(t *testing.T) {
 		t.Fatalf("exit message does not say how to fix it:\n%s", lastLines(out, 3))
 	}
 }
+
+// TestOutboxRetentionPrunes: rows older than OUTBOX_RETENTION are deleted in
+// batches after they were published; newer rows stay.
+func TestOutboxRetentionPrunes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	p := h.start("OUTBOX_RETENTION=1h", "OUTBOX_PRUNE_INTERVAL=1s")
+	waitReplicating(t, p)
+	ctx := context.Background()
+	if _, err := h.pool.Exec(ctx, `INSERT INTO jetstream_outbox_events (resource_type, event_type, payload, occurred_at)
+		SELECT 'old', 'created', '{}', now() - interval '2 hours' FROM generate_series(1, 2500)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.insertTx(ctx, 10, false); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCount(subjAB, 2510, 30*time.Second, p)
+	testutil.Eventually(t, 90*time.Second, func() error {
+		var old, recent int
+		h.pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE resource_type = 'old'), count(*) FILTER (WHERE resource_type <> 'old') FROM jetstream_outbox_events").Scan(&old, &recent)
+		if old != 0 || recent != 10 {
+			return fmt.Errorf("old rows left %d, recent %d (want 0 and 10)", old, recent)
+		}
+		return nil
+	})
+}

@@ -488,8 +488,7 @@ func (r *Relay) prune(ctx context.Context) error {
 		return nil
 	}
 	table, _ := migrations.QuoteQualified(r.cfg.OutboxTable) // validated at start
-	every := min(max(r.cfg.OutboxRetention/10, time.Second), time.Minute)
-	t := time.NewTicker(every)
+	t := time.NewTicker(r.cfg.PruneInterval)
 	defer t.Stop()
 	for {
 		select {
