@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+)
+
+// dlq runs `sink dlq list` and `sink dlq replay`.
+func (m *Main) dlq(ctx context.Context, args []string) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		m.usage()
+		return errors.New("sink dlq: expected list or replay")
+	}
+	sub, args := args[0], args[1:]
+	var (
+		asJSON, all, dryRun bool
+		eventID, class      string
+	)
+	if err := m.flags("dlq "+sub, args, func(fs *flag.FlagSet) {
+		fs.StringVar(&eventID, "event-id", "", "only the dead letters of this event")
+		fs.StringVar(&class, "class", "", "only dead letters of this class (poison, handler, exhausted, relay)")
+		if sub == "list" {
+			fs.BoolVar(&asJSON, "json", false, "print JSON, one dead letter per line")
+		} else {
+			fs.BoolVar(&all, "all", false, "replay every dead letter")
+			fs.BoolVar(&dryRun, "dry-run", false, "print what would be replayed, publish nothing")
+		}
+	}); err != nil {
+		return err
+	}
+	if sub == "replay" && eventID == "" && class == "" && !all {
+		return errors.New("sink dlq replay: choose what to replay with --event-id, --class or --all")
+	}
+	c, err := m.load()
+	if err != nil {
+		return err
+	}
+	log := zerolog.Nop()
+	if c.LogLevel == "debug" {
+		log = config.NewLogger(&c.Common, m.Stderr, "sink")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	nc, err := config.ConnectNATS(cctx, &c.Common, "jetstream-bridge-sink-dlq", log)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	match := func(dl *sink.DeadLetter) bool {
+		return (eventID == "" || dl.EventID == eventID) && (class == "" || dl.Class == class)
+	}
+	n := 0
+	err = sink.ListDLQ(ctx, js, c.StreamName, c.DLQ(), func(dl *sink.DeadLetter) error {
+		if !match(dl) {
+			return nil
+		}
+		n++
+		switch {
+		case sub == "list" && asJSON:
+			b, _ := json.Marshal(dl)
+			fmt.Fprintf(m.Stdout, "%s\n", b)
+			return nil
+		case sub == "list":
+			fmt.Fprintf(m.Stdout, "seq %d  %s  event %s (%s)  class %s  deliveries %d  from %s\n  error: %s\n",
+				dl.Sequence, dl.FailedAt, dl.EventID, dl.EventType, dl.Class, dl.Deliveries, dl.OriginalSubject, dl.Error)
+			return nil
+		}
+		msg, err := sink.ReplayMessage(dl)
+		if err != nil {
+			return err
+		}
+		if dryRun {
+			fmt.Fprintf(m.Stdout, "would replay seq %d event %s to %s as %s\n", dl.Sequence, dl.EventID, msg.Subject, msg.Header.Get("Nats-Msg-Id"))
+			return nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		ack, err := js.PublishMsg(pctx, msg)
+		if err != nil {
+			return fmt.Errorf("replay dead letter %d (event %s): %w", dl.Sequence, dl.EventID, err)
+		}
+		note := ""
+		if ack.Duplicate {
+			note = " (already replayed within the duplicate window: not stored again)"
+		}
+		fmt.Fprintf(m.Stdout, "replayed seq %d event %s to %s as seq %d%s\n", dl.Sequence, dl.EventID, msg.Subject, ack.Sequence, note)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if sub == "list" && !asJSON {
+		fmt.Fprintf(m.Stdout, "%d dead letters on %s\n", n, c.DLQ())
+	} else if sub == "replay" {
+		verb := "replayed"
+		if dryRun {
+			verb = "would replay"
+		}
+		fmt.Fprintf(m.Stdout, "%s %d dead letters\n", verb, n)
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+)
+
+// metrics implements sink.Observer with Prometheus collectors.
+type metrics struct {
+	applied, duplicate, retried, dead, stale prometheus.Counter
+	handler                                  prometheus.Histogram
+	pending                                  prometheus.Gauge
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetstream_bridge_sink_events_total",
+		Help: "Messages by outcome: applied, duplicate (already applied, acked without the handler), " +
+			"retried (failed attempts retried), dead (dead-lettered), stale (older than the key's newest, SKIP_STALE)."},
+		[]string{"result"})
+	m := &metrics{
+		applied:   events.WithLabelValues(string(sink.ResultApplied)),
+		duplicate: events.WithLabelValues(string(sink.ResultDuplicate)),
+		retried:   events.WithLabelValues(string(sink.ResultRetried)),
+		dead:      events.WithLabelValues(string(sink.ResultDead)),
+		stale:     events.WithLabelValues(string(sink.ResultStale)),
+		handler: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_sink_handler_seconds",
+			Help:    "Time the handler took, per attempt, successful or not.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_pending",
+			Help: "Messages in the stream not yet delivered to the consumer (from consumer info every 10s; AUTO_PROVISION=true only)."}),
+	}
+	reg.MustRegister(events, m.handler, m.pending)
+	return m
+}
+
+// Result counts a message outcome.
+func (m *metrics) Result(r sink.Result) {
+	switch r {
+	case sink.ResultApplied:
+		m.applied.Inc()
+	case sink.ResultDuplicate:
+		m.duplicate.Inc()
+	case sink.ResultRetried:
+		m.retried.Inc()
+	case sink.ResultDead:
+		m.dead.Inc()
+	case sink.ResultStale:
+		m.stale.Inc()
+	}
+}
+
+// HandlerDone observes a handler's latency.
+func (m *metrics) HandlerDone(elapsed time.Duration, _ error) { m.handler.Observe(elapsed.Seconds()) }

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+)
+
+func (m *Main) provision(ctx context.Context, args []string) error {
+	if err := m.flags("provision", args, nil); err != nil {
+		return err
+	}
+	c, err := m.load()
+	if err != nil {
+		return err
+	}
+	a, err := newApp(ctx, c, config.NewLogger(&c.Common, m.Stderr, "sink"))
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if _, err := a.provision(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stdout, "provisioned: inbox %s, stream %s (subjects %s, %s), consumer %s (filter %s)\n",
+		c.InboxTable, c.StreamName, c.Filter(), c.DLQ(), c.Durable(), c.Filter())
+	return nil
+}
+
+// provision applies the inbox schema, makes the stream cover the filter and
+// DLQ subjects, and creates or updates the consumer.
+func (a *App) provision(ctx context.Context) (jetstream.Consumer, error) {
+	c := a.cfg
+	sql, err := migrations.Inbox(c.Names())
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.Connect(ctx, c.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	err = migrations.Apply(ctx, conn, sql)
+	conn.Close(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("inbox schema: %w", err)
+	}
+	if _, err := publish.EnsureStream(ctx, a.js, publish.StreamSpec{
+		Name:     c.StreamName,
+		Subjects: []string{c.Filter(), c.DLQ()},
+		Replicas: c.StreamReplicas,
+	}, a.log); err != nil {
+		return nil, err
+	}
+	return sink.EnsureConsumer(ctx, a.js, a.consumerSpec(), a.log)
+}
+
+func (a *App) consumerSpec() sink.ConsumerSpec {
+	c := a.cfg
+	return sink.ConsumerSpec{
+		Stream:        c.StreamName,
+		Durable:       c.Durable(),
+		Filter:        c.Filter(),
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		Backoff:       c.Backoff,
+		MaxAckPending: c.MaxAckPending(),
+	}
+}
+
+// transient reports errors a later attempt can overcome: the database or
+// NATS not reachable yet, or JetStream not answering yet.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "57P03" || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}

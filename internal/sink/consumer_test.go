@@ -1,0 +1,123 @@
+package sink_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
+)
+
+func TestConsumerSpec_Config(t *testing.T) {
+	s := sink.ConsumerSpec{Durable: "d", Filter: "a.sync.b", AckWait: 10 * time.Second, MaxDeliver: 3,
+		Backoff: []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}, MaxAckPending: 100}
+	c := s.Config()
+	if want := []time.Duration{10 * time.Second, 10 * time.Second, 15 * time.Second}; !slices.Equal(c.BackOff, want) {
+		t.Fatalf("BackOff=%v, want %v (raised to ACK_WAIT, cut to MAX_DELIVER)", c.BackOff, want)
+	}
+	if c.AckWait != 10*time.Second || c.MaxDeliver != -1 || c.AckPolicy != jetstream.AckExplicitPolicy ||
+		c.DeliverPolicy != jetstream.DeliverAllPolicy || c.MaxAckPending != 100 || c.FilterSubject != "a.sync.b" {
+		t.Fatalf("config=%+v", c)
+	}
+}
+
+func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n := testutil.StartNATS(t)
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := publish.EnsureStream(ctx, js, publish.StreamSpec{Name: streamName, Subjects: []string{"billing.sync.>", dlqSubject}}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	spec := consumerSpec()
+
+	// Bind without provisioning: a missing consumer is a clear error.
+	if _, err := sink.BindConsumer(ctx, js, streamName, durable); !errors.Is(err, sink.ErrConsumerMissing) {
+		t.Fatalf("BindConsumer on nothing: %v, want ErrConsumerMissing", err)
+	}
+
+	c, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := c.CachedInfo()
+	if info.Config.MaxDeliver != -1 || info.Config.AckWait != 30*time.Second || len(info.Config.BackOff) != 5 ||
+		info.Config.FilterSubject != filter || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
+		t.Fatalf("created config: %+v", info.Config)
+	}
+	// Again: nothing to change, same consumer.
+	if c2, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || c2.CachedInfo().Created != info.Created {
+		t.Fatalf("second EnsureConsumer: %v (created %v, was %v)", err, c2.CachedInfo().Created, info.Created)
+	}
+	// Settings the server can update are updated in place.
+	spec.Filter = "billing.sync.other"
+	spec.MaxAckPending = 50
+	c3, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := c3.CachedInfo(); i.Created != info.Created || i.Config.FilterSubject != "billing.sync.other" || i.Config.MaxAckPending != 50 {
+		t.Fatalf("after update: created %v (was %v), filter %q, max ack pending %d", i.Created, info.Created, i.Config.FilterSubject, i.Config.MaxAckPending)
+	}
+
+	// A setting the server refuses to change (the ack policy): deleted and
+	// recreated, starting after the old ack floor.
+	st, _ := js.Stream(ctx, streamName)
+	if err := st.DeleteConsumer(ctx, durable); err != nil {
+		t.Fatal(err)
+	}
+	old, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: durable, FilterSubject: filter, AckPolicy: jetstream.AckNonePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := js.Publish(ctx, filter, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := old.Fetch(3, jetstream.FetchMaxWait(5*time.Second)) // ack none: the floor moves at delivery
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+	}
+	spec = consumerSpec()
+	c4, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := c4.CachedInfo()
+	if i.Config.AckPolicy != jetstream.AckExplicitPolicy || i.Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || i.Config.OptStartSeq != 4 {
+		t.Fatalf("recreated: ack %v, deliver %v from %d; want explicit, from seq 4", i.Config.AckPolicy, i.Config.DeliverPolicy, i.Config.OptStartSeq)
+	}
+	if i.NumPending != 0 {
+		t.Fatalf("recreated consumer has %d pending, want 0 (already consumed messages are not delivered again)", i.NumPending)
+	}
+	// The recreated consumer is kept as it is on the next start.
+	if c5, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || c5.CachedInfo().Created != i.Created {
+		t.Fatalf("EnsureConsumer after recreation: %v", err)
+	}
+	b, err := sink.BindConsumer(ctx, js, streamName, durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := sink.CheckBound(b.CachedInfo(), filter, 5); len(w) != 0 {
+		t.Fatalf("CheckBound warnings on a provisioned consumer: %v", w)
+	}
+	if w := sink.CheckBound(old.CachedInfo(), "other.subject", 5); len(w) != 2 {
+		t.Fatalf("CheckBound on an ack-none consumer with another filter: %v, want 2 warnings", w)
+	}
+}

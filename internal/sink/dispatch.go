@@ -1,0 +1,275 @@
+package sink
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+)
+
+// item is one fetched message held by this process until it is acked,
+// terminated or handed back.
+type item struct {
+	msg       jetstream.Msg
+	env       *envelope.Envelope // nil when poison
+	poison    error              // why the body is not an envelope
+	key       string             // lane key
+	stream    string
+	seq       uint64 // stream sequence
+	delivered int    // server deliveries, 1 the first time
+	pos       envelope.Position
+	hasPos    bool
+	hdrJSON   []byte // headers as a JSON object, built on first use
+
+	next     *item // in its lane
+	finished bool  // no heartbeat after this; guarded by dispatcher.mu
+}
+
+// newItem parses what every later step needs, once.
+func newItem(msg jetstream.Msg) *item {
+	it := &item{msg: msg}
+	if meta, err := msg.Metadata(); err == nil {
+		it.stream, it.seq, it.delivered = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)
+	}
+	it.env, it.poison = envelope.Parse(msg.Data())
+	it.pos, it.hasPos = envelope.ParsePosition(msg.Headers())
+	switch {
+	case it.poison != nil:
+		it.key = "\x00seq\x00" + strconv.FormatUint(it.seq, 10) // alone in its lane
+	case it.env.ResourceID == "":
+		it.key = "\x00id\x00" + it.env.EventID // no key: no ordering constraint
+	default:
+		it.key = it.env.ResourceType + "\x00" + it.env.ResourceID
+	}
+	return it
+}
+
+// eventID returns the event id, or for poison the Nats-Msg-Id, for logs.
+func (it *item) eventID() string {
+	if it.env != nil {
+		return it.env.EventID
+	}
+	return it.msg.Headers().Get(envelope.HeaderMsgID)
+}
+
+// positionArgs returns the commit_lsn and tx_index parameters: NULL when the
+// message carries no source position.
+func (it *item) positionArgs() (lsn, txIndex any) {
+	if !it.hasPos {
+		return nil, nil
+	}
+	return it.pos.CommitLSN, it.pos.TxIndex
+}
+
+// headersJSON returns the message headers as a JSON object, a value for a
+// single-valued header and an array otherwise.
+func (it *item) headersJSON() []byte {
+	if it.hdrJSON != nil {
+		return it.hdrJSON
+	}
+	h := it.msg.Headers()
+	b := make([]byte, 0, 64*len(h)+2)
+	b = append(b, '{')
+	first := true
+	for k, vs := range h {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		if len(vs) == 1 {
+			b = appendJSONString(b, vs[0])
+			continue
+		}
+		b = append(b, '[')
+		for i, v := range vs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, v)
+		}
+		b = append(b, ']')
+	}
+	it.hdrJSON = append(b, '}')
+	return it.hdrJSON
+}
+
+// lane is the FIFO of one key's held messages. At most one worker owns a
+// lane at a time and works on its head; the rest wait behind it, so one key's
+// events are applied in stream order, retries included.
+type lane struct {
+	key        string
+	head, tail *item
+	busy       bool  // a worker owns it
+	queued     bool  // in the ready list
+	nextReady  *lane // ready list link
+}
+
+// dispatcher holds fetched messages in key lanes and hands lanes to workers.
+// Lanes whose head is free wait in a ready list, served in FIFO order so that
+// no key starves another.
+type dispatcher struct {
+	mu        sync.Mutex
+	cond      sync.Cond
+	lanes     map[string]*lane
+	readyHead *lane
+	readyTail *lane
+	count     int // messages held
+	closing   bool
+	room      chan struct{} // signalled when count drops
+}
+
+func newDispatcher() *dispatcher {
+	d := &dispatcher{lanes: map[string]*lane{}, room: make(chan struct{}, 1)}
+	d.cond.L = &d.mu
+	return d
+}
+
+// add appends a fetched message to its lane.
+func (d *dispatcher) add(it *item) {
+	d.mu.Lock()
+	l := d.lanes[it.key]
+	if l == nil {
+		l = &lane{key: it.key}
+		d.lanes[it.key] = l
+	}
+	if l.tail == nil {
+		l.head, l.tail = it, it
+	} else {
+		l.tail.next, l.tail = it, it
+	}
+	d.count++
+	if !l.busy && !l.queued {
+		d.pushReady(l)
+		d.cond.Signal()
+	}
+	d.mu.Unlock()
+}
+
+func (d *dispatcher) pushReady(l *lane) {
+	l.queued = true
+	if d.readyTail == nil {
+		d.readyHead, d.readyTail = l, l
+	} else {
+		d.readyTail.nextReady, d.readyTail = l, l
+	}
+}
+
+// next blocks until a lane is ready, takes ownership of it and returns it
+// with its head; nil once the dispatcher is closing.
+func (d *dispatcher) next() (*lane, *item) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for d.readyHead == nil && !d.closing {
+		d.cond.Wait()
+	}
+	if d.closing {
+		return nil, nil
+	}
+	l := d.readyHead
+	d.readyHead, l.nextReady = l.nextReady, nil
+	if d.readyHead == nil {
+		d.readyTail = nil
+	}
+	l.queued, l.busy = false, true
+	return l, l.head
+}
+
+// finish marks a message as settled (about to be acked, terminated or handed
+// back): heartbeats stop for it. A heartbeat sent before finish returns
+// reaches the server before the settling reply, since both travel on one
+// connection in order.
+func (d *dispatcher) finish(it *item) {
+	d.mu.Lock()
+	it.finished = true
+	d.mu.Unlock()
+}
+
+// done removes the lane's head, which its worker has settled, and releases
+// the lane. When the dispatcher is closing, the rest of the lane is returned
+// for the worker to hand back, in order, after its head.
+func (d *dispatcher) done(l *lane, it *item) (rest []*item) {
+	d.mu.Lock()
+	l.head, it.next = it.next, nil
+	if l.head == nil {
+		l.tail = nil
+	}
+	d.count--
+	l.busy = false
+	switch {
+	case l.head == nil:
+		delete(d.lanes, l.key)
+	case d.closing:
+		rest = d.takeLane(l)
+	default:
+		d.pushReady(l)
+		d.cond.Signal()
+	}
+	d.mu.Unlock()
+	select {
+	case d.room <- struct{}{}:
+	default:
+	}
+	return rest
+}
+
+// takeLane removes a lane and returns its messages. d.mu is held.
+func (d *dispatcher) takeLane(l *lane) []*item {
+	var out []*item
+	for it := l.head; it != nil; {
+		next := it.next
+		it.next, it.finished = nil, true
+		out = append(out, it)
+		it = next
+	}
+	l.head, l.tail = nil, nil
+	d.count -= len(out)
+	delete(d.lanes, l.key)
+	return out
+}
+
+// close stops handing out lanes and returns the messages of every lane no
+// worker owns, to be handed back. Owned lanes are returned by done.
+func (d *dispatcher) close() []*item {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closing = true
+	var out []*item
+	for _, l := range d.lanes {
+		if !l.busy {
+			out = append(out, d.takeLane(l)...)
+		}
+	}
+	for l := d.readyHead; l != nil; {
+		next := l.nextReady
+		l.nextReady, l.queued = nil, false
+		l = next
+	}
+	d.readyHead, d.readyTail = nil, nil
+	d.cond.Broadcast()
+	return out
+}
+
+// held returns how many messages are held.
+func (d *dispatcher) held() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.count
+}
+
+// progress sends an InProgress heartbeat for every held, unsettled message:
+// waiting in a lane, being handled, or waiting for a retry.
+func (d *dispatcher) progress() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.lanes {
+		for it := l.head; it != nil; it = it.next {
+			if !it.finished {
+				it.msg.InProgress() //nolint:errcheck // best effort; a missed beat at worst redelivers, and the inbox dedupes
+			}
+		}
+	}
+}

@@ -1,0 +1,44 @@
+// Package sink applies JetStream events to a Postgres database exactly once:
+// consumer → inbox transaction → handler → commit → ack.
+//
+// One event is one database transaction: the inbox row is inserted (or, when
+// the event was seen before, locked) with one upsert that dedupes on
+// event_id; the handler (a SQL procedure or function, or an HTTP webhook)
+// runs in the same transaction with jetstream_bridge.applying set, so that
+// jetstream_publish() inside it does not echo the event back; the row is
+// marked processed; the transaction commits; and only then is the message
+// acknowledged. A crash between commit and ack redelivers a message whose
+// inbox row is already processed: it is acked without a second effect. The
+// same holds for several sink processes on one durable consumer.
+//
+// Files follow the data path:
+//
+//	consumer.go    the durable pull consumer: provisioning, binding, the fetch loop
+//	dispatch.go    key lanes: per-(resource_type, resource_id) FIFO order, a worker pool,
+//	               InProgress heartbeats for every message held
+//	sink.go        one message from start to finish: attempts, retries, ack
+//	inbox.go       the inbox transaction and the per-key positions (SKIP_STALE)
+//	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
+//	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
+//	dlq.go         dead-lettering, and listing and replaying the DLQ
+//
+// Error classes are decided once, in sink.go: a body that is not an envelope
+// (or that Postgres cannot store) is poison and is dead-lettered at once; a
+// *PermanentError from a handler is dead-lettered at once (class handler); any
+// other handler error is retried after BACKOFF, in place, while later events
+// of the same key wait, until MAX_DELIVER attempts (class exhausted).
+// Failures of the bridge's own machinery (database unreachable, connection
+// lost, commit failed, shutdown) are not attempts: they are retried without
+// counting, so an outage never dead-letters healthy events.
+//
+// Attempts are counted across local retries, server redeliveries
+// (NumDelivered) and processes (the inbox row's processing_attempts), and the
+// sink itself enforces MAX_DELIVER. The consumer's own MaxDeliver is left
+// unlimited on purpose: when the server runs out of deliveries it drops the
+// message with an advisory nobody hears, which would silently lose messages
+// whose deliveries were used up by crashes, shutdown hand-backs or failed
+// DLQ publishes.
+//
+// This package does not read configuration or the environment, and does not
+// serve metrics; cmd/sink does, and observes the sink through Observer.
+package sink

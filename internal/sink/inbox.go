@@ -1,0 +1,394 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+)
+
+// Inbox statuses (the status column).
+const (
+	StatusReceived   = "received"
+	StatusProcessing = "processing"
+	StatusProcessed  = "processed"
+	StatusFailed     = "failed"
+	StatusDead       = "dead"
+	StatusStale      = "stale"
+)
+
+// inbox holds the statements on the inbox table and its positions table,
+// rendered once for the configured name.
+type inbox struct {
+	table                                                                  string // quoted
+	upsert, setApplying, position, processed, stale, failed, dead, freeSeq string
+}
+
+func newInbox(table string) (*inbox, error) {
+	if table == "" {
+		table = migrations.DefaultInbox
+	}
+	tbl, err := migrations.QuoteQualified(table)
+	if err != nil {
+		return nil, fmt.Errorf("inbox table: %w", err)
+	}
+	pos, err := migrations.QuoteQualified(table + "_positions")
+	if err != nil {
+		return nil, fmt.Errorf("inbox positions table: %w", err)
+	}
+	const cols = `(event_id, event_type, resource_type, resource_id, payload, subject, headers,
+		stream, stream_seq, deliveries, commit_lsn, tx_index, status, error_message, processing_attempts, failed_at)`
+	const vals = `($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11::pg_lsn, $12`
+	return &inbox{
+		table: tbl,
+		// Insert the row, or lock the existing one. RETURNING reports what a
+		// previous delivery left: its status, attempts and last error, and
+		// whether it was this very message (same stream sequence) — a dead
+		// row is final for its own message but is tried again when the event
+		// comes back in a new message (a replay or a re-publish).
+		upsert: `INSERT INTO ` + tbl + ` AS i ` + cols + ` VALUES ` + vals + `, 'received', NULL, 0, NULL)
+			ON CONFLICT (event_id) DO UPDATE SET deliveries = greatest(i.deliveries, EXCLUDED.deliveries)
+			RETURNING i.status, i.processing_attempts, coalesce(i.error_message, ''),
+				coalesce(i.stream = $8 AND i.stream_seq = $9, false)`,
+		setApplying: `SELECT set_config('jetstream_bridge.applying', $1, true)`,
+		// Lock the key's newest applied position and move it to this event's,
+		// unless this event is older: then no row comes back (stale). The
+		// conflicting row is locked even when the WHERE fails, and stays
+		// locked until commit, so one key's events apply one at a time across
+		// processes.
+		position: `INSERT INTO ` + pos + ` AS p (resource_type, resource_id, commit_lsn, tx_index, event_id)
+			VALUES ($1, $2, $3::pg_lsn, $4, $5)
+			ON CONFLICT (resource_type, resource_id) DO UPDATE
+				SET commit_lsn = EXCLUDED.commit_lsn, tx_index = EXCLUDED.tx_index, event_id = EXCLUDED.event_id, updated_at = now()
+				WHERE (p.commit_lsn, p.tx_index) <= (EXCLUDED.commit_lsn, EXCLUDED.tx_index)
+			RETURNING true`,
+		processed: `UPDATE ` + tbl + ` SET status = 'processed', processed_at = now(), updated_at = now(),
+				processing_attempts = CASE WHEN status = 'dead' THEN 0 ELSE processing_attempts END + 1,
+				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6
+			WHERE event_id = $1`,
+		stale: `UPDATE ` + tbl + ` SET status = 'stale', processed_at = now(), updated_at = now(),
+				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6
+			WHERE event_id = $1`,
+		// A failed attempt, recorded in its own transaction after the
+		// attempt rolled back. $14 is the attempt number as the caller
+		// counts it (server deliveries included); the stored count never goes
+		// down. Nothing is returned when the event was applied meanwhile.
+		failed: `INSERT INTO ` + tbl + ` AS i ` + cols + ` VALUES ` + vals + `, 'failed', $13, $14, now())
+			ON CONFLICT (event_id) DO UPDATE SET status = 'failed', error_message = EXCLUDED.error_message,
+				processing_attempts = greatest(CASE WHEN i.status = 'dead' THEN 0 ELSE i.processing_attempts END + 1,
+					EXCLUDED.processing_attempts),
+				failed_at = now(), updated_at = now(), deliveries = greatest(i.deliveries, EXCLUDED.deliveries)
+				WHERE i.status NOT IN ('processed', 'stale')
+			RETURNING processing_attempts`,
+		// Dead-lettered: the row remembers which message (stream sequence) was.
+		dead: `INSERT INTO ` + tbl + ` AS i ` + cols + ` VALUES ` + vals + `, 'dead', $13, $14, now())
+			ON CONFLICT (event_id) DO UPDATE SET status = 'dead', error_message = EXCLUDED.error_message,
+				processing_attempts = greatest(i.processing_attempts, EXCLUDED.processing_attempts),
+				stream = EXCLUDED.stream, stream_seq = EXCLUDED.stream_seq,
+				failed_at = now(), updated_at = now(), deliveries = greatest(i.deliveries, EXCLUDED.deliveries)
+				WHERE i.status NOT IN ('processed', 'stale')`,
+		freeSeq: `UPDATE ` + tbl + ` SET stream_seq = NULL WHERE stream = $1 AND stream_seq = $2 AND event_id <> $3`,
+	}, nil
+}
+
+// outcome is how an attempt ended without error.
+type outcome int
+
+const (
+	outApplied   outcome = iota + 1 // handler ran, committed
+	outDuplicate                    // already processed (or stale): not run again
+	outStale                        // older than the key's newest applied event: recorded, not run
+	outDeadSeen                     // this message was dead-lettered before: terminate it again
+)
+
+// Error classes of an attempt. The handler's own errors come back as
+// *PermanentError or as plain errors (retry); everything else the attempt can
+// fail with is one of these.
+type (
+	// infraError: the bridge's own machinery failed (database unreachable,
+	// connection lost, commit failed, shutting down). Not an attempt of the
+	// handler: retried without counting.
+	infraError struct{ err error }
+	// poisonError: the event can never be stored or processed.
+	poisonError struct{ reason string }
+	// exhaustedError: the attempts were used up before this one started
+	// (earlier deliveries failed or died with the process).
+	exhaustedError struct {
+		attempts int
+		last     string
+	}
+	// handlerError: the handler failed; retry unless permanent.
+	handlerError struct{ err error }
+)
+
+func (e *infraError) Error() string   { return e.err.Error() }
+func (e *infraError) Unwrap() error   { return e.err }
+func (e *poisonError) Error() string  { return e.reason }
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+func (e *exhaustedError) Error() string {
+	if e.last == "" {
+		return "delivered " + strconv.Itoa(e.attempts) + " times without being applied"
+	}
+	return e.last
+}
+
+// attempt runs one attempt of it in one transaction. prior is the number of
+// attempts made before as the caller knows them (server deliveries, local
+// retries); the inbox row's count is taken into account too. It returns the
+// outcome, or an *infraError, *poisonError, *exhaustedError or *handlerError.
+func (s *Sink) attempt(ctx context.Context, it *item, prior int) (outcome, error) {
+	out, err := s.attemptTx(ctx, it, prior)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && strings.HasSuffix(pgErr.ConstraintName, "_stream_seq_key") {
+		// Another event's row holds this (stream, stream_seq): the stream was
+		// deleted and recreated, so sequences restarted. The old row's
+		// sequence is history; free it and try again.
+		s.log.Warn().Str("stream", it.stream).Uint64("stream_seq", it.seq).
+			Msg("stream sequence already in the inbox for another event (stream recreated?); clearing the old row's sequence")
+		if _, ferr := s.db.Exec(ctx, s.inbox.freeSeq, it.stream, int64(it.seq), it.env.EventID); ferr != nil {
+			return 0, &infraError{fmt.Errorf("free reused stream sequence: %w", ferr)}
+		}
+		out, err = s.attemptTx(ctx, it, prior)
+	}
+	return out, err
+}
+
+func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, &infraError{fmt.Errorf("begin inbox transaction: %w", err)}
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
+
+	env := it.env
+	lsn, txIndex := it.positionArgs()
+	var b pgx.Batch
+	b.Queue(s.inbox.upsert, env.EventID, env.EventType, env.ResourceType, env.ResourceID, []byte(env.Payload),
+		it.msg.Subject(), it.headersJSON(), it.stream, int64(it.seq), it.delivered, lsn, txIndex)
+	producer := env.Producer
+	if producer == "" {
+		producer = "jetstream-bridge"
+	}
+	b.Queue(s.inbox.setApplying, producer)
+	checkPos := s.skipStale && it.hasPos && env.ResourceID != ""
+	if checkPos {
+		b.Queue(s.inbox.position, env.ResourceType, env.ResourceID, it.pos.CommitLSN, it.pos.TxIndex, env.EventID)
+	}
+	br := tx.SendBatch(ctx, &b)
+	var (
+		status, lastErr string
+		attempts        int
+		sameMsg         bool
+		newest          bool
+	)
+	err = br.QueryRow().Scan(&status, &attempts, &lastErr, &sameMsg)
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil && checkPos {
+		err = br.QueryRow().Scan(&newest)
+		if errors.Is(err, pgx.ErrNoRows) {
+			newest, err = false, nil
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, classifyDB(ctx, "write inbox row", err)
+	}
+
+	switch status {
+	case StatusProcessed, StatusStale:
+		return outDuplicate, nil
+	case StatusDead:
+		if sameMsg {
+			return outDeadSeen, nil
+		}
+		attempts = 0 // a new message of a dead-lettered event: a fresh start
+	}
+	if n := max(prior, attempts); n >= s.maxDeliver {
+		return 0, &exhaustedError{attempts: n, last: lastErr}
+	}
+	if checkPos && !newest {
+		if _, err := tx.Exec(ctx, s.inbox.stale, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex); err != nil {
+			return 0, classifyDB(ctx, "mark inbox row stale", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return 0, &infraError{fmt.Errorf("commit stale inbox row: %w", err)}
+		}
+		return outStale, nil
+	}
+
+	ev := Event{Envelope: env, Body: it.msg.Data(), Subject: it.msg.Subject(), Header: it.msg.Headers(),
+		Stream: it.stream, Sequence: it.seq, Deliveries: it.delivered}
+	start := time.Now()
+	herr := s.handler.Handle(ctx, tx, &ev)
+	s.obs.HandlerDone(time.Since(start), herr)
+	if herr != nil {
+		// A dead connection or an ended context is not the handler's fault.
+		if ctx.Err() != nil || tx.Conn().IsClosed() {
+			return 0, &infraError{fmt.Errorf("handler interrupted: %w", herr)}
+		}
+		return 0, &handlerError{herr}
+	}
+	if _, err := tx.Exec(ctx, s.inbox.processed, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex); err != nil {
+		return 0, classifyDB(ctx, "mark inbox row processed", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// Whether it committed is unknown; retrying is safe either way: a
+		// committed event is found processed.
+		return 0, &infraError{fmt.Errorf("commit inbox transaction: %w", err)}
+	}
+	return outApplied, nil
+}
+
+// classifyDB sorts an error of the inbox's own statements: data Postgres
+// refuses to store (invalid text, NUL characters, bad JSON for jsonb: SQLSTATE
+// class 22) makes the event poison; a unique violation is passed through
+// (attempt handles the one it can); anything else is infrastructure.
+func classifyDB(ctx context.Context, what string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && ctx.Err() == nil {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "22"):
+			return &poisonError{reason: "inbox refuses the event: " + pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"}
+		case pgErr.Code == "23505":
+			return err
+		}
+	}
+	return &infraError{fmt.Errorf("%s: %w", what, err)}
+}
+
+// recordFailure records a failed attempt in its own short transaction and
+// returns the stored attempt count. ok is false when the event was applied
+// meanwhile (by another process).
+func (s *Sink) recordFailure(ctx context.Context, it *item, attempt int, reason string) (n int, ok bool, err error) {
+	env := it.env
+	lsn, txIndex := it.positionArgs()
+	err = s.db.QueryRow(ctx, s.inbox.failed, env.EventID, env.EventType, env.ResourceType, env.ResourceID, []byte(env.Payload),
+		it.msg.Subject(), it.headersJSON(), it.stream, int64(it.seq), it.delivered, lsn, txIndex,
+		truncate(reason, envelope.MaxErrorLen), attempt).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("record failed attempt: %w", err)
+	}
+	return n, true, nil
+}
+
+// recordDead marks the event's row dead after its dead letter is stored.
+// A poison message gets a row only when its Nats-Msg-Id names the event.
+func (s *Sink) recordDead(ctx context.Context, it *item, attempts int, reason string) error {
+	var (
+		id, eventType, resourceType, resourceID string
+		payload                                 []byte
+	)
+	if it.env != nil {
+		env := it.env
+		id, eventType, resourceType, resourceID, payload = env.EventID, env.EventType, env.ResourceType, env.ResourceID, env.Payload
+	} else {
+		id = it.msg.Headers().Get(envelope.HeaderMsgID)
+		if id == "" {
+			return nil
+		}
+	}
+	lsn, txIndex := it.positionArgs()
+	exec := func(payload []byte) error {
+		_, err := s.db.Exec(ctx, s.inbox.dead, toValidText(id), nullIfEmpty(eventType), nullIfEmpty(resourceType), nullIfEmpty(resourceID),
+			payload, toValidText(it.msg.Subject()), it.headersJSON(), it.stream, int64(it.seq), it.delivered, lsn, txIndex,
+			truncate(reason, envelope.MaxErrorLen), attempts)
+		return err
+	}
+	err := exec(payload)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") && payload != nil {
+		err = exec(nil) // the payload is what Postgres refused to store
+	}
+	if err != nil {
+		return fmt.Errorf("mark inbox row dead: %w", err)
+	}
+	return nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return toValidText(s)
+}
+
+// toValidText makes a string storable in a text column: valid UTF-8, no NUL.
+func toValidText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// truncate cuts s to at most n bytes on a rune boundary, valid for text.
+func truncate(s string, n int) string {
+	s = toValidText(s)
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD
+// and NUL is escaped as \ufffd (jsonb refuses \u0000).
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == 0:
+				dst = append(dst, `\ufffd`...)
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, "\uFFFD"...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
+
+// DB is the part of a pool the sink uses; *pgxpool.Pool implements it.
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Ping(ctx context.Context) error
+}
+
+var _ DB = (*pgxpool.Pool)(nil)

@@ -1,0 +1,389 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+)
+
+// Result is how a message ended, for metrics.
+type Result string
+
+const (
+	ResultApplied   Result = "applied"   // the handler ran and committed
+	ResultDuplicate Result = "duplicate" // already applied: acked without running the handler
+	ResultRetried   Result = "retried"   // an attempt failed and will be retried (one per failed attempt)
+	ResultDead      Result = "dead"      // dead-lettered (or dropped with USE_DLQ=false) and terminated
+	ResultStale     Result = "stale"     // older than the key's newest applied event (SKIP_STALE)
+)
+
+// Observer is told what happens, for metrics. Calls come from several
+// goroutines.
+type Observer interface {
+	Result(Result)
+	HandlerDone(elapsed time.Duration, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Result(Result)                    {}
+func (nopObserver) HandlerDone(time.Duration, error) {}
+
+// Options configure a Sink. Zero values take the defaults noted.
+type Options struct {
+	DB       DB                  // a pool with at least Concurrency+1 connections
+	JS       jetstream.JetStream // for dead-letter publishes
+	Consumer jetstream.Consumer  // bound durable pull consumer
+	Handler  Handler
+
+	Inbox      string // inbox table, schema.table; default public.jetstream_inbox_events
+	DLQSubject string // where dead letters go; required when UseDLQ
+	UseDLQ     bool   // false: log at error level, mark dead, terminate
+
+	MaxDeliver  int             // attempts before dead-lettering as exhausted; default 5
+	Backoff     []time.Duration // wait before attempt n+1 is Backoff[n-1], the last repeating; default 1s,5s,15s,30s,60s
+	BatchSize   int             // messages per fetch; default 25
+	Concurrency int             // workers (keys applied in parallel); default 4
+	// MaxHeld bounds the messages fetched and not yet settled; fetching waits
+	// while more are held. Default 2*BatchSize+Concurrency; at least BatchSize+Concurrency.
+	MaxHeld   int
+	SkipStale bool // discard (record as stale) events older than their key's newest applied one
+
+	// AckWait is the consumer's redelivery timer; heartbeats go out every
+	// third of it. Default: the shortest of the consumer's AckWait and
+	// BackOff values, else 30s.
+	AckWait         time.Duration
+	ShutdownTimeout time.Duration // how long in-flight handlers may finish after ctx ends; default 30s
+	FetchWait       time.Duration // how long one fetch waits for messages; default 1s (the shutdown latency)
+
+	Observer Observer
+	Log      zerolog.Logger
+}
+
+// Sink consumes a durable pull consumer and applies each message through the
+// inbox. See the package documentation.
+type Sink struct {
+	db         DB
+	js         jetstream.JetStream
+	cons       jetstream.Consumer
+	handler    Handler
+	inbox      *inbox
+	dlqSubject string
+	useDLQ     bool
+
+	maxDeliver  int
+	backoff     []time.Duration
+	batchSize   int
+	concurrency int
+	maxHeld     int
+	skipStale   bool
+	heartbeat   time.Duration
+	shutdown    time.Duration
+	fetchWait   time.Duration
+
+	obs Observer
+	log zerolog.Logger
+
+	bound atomic.Bool // the last fetch reached the consumer
+}
+
+// New checks the options and returns a Sink.
+func New(o Options) (*Sink, error) {
+	if o.DB == nil || o.Consumer == nil || o.Handler == nil {
+		return nil, errors.New("sink: DB, Consumer and Handler are required")
+	}
+	if o.UseDLQ && (o.JS == nil || o.DLQSubject == "") {
+		return nil, errors.New("sink: JS and DLQSubject are required with UseDLQ")
+	}
+	in, err := newInbox(o.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		db: o.DB, js: o.JS, cons: o.Consumer, handler: o.Handler, inbox: in,
+		dlqSubject: o.DLQSubject, useDLQ: o.UseDLQ,
+		maxDeliver: or(o.MaxDeliver, 5), backoff: o.Backoff,
+		batchSize: or(o.BatchSize, 25), concurrency: or(o.Concurrency, 4),
+		skipStale: o.SkipStale, shutdown: or(o.ShutdownTimeout, 30*time.Second), fetchWait: or(o.FetchWait, time.Second),
+		obs: o.Observer, log: o.Log,
+	}
+	if len(s.backoff) == 0 {
+		s.backoff = DefaultBackoff()
+	}
+	for _, b := range s.backoff {
+		if b <= 0 {
+			return nil, fmt.Errorf("sink: backoff values must be positive, got %s", b)
+		}
+	}
+	s.maxHeld = o.MaxHeld
+	if s.maxHeld <= 0 {
+		s.maxHeld = 2*s.batchSize + s.concurrency
+	}
+	s.maxHeld = max(s.maxHeld, s.batchSize+s.concurrency)
+	ackWait := o.AckWait
+	if ackWait <= 0 {
+		ackWait = redeliveryTimer(o.Consumer.CachedInfo())
+	}
+	s.heartbeat = max(ackWait/3, 10*time.Millisecond)
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	return s, nil
+}
+
+// DefaultBackoff is BACKOFF's default.
+func DefaultBackoff() []time.Duration {
+	return []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, 60 * time.Second}
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// redeliveryTimer is the shortest time the server waits for an ack before
+// redelivering: with BackOff set, the server uses BackOff[n-1] for delivery n
+// instead of AckWait.
+func redeliveryTimer(info *jetstream.ConsumerInfo) time.Duration {
+	if info == nil {
+		return 30 * time.Second
+	}
+	d := info.Config.AckWait
+	for _, b := range info.Config.BackOff {
+		if d <= 0 || b < d {
+			d = b
+		}
+	}
+	if d <= 0 {
+		return 30 * time.Second
+	}
+	return d
+}
+
+// Ready reports whether the last fetch reached the consumer.
+func (s *Sink) Ready() error {
+	if !s.bound.Load() {
+		return errors.New("consumer not reachable yet")
+	}
+	return nil
+}
+
+// Run consumes until ctx ends, then shuts down: it stops fetching, hands back
+// messages that were fetched but not started, lets in-flight handlers finish
+// (at most ShutdownTimeout, after which their transactions are cancelled and
+// their messages handed back) and returns nil. It returns an error only when
+// consuming cannot go on (the consumer is gone).
+func (s *Sink) Run(ctx context.Context) error {
+	// Handlers and acks run under work, which outlives ctx by at most the
+	// shutdown timeout, so that in-flight events can finish.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := make(chan struct{}) // closed when shutting down: retry waits end and hand their message back
+	d := newDispatcher()
+
+	var workers sync.WaitGroup
+	for range s.concurrency {
+		workers.Go(func() { s.work(work, stop, d) })
+	}
+	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
+	var hb sync.WaitGroup
+	hb.Go(func() { s.beat(hbCtx, d) })
+
+	err := s.fetch(ctx, d)
+
+	close(stop)
+	back := d.close()
+	s.handBack(back, 0)
+	s.log.Info().Int("handed_back", len(back)).Dur("timeout", s.shutdown).Msg("stopping: fetching stopped, waiting for in-flight events")
+	finished := make(chan struct{})
+	go func() { workers.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(s.shutdown):
+		s.log.Warn().Msg("shutdown timeout: cancelling in-flight handlers, their messages will be redelivered")
+		cancelWork()
+		<-finished
+	}
+	stopHeartbeat()
+	hb.Wait()
+	s.log.Info().Msg("sink stopped")
+	return err
+}
+
+// beat sends InProgress for every held message, so that JetStream does not
+// redeliver what waits in a lane, a retry or a slow handler.
+func (s *Sink) beat(ctx context.Context, d *dispatcher) {
+	t := time.NewTicker(s.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.progress()
+		}
+	}
+}
+
+// work applies lanes' head messages until the dispatcher closes.
+func (s *Sink) work(ctx context.Context, stop <-chan struct{}, d *dispatcher) {
+	for {
+		l, it := d.next()
+		if l == nil {
+			return
+		}
+		delay := s.handle(ctx, stop, d, it)
+		if rest := d.done(l, it); len(rest) > 0 {
+			s.handBack(rest, delay)
+		}
+	}
+}
+
+// handBack Naks messages this process will not handle, in order, so they
+// are redelivered (to any process) after delay.
+func (s *Sink) handBack(items []*item, delay time.Duration) {
+	for _, it := range items {
+		var err error
+		if delay > 0 {
+			err = it.msg.NakWithDelay(delay)
+		} else {
+			err = it.msg.Nak()
+		}
+		if err != nil {
+			s.event(s.log.Warn(), it).Err(err).Msg("cannot hand message back; it is redelivered after the ack wait")
+		}
+	}
+}
+
+// handle takes one message to its end: acked (applied, duplicate, stale),
+// dead-lettered and terminated, or handed back. It returns the delay it was
+// handed back with (0 when not handed back), which the rest of its lane gets
+// too, so that they do not overtake it.
+func (s *Sink) handle(ctx context.Context, stop <-chan struct{}, d *dispatcher, it *item) time.Duration {
+	if it.poison != nil {
+		return s.deadLetter(ctx, d, it, envelope.ClassPoison, it.poison.Error(), it.delivered)
+	}
+	local := 0                          // attempts of this message counted here
+	infraWait := 250 * time.Millisecond // grows while the machinery keeps failing
+	for {
+		prior := max(it.delivered-1, local)
+		out, err := s.attempt(ctx, it, prior)
+		if err == nil {
+			s.settle(d, it, out)
+			return 0
+		}
+		var (
+			pe    *poisonError
+			ee    *exhaustedError
+			he    *handlerError
+			perm  *PermanentError
+			delay time.Duration
+		)
+		switch {
+		case errors.As(err, &pe):
+			return s.deadLetter(ctx, d, it, envelope.ClassPoison, pe.reason, it.delivered)
+		case errors.As(err, &ee):
+			return s.deadLetter(ctx, d, it, envelope.ClassExhausted, ee.Error(), ee.attempts)
+		case errors.As(err, &he) && errors.Is(he.err, ErrNoRoute):
+			// Unroutable is poison (SPEC guarantee 6): no handler can ever take it.
+			return s.deadLetter(ctx, d, it, envelope.ClassPoison, ErrNoRoute.Error(), prior+1)
+		case errors.As(err, &he) && errors.As(he.err, &perm):
+			return s.deadLetter(ctx, d, it, envelope.ClassHandler, perm.Reason, prior+1)
+		case errors.As(err, &he):
+			n, ok, rerr := s.recordFailure(ctx, it, prior+1, he.Error())
+			switch {
+			case rerr != nil:
+				s.event(s.log.Warn(), it).Err(rerr).Msg("cannot record the failed attempt; counting it here")
+				n = prior + 1
+			case !ok:
+				// Applied meanwhile by another process: the next attempt finds it.
+				continue
+			}
+			local = n
+			if n >= s.maxDeliver {
+				return s.deadLetter(ctx, d, it, envelope.ClassExhausted, he.Error(), n)
+			}
+			delay = s.backoff[min(n, len(s.backoff))-1]
+			s.obs.Result(ResultRetried)
+			s.event(s.log.Warn(), it).Err(he.err).Int("attempt", n).Int("max_deliver", s.maxDeliver).
+				Dur("retry_in", delay).Msg("handler failed, retrying")
+		default:
+			delay = infraWait
+			infraWait = min(infraWait*2, s.backoff[len(s.backoff)-1])
+			if ctx.Err() == nil {
+				s.event(s.log.Warn(), it).Err(err).Dur("retry_in", delay).Msg("cannot apply event, retrying")
+			}
+		}
+		if left, stopped := s.sleep(ctx, stop, delay); stopped {
+			d.finish(it)
+			if err := it.msg.NakWithDelay(left); err != nil {
+				s.event(s.log.Warn(), it).Err(err).Msg("cannot hand message back; it is redelivered after the ack wait")
+			}
+			return left
+		}
+	}
+}
+
+// sleep waits for delay unless the sink stops first; then it reports what
+// was left of the delay.
+func (s *Sink) sleep(ctx context.Context, stop <-chan struct{}, delay time.Duration) (left time.Duration, stopped bool) {
+	deadline := time.Now().Add(delay)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return 0, false
+	case <-stop:
+	case <-ctx.Done():
+	}
+	return max(time.Until(deadline), 0), true
+}
+
+// settle acks (or for a message dead-lettered before, terminates) a message
+// whose outcome is committed. The ack is confirmed by the server; if it is
+// lost, the redelivery finds the inbox row and is acked as a duplicate.
+func (s *Sink) settle(d *dispatcher, it *item, out outcome) {
+	d.finish(it)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if out == outDeadSeen {
+		err = it.msg.Term()
+	} else {
+		err = it.msg.DoubleAck(ctx)
+	}
+	if err != nil {
+		s.event(s.log.Warn(), it).Err(err).Msg("ack failed; the redelivery will be recognised as a duplicate")
+	}
+	switch out {
+	case outApplied:
+		s.obs.Result(ResultApplied)
+		if e := s.log.Debug(); e.Enabled() {
+			s.event(e, it).Int("deliveries", it.delivered).Msg("applied")
+		}
+	case outStale:
+		s.obs.Result(ResultStale)
+		s.event(s.log.Info(), it).Str("position", it.pos.String()).Msg("stale event skipped: its key has a newer one applied")
+	default:
+		s.obs.Result(ResultDuplicate)
+		if e := s.log.Debug(); e.Enabled() {
+			s.event(e, it).Msg("duplicate acked without running the handler")
+		}
+	}
+}
+
+// event adds the fields every per-event log line carries.
+func (s *Sink) event(e *zerolog.Event, it *item) *zerolog.Event {
+	return e.Str("event_id", it.eventID()).Str("subject", it.msg.Subject()).Uint64("stream_seq", it.seq)
+}
