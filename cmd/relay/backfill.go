@@ -25,7 +25,7 @@ import (
 func (m *Main) backfill(ctx context.Context, args []string) error {
 	var since string
 	var dryRun bool
-	if err := m.flags("backfill", args, func(fs *flag.FlagSet) {
+	if err := m.Flags("backfill", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&since, "since", "", "only rows with occurred_at at or after this time (RFC 3339); required, or 'all'")
 		fs.BoolVar(&dryRun, "dry-run", false, "count the rows, publish nothing")
 	}); err != nil {

@@ -2,17 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
@@ -21,7 +14,7 @@ import (
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
-	if err := m.flags("provision", args, nil); err != nil {
+	if err := m.Flags("provision", args, nil); err != nil {
 		return err
 	}
 	c, err := m.load()
@@ -95,7 +88,7 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if !transient(err) {
+		if !config.Transient(err) {
 			return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
 		}
 		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("provisioning failed, retrying")
@@ -105,21 +98,6 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 	}
-}
-
-// transient reports errors a later attempt can overcome: the database or
-// NATS not reachable yet, or JetStream not answering yet.
-func transient(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "57P03" || strings.HasPrefix(pgErr.Code, "08")
-	}
-	var connErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) ||
-		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
 // warnOlderRows tells the operator about outbox rows a new slot will never

@@ -25,13 +25,8 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
-func loadConfig(c *Config, environ map[string]string) error { return config.Load(c, environ) }
-
-// Usage lists the relay's variables.
-func Usage(w interface{ Write([]byte) (int, error) }) { config.Usage(w, &Config{}) }
-
 func (m *Main) run(ctx context.Context, args []string) error {
-	if err := m.flags("run", args, nil); err != nil {
+	if err := m.Flags("run", args, nil); err != nil {
 		return err
 	}
 	c, err := m.load()

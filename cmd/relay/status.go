@@ -11,10 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 // Status is what `relay status` prints.
@@ -47,7 +45,7 @@ type StreamState struct {
 func (m *Main) status(ctx context.Context, args []string) error {
 	var asJSON bool
 	var watch time.Duration
-	if err := m.flags("status", args, func(fs *flag.FlagSet) {
+	if err := m.Flags("status", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 		fs.DurationVar(&watch, "watch", 0, "refresh every interval (e.g. 2s) until interrupted")
 	}); err != nil {
@@ -57,13 +55,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := zerolog.Nop()
-	if c.LogLevel == "debug" {
-		log = config.NewLogger(&c.Common, m.Stderr, "relay")
-	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	nc, err := config.ConnectNATS(sctx, &c.Common, "jetstream-bridge-relay-status", log)
-	cancel()
+	nc, err := m.ConnectQuiet(ctx, &c.Common, "status")
 	if err != nil {
 		return err
 	}
@@ -72,11 +64,8 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	for {
+	return m.Watch(ctx, watch, !asJSON, func() error {
 		st := collectStatus(ctx, c, js)
-		if watch > 0 && !asJSON {
-			fmt.Fprint(m.Stdout, "\033[H\033[2J")
-		}
 		if asJSON {
 			enc := json.NewEncoder(m.Stdout)
 			enc.SetIndent("", "  ")
@@ -84,18 +73,11 @@ func (m *Main) status(ctx context.Context, args []string) error {
 		} else {
 			printStatus(m.Stdout, st, time.Now())
 		}
-		if watch <= 0 {
-			if st.DatabaseError != "" {
-				return errors.New("database unreachable")
-			}
-			return nil
+		if st.DatabaseError != "" {
+			return errors.New("database unreachable")
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(watch):
-		}
-	}
+		return nil
+	})
 }
 
 func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Status {

@@ -25,7 +25,7 @@ func baseEnv() map[string]string {
 
 func load(t *testing.T, env map[string]string) (*Config, error) {
 	t.Helper()
-	m := &Main{Environ: env, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+	m := newMain(&bytes.Buffer{}, &bytes.Buffer{}, env)
 	return m.load()
 }
 
@@ -155,7 +155,7 @@ func TestConfig_WebhookSecretNeverEchoed(t *testing.T) {
 
 func TestHelp_ListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer
-	m := &Main{Stdout: &out, Stderr: &bytes.Buffer{}, Environ: map[string]string{}}
+	m := newMain(&out, &bytes.Buffer{}, map[string]string{})
 	if err := m.Run(context.Background(), []string{"--help"}); err == nil || !strings.Contains(err.Error(), "help") {
 		t.Fatalf("--help: %v", err)
 	}

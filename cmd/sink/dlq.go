@@ -9,16 +9,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
 // dlq runs `sink dlq list` and `sink dlq replay`.
 func (m *Main) dlq(ctx context.Context, args []string) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		m.usage()
+		m.Usage()
 		return errors.New("sink dlq: expected list or replay")
 	}
 	sub, args := args[0], args[1:]
@@ -26,7 +24,7 @@ func (m *Main) dlq(ctx context.Context, args []string) error {
 		asJSON, all, dryRun bool
 		eventID, class      string
 	)
-	if err := m.flags("dlq "+sub, args, func(fs *flag.FlagSet) {
+	if err := m.Flags("dlq "+sub, args, func(fs *flag.FlagSet) {
 		fs.StringVar(&eventID, "event-id", "", "only the dead letters of this event")
 		fs.StringVar(&class, "class", "", "only dead letters of this class (poison, handler, exhausted, relay)")
 		if sub == "list" {
@@ -45,13 +43,7 @@ func (m *Main) dlq(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := zerolog.Nop()
-	if c.LogLevel == "debug" {
-		log = config.NewLogger(&c.Common, m.Stderr, "sink")
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	nc, err := config.ConnectNATS(cctx, &c.Common, "jetstream-bridge-sink-dlq", log)
-	cancel()
+	nc, err := m.ConnectQuiet(ctx, &c.Common, "dlq")
 	if err != nil {
 		return err
 	}

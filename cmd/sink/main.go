@@ -13,62 +13,31 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr}
-	if err := m.Run(ctx, os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "sink:", err)
-		os.Exit(1)
-	}
+	config.Exec("sink", newMain(os.Stdout, os.Stderr, nil).Run)
 }
 
 // Main dispatches subcommands.
-type Main struct {
-	Stdout, Stderr io.Writer
-	Environ        map[string]string // nil = process environment
+type Main struct{ config.CLI }
+
+func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
+	return &Main{config.CLI{Name: "sink", Summary: usage, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
 }
 
 // Run runs the subcommand named by args[0] (run when absent).
 func (m *Main) Run(ctx context.Context, args []string) error {
-	cmd := "run"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "run":
-		return m.run(ctx, args)
-	case "provision":
-		return m.provision(ctx, args)
-	case "status":
-		return m.status(ctx, args)
-	case "dlq":
-		return m.dlq(ctx, args)
-	case "help":
-		m.usage()
-		return nil
-	default:
-		m.usage()
-		return fmt.Errorf("unknown command %q", cmd)
-	}
+	return m.Dispatch(ctx, args, map[string]func(context.Context, []string) error{
+		"run": m.run, "provision": m.provision, "status": m.status, "dlq": m.dlq,
+	})
 }
 
-func (m *Main) usage() {
-	fmt.Fprint(m.Stdout, `sink applies JetStream events to Postgres exactly once (inbox + handler in one transaction).
+const usage = `sink applies JetStream events to Postgres exactly once (inbox + handler in one transaction).
 
 Usage:
   sink [run]                consume and apply (default)
@@ -78,37 +47,10 @@ Usage:
                             print dead letters
   sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
                             republish dead letters to their original subject
-
-Environment (name, default, meaning):
-`)
-	config.Usage(m.Stdout, &Config{})
-}
-
-// flags parses the flags of a subcommand.
-func (m *Main) flags(name string, args []string, define func(*flag.FlagSet)) error {
-	fs := flag.NewFlagSet("sink "+name, flag.ContinueOnError)
-	fs.SetOutput(m.Stderr)
-	fs.Usage = m.usage
-	if define != nil {
-		define(fs)
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("sink %s: unexpected argument %q", name, fs.Arg(0))
-	}
-	return nil
-}
+`
 
 // load reads and validates the configuration.
 func (m *Main) load() (*Config, error) {
 	var c Config
-	if err := config.Load(&c, m.Environ); err != nil {
-		return nil, fmt.Errorf("configuration:\n%w", err)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("configuration:\n%w", err)
-	}
-	return &c, nil
+	return &c, m.Load(&c)
 }

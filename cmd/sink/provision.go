@@ -2,15 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
@@ -20,7 +14,7 @@ import (
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
-	if err := m.flags("provision", args, nil); err != nil {
+	if err := m.Flags("provision", args, nil); err != nil {
 		return err
 	}
 	c, err := m.load()
@@ -78,19 +72,4 @@ func (a *App) consumerSpec() sink.ConsumerSpec {
 		Backoff:       c.Backoff,
 		MaxAckPending: c.MaxAckPending(),
 	}
-}
-
-// transient reports errors a later attempt can overcome: the database or
-// NATS not reachable yet, or JetStream not answering yet.
-func transient(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "57P03" || strings.HasPrefix(pgErr.Code, "08")
-	}
-	var connErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) ||
-		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }

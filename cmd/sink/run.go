@@ -19,7 +19,7 @@ import (
 )
 
 func (m *Main) run(ctx context.Context, args []string) error {
-	if err := m.flags("run", args, nil); err != nil {
+	if err := m.Flags("run", args, nil); err != nil {
 		return err
 	}
 	c, err := m.load()
@@ -250,7 +250,7 @@ func retry(ctx context.Context, log zerolog.Logger, what string, f func() error)
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
-		if !transient(err) {
+		if !config.Transient(err) {
 			return err
 		}
 		log.Warn().Err(err).Dur("retry_in", backoff).Msg(what + " failed, retrying")

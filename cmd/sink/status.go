@@ -13,9 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -53,8 +51,10 @@ var inboxStatuses = []string{sink.StatusProcessed, sink.StatusFailed, sink.Statu
 
 func (m *Main) status(ctx context.Context, args []string) error {
 	var asJSON bool
-	if err := m.flags("status", args, func(fs *flag.FlagSet) {
+	var watch time.Duration
+	if err := m.Flags("status", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.DurationVar(&watch, "watch", 0, "refresh every interval (e.g. 2s) until interrupted")
 	}); err != nil {
 		return err
 	}
@@ -62,13 +62,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := zerolog.Nop()
-	if c.LogLevel == "debug" {
-		log = config.NewLogger(&c.Common, m.Stderr, "sink")
-	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	nc, err := config.ConnectNATS(sctx, &c.Common, "jetstream-bridge-sink-status", log)
+	nc, err := m.ConnectQuiet(ctx, &c.Common, "status")
 	if err != nil {
 		return err
 	}
@@ -77,21 +71,25 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	st := collectStatus(sctx, c, js)
-	if asJSON {
-		enc := json.NewEncoder(m.Stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(st)
-	} else {
-		printStatus(m.Stdout, st, time.Now())
-	}
-	switch {
-	case st.DatabaseError != "":
-		return errors.New("database unreachable")
-	case st.ConsumerError != "":
-		return errors.New("consumer unavailable")
-	}
-	return nil
+	return m.Watch(ctx, watch, !asJSON, func() error {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st := collectStatus(sctx, c, js)
+		if asJSON {
+			enc := json.NewEncoder(m.Stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(st)
+		} else {
+			printStatus(m.Stdout, st, time.Now())
+		}
+		switch {
+		case st.DatabaseError != "":
+			return errors.New("database unreachable")
+		case st.ConsumerError != "":
+			return errors.New("consumer unavailable")
+		}
+		return nil
+	})
 }
 
 func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Status {
