@@ -1,7 +1,7 @@
 # make test   - go vet + all tests against real Postgres and embedded JetStream (installs Postgres if missing)
 #               extra go test flags: make test ARGS="-run TestRelay -v"
 # make build  - build every command into bin/
-# make demo   - run the end-to-end demo
+# make demo   - run the end-to-end demo (Ctrl-C stops it; make demo ARGS="--duration 10s" for a bounded run)
 # make bench  - run the benchmark
 # make fmt    - gofmt all Go files
 # make vet    - go vet
@@ -15,7 +15,8 @@ build:
 	go build -o bin/ ./cmd/...
 
 demo:
-	go run ./cmd/demo
+	go build -o bin/ ./cmd/relay ./cmd/sink ./cmd/demo
+	./bin/demo --bin-dir bin $(ARGS)
 
 bench:
 	go run ./cmd/bench

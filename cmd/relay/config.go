@@ -23,6 +23,7 @@ type Config struct {
 	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
 	StatusInterval  time.Duration `env:"STATUS_INTERVAL" envDefault:"1s" help:"how often the acked position is confirmed to Postgres"`
+	ReplTimeout     time.Duration `env:"REPLICATION_TIMEOUT" envDefault:"30s" help:"a replication connection silent this long is dropped and reopened"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
 	SlotCheck       time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
 	SlotLagWarn     int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
@@ -89,6 +90,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OutboxRetention > 0 && c.PruneInterval < time.Second {
 		errs = append(errs, fmt.Errorf("OUTBOX_PRUNE_INTERVAL=%s: must be at least 1s", c.PruneInterval))
+	}
+	if c.ReplTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("REPLICATION_TIMEOUT=%s: must be at least 1s", c.ReplTimeout))
 	}
 	if c.SlotCheck < time.Second {
 		errs = append(errs, fmt.Errorf("SLOT_CHECK_INTERVAL=%s: must be at least 1s", c.SlotCheck))

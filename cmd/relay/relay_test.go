@@ -665,3 +665,52 @@ func TestOutboxRetentionPrunes(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNetworkPartitionToPostgres: the replication connection goes silent
+// (packets dropped, sockets open); the relay notices, reconnects once the
+// network heals, and nothing is lost.
+func TestNetworkPartitionToPostgres(t *testing.T) {
+	t.Parallel()
+	pg := testutil.StartPostgres(t)
+	ctx := context.Background()
+	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
+		t.Fatal(err)
+	}
+	admin := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	// The server drops its side of a dead walsender after wal_sender_timeout.
+	for _, q := range []string{"ALTER SYSTEM SET wal_sender_timeout = '3s'", "SELECT pg_reload_conf()"} {
+		if _, err := admin.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy := testutil.StartProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
+	viaProxy := strings.Replace(pg.URL("relay"), fmt.Sprintf("127.0.0.1:%d", pg.Port()), proxy.Addr, 1)
+	h := newHarness(t, viaProxy, admin.natsURL)
+	h.slot = admin.slot
+	h.env = append(h.env, "REPLICATION_SLOT="+h.slot, "REPLICATION_TIMEOUT=3s")
+	p := h.start()
+	waitReplicating(t, p)
+	if _, err := admin.insertTx(ctx, 5, false); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCount(subjAB, 5, 20*time.Second, p)
+
+	proxy.Blackhole(true)
+	if _, err := admin.insertTx(ctx, 5, false); err != nil { // committed during the partition
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(p.Output(), "no message from the server") {
+			return fmt.Errorf("relay has not noticed the silence")
+		}
+		return nil
+	})
+	proxy.Blackhole(false)
+	proxy.CloseConns()
+	if _, err := admin.insertTx(ctx, 5, false); err != nil {
+		t.Fatal(err)
+	}
+	committed := admin.committedIDs()
+	h.waitCount(subjAB, len(committed), 60*time.Second, p)
+	h.checkExactlyOnce(subjAB, committed, nil, nil, false)
+}

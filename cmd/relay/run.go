@@ -121,6 +121,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		Table:          qualified(c.OutboxTable),
 		StatusInterval: c.StatusInterval,
 		DrainTimeout:   c.ShutdownTimeout,
+		Timeout:        c.ReplTimeout,
 		Log:            r.log,
 	}, r.tracker)
 	r.pub = publish.New(r.js, publish.Options{

@@ -35,6 +35,7 @@ type Options struct {
 	Table          string        // schema.table of the outbox
 	StatusInterval time.Duration // how often to confirm; default 1s
 	DrainTimeout   time.Duration // on shutdown, how long to wait for in-flight events before the last confirm; default 10s
+	Timeout        time.Duration // a connection silent this long despite requests is dead; default 30s
 	Log            zerolog.Logger
 }
 
@@ -70,6 +71,9 @@ func NewStream(opts Options, tracker *checkpoint.Tracker) *Stream {
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 10 * time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
 	}
 	s := &Stream{opts: opts, tracker: tracker, log: opts.Log}
 	s.schema, s.table, _ = strings.Cut(opts.Table, ".")
@@ -209,7 +213,11 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 	if err != nil {
 		return fmt.Errorf("connect for replication: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn.Close(cctx)
+		cancel()
+	}()
 
 	start := s.tracker.Safe()
 	err = pglogrepl.StartReplication(ctx, conn, s.opts.Slot, start, pglogrepl.StartReplicationOptions{
@@ -269,13 +277,25 @@ type reader struct {
 	walEnd     pglogrepl.LSN // server WAL end from the latest keepalive
 	nextStatus time.Time
 	lastSent   pglogrepl.LSN
+	lastHeard  time.Time // when the server last sent anything (or we last stopped reading)
 }
+
+// The server only pings a client that has not reported for half of
+// wal_sender_timeout, and ours reports every StatusInterval. So when it has
+// been quiet for a sixth of Options.Timeout the status update asks for a
+// reply, and after Options.Timeout of silence the connection is taken for dead
+// (a network partition would otherwise go unnoticed until TCP gives up, many
+// minutes later).
 
 func (r *reader) loop(ctx context.Context) error {
 	r.nextStatus = time.Now().Add(r.s.opts.StatusInterval)
+	r.lastHeard = time.Now()
 	for {
 		if ctx.Err() != nil {
 			return r.shutdown()
+		}
+		if silent := time.Since(r.lastHeard); silent > r.s.opts.Timeout {
+			return fmt.Errorf("no message from the server for %s despite requests", silent.Round(time.Second))
 		}
 		if !time.Now().Before(r.nextStatus) {
 			if err := r.sendStatus(false); err != nil {
@@ -291,6 +311,7 @@ func (r *reader) loop(ctx context.Context) error {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		r.lastHeard = time.Now()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := r.copyData(ctx, msg.Data); err != nil {
@@ -400,6 +421,8 @@ func (r *reader) emit(ctx context.Context, ev *Event) error {
 		return nil
 	default:
 	}
+	// Time spent waiting here is not the server's silence.
+	defer func() { r.lastHeard = time.Now() }()
 	for {
 		wait := time.Until(r.nextStatus)
 		t := time.NewTimer(max(wait, 0))
@@ -431,7 +454,7 @@ func (r *reader) sendStatus(final bool) error {
 		WALWritePosition: pos,
 		WALFlushPosition: pos,
 		WALApplyPosition: pos,
-		ReplyRequested:   idle && !final,
+		ReplyRequested:   !final && (idle || time.Since(r.lastHeard) > r.s.opts.Timeout/6),
 	})
 	r.nextStatus = time.Now().Add(r.s.opts.StatusInterval)
 	if err != nil {

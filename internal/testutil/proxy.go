@@ -1,0 +1,108 @@
+package testutil
+
+import (
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Proxy forwards TCP connections to a target. It can drop traffic without
+// closing sockets, as a network partition does: DropUpstream swallows what
+// clients send, Blackhole swallows both directions.
+type Proxy struct {
+	Addr         string // host:port to connect to instead of the target
+	dropUp       atomic.Bool
+	dropDown     atomic.Bool
+	mu           sync.Mutex
+	conns        []net.Conn
+	accepted     atomic.Int64
+	listenerDone chan struct{}
+}
+
+// StartProxy listens on a free loopback port and forwards to target
+// (host:port). It is closed by tb.Cleanup.
+func StartProxy(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &Proxy{Addr: ln.Addr().String(), listenerDone: make(chan struct{})}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() {
+		ln.Close()
+		<-p.listenerDone
+		p.CloseConns()
+		wg.Wait()
+	})
+	go func() {
+		defer close(p.listenerDone)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.accepted.Add(1)
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); p.pipe(u, c, &p.dropUp) }()
+			go func() { defer wg.Done(); p.pipe(c, u, &p.dropDown) }()
+		}
+	}()
+	return p
+}
+
+// pipe copies src to dst, discarding while drop is set. A close seen while
+// dropping is swallowed too: across a partition nobody learns the peer left.
+func (p *Proxy) pipe(dst, src net.Conn, drop *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !drop.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			if !drop.Load() {
+				dst.Close()
+			}
+			if err != io.EOF {
+				src.Close()
+			}
+			return
+		}
+	}
+}
+
+// DropUpstream makes the proxy swallow (or again forward) what clients send.
+func (p *Proxy) DropUpstream(on bool) { p.dropUp.Store(on) }
+
+// Blackhole makes the proxy swallow (or again forward) both directions.
+func (p *Proxy) Blackhole(on bool) {
+	p.dropUp.Store(on)
+	p.dropDown.Store(on)
+}
+
+// CloseConns closes every connection made so far (both sides).
+func (p *Proxy) CloseConns() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// Accepted counts the connections accepted so far.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
