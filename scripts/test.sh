@@ -27,4 +27,9 @@ elif ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
 fi
 
 go vet ./...
+# With a Docker client that has compose, validate the compose file as Docker
+# reads it (no engine needed); cmd/demo's tests check it without Docker too.
+if docker compose version >/dev/null 2>&1; then
+	docker compose -f docker-compose.yml config -q
+fi
 go test -count=1 -timeout 12m ./... "$@"
