@@ -15,6 +15,7 @@ type Proxy struct {
 	Addr         string // host:port to connect to instead of the target
 	dropUp       atomic.Bool
 	dropDown     atomic.Bool
+	down         atomic.Bool
 	mu           sync.Mutex
 	conns        []net.Conn
 	accepted     atomic.Int64
@@ -43,6 +44,10 @@ func StartProxy(tb testing.TB, target string) *Proxy {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if p.down.Load() {
+				c.Close()
+				continue
 			}
 			u, err := net.Dial("tcp", target)
 			if err != nil {
@@ -93,6 +98,16 @@ func (p *Proxy) Blackhole(on bool) {
 	p.dropUp.Store(on)
 	p.dropDown.Store(on)
 }
+
+// Down makes the target look stopped: existing connections are cut and new
+// ones refused until Up.
+func (p *Proxy) Down() {
+	p.down.Store(true)
+	p.CloseConns()
+}
+
+// Up accepts connections again.
+func (p *Proxy) Up() { p.down.Store(false) }
 
 // CloseConns closes every connection made so far (both sides).
 func (p *Proxy) CloseConns() {
