@@ -27,13 +27,17 @@ type Config struct {
 	BatchSize       int             `env:"BATCH_SIZE" envDefault:"25" help:"messages per fetch; at most 2*BATCH_SIZE+CONCURRENCY are held"`
 	Concurrency     int             `env:"CONCURRENCY" envDefault:"4" help:"events applied in parallel (different keys); database pool is CONCURRENCY+2"`
 	SkipStale       bool            `env:"SKIP_STALE" envDefault:"false" help:"skip (record as stale) an event older than the newest applied for its key"`
-	ConsumerMode    string          `env:"CONSUMER_MODE" envDefault:"pull" help:"pull (push is not supported yet)"`
+	ConsumerMode    string          `env:"CONSUMER_MODE" envDefault:"pull" help:"pull, or push: a durable push consumer delivering to DELIVER_SUBJECT in queue group DURABLE_NAME"`
+	DeliverSubject  string          `env:"DELIVER_SUBJECT" help:"push mode: the consumer's deliver subject (default [{env}.]_bridge.{durable})"`
 	WebhookSecret   string          `env:"WEBHOOK_SECRET" help:"sign webhooks (Standard Webhooks); whsec_<base64> or raw bytes"`
 	WebhookTimeout  time.Duration   `env:"WEBHOOK_TIMEOUT" envDefault:"10s" help:"timeout of one webhook call"`
 	ShutdownTimeout time.Duration   `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"on SIGTERM, how long in-flight handlers may finish"`
 	StreamReplicas  int             `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
 
 	routes []sink.Route // ROUTES_FILE, read by Validate
+	// forRun makes Validate require and check HANDLER or ROUTES_FILE: only
+	// `sink run` applies events; provision, status and dlq never call a handler.
+	forRun bool
 }
 
 // Subjects returns the subject builder.
@@ -57,6 +61,20 @@ func (c *Config) Filter() string {
 	return c.Subjects().Filter()
 }
 
+// Push reports CONSUMER_MODE=push.
+func (c *Config) Push() bool { return c.ConsumerMode == "push" }
+
+// Deliver is the push consumer's deliver subject.
+func (c *Config) Deliver() string {
+	if c.DeliverSubject != "" {
+		return c.DeliverSubject
+	}
+	if c.EnvName != "" {
+		return c.EnvName + "._bridge." + c.Durable()
+	}
+	return "_bridge." + c.Durable()
+}
+
 // DLQ is the dead-letter subject.
 func (c *Config) DLQ() string { return c.Subjects().DLQ() }
 
@@ -65,7 +83,9 @@ func (c *Config) MaxHeld() int { return 2*c.BatchSize + c.Concurrency }
 
 // MaxAckPending is the consumer's limit of delivered, unacknowledged
 // messages over all sink processes: room for four processes holding their
-// maximum, and at least JetStream's usual 1000.
+// maximum, and at least JetStream's usual 1000. In push mode it is the only
+// bound: the server delivers up to it, to whichever processes of the queue
+// group it picks.
 func (c *Config) MaxAckPending() int { return max(1000, 4*c.MaxHeld()) }
 
 // Validate checks every variable before anything connects. It reads
@@ -95,6 +115,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("DURABLE_NAME %q: expected a name without whitespace, '.', '*', '>', '/' or '\\'", d))
 	}
 	switch {
+	case !c.forRun:
 	case c.Handler == "" && c.RoutesFile == "":
 		errs = append(errs, errors.New("HANDLER or ROUTES_FILE is required: HANDLER=sql:schema.name or HANDLER=https://host/path"))
 	case c.Handler != "" && c.RoutesFile != "":
@@ -133,10 +154,17 @@ func (c *Config) Validate() error {
 	}
 	switch c.ConsumerMode {
 	case "pull":
+		if c.DeliverSubject != "" {
+			errs = append(errs, errors.New("DELIVER_SUBJECT is set but CONSUMER_MODE is pull: set CONSUMER_MODE=push or unset DELIVER_SUBJECT"))
+		}
 	case "push":
-		errs = append(errs, errors.New("CONSUMER_MODE=push: not supported yet; use pull"))
+		if err := envelope.ValidatePublishSubject(c.Deliver()); err != nil {
+			errs = append(errs, fmt.Errorf("DELIVER_SUBJECT=%q: %w (e.g. _bridge.orders-workers)", c.Deliver(), err))
+		} else if c.AppName != "" && (publish.Overlap(c.Deliver(), c.Filter()) || publish.Overlap(c.Deliver(), c.DLQ())) {
+			errs = append(errs, fmt.Errorf("DELIVER_SUBJECT %q overlaps the stream's subjects (%s, %s): JetStream refuses a delivery cycle", c.Deliver(), c.Filter(), c.DLQ()))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("CONSUMER_MODE=%q: expected pull", c.ConsumerMode))
+		errs = append(errs, fmt.Errorf("CONSUMER_MODE=%q: expected pull or push", c.ConsumerMode))
 	}
 	if _, err := sink.DecodeWebhookSecret(c.WebhookSecret); err != nil {
 		errs = append(errs, fmt.Errorf("WEBHOOK_SECRET: %w", err)) // never echoes the secret

@@ -26,7 +26,7 @@ func baseEnv() map[string]string {
 func load(t *testing.T, env map[string]string) (*Config, error) {
 	t.Helper()
 	m := newMain(&bytes.Buffer{}, &bytes.Buffer{}, env)
-	return m.load()
+	return m.load(true)
 }
 
 func TestConfig_Defaults(t *testing.T) {
@@ -110,8 +110,10 @@ func TestConfig_Errors(t *testing.T) {
 		{name: "backoff text", set: map[string]string{"BACKOFF": "1s,later"}, want: []string{"BACKOFF", "duration"}},
 		{name: "batch", set: map[string]string{"BATCH_SIZE": "0"}, want: []string{"BATCH_SIZE=0"}},
 		{name: "concurrency", set: map[string]string{"CONCURRENCY": "1000"}, want: []string{"CONCURRENCY=1000"}},
-		{name: "push", set: map[string]string{"CONSUMER_MODE": "push"}, want: []string{"CONSUMER_MODE=push", "not supported yet"}},
-		{name: "mode", set: map[string]string{"CONSUMER_MODE": "poll"}, want: []string{`CONSUMER_MODE="poll"`, "pull"}},
+		{name: "mode", set: map[string]string{"CONSUMER_MODE": "poll"}, want: []string{`CONSUMER_MODE="poll"`, "pull or push"}},
+		{name: "deliver subject in pull mode", set: map[string]string{"DELIVER_SUBJECT": "x.y"}, want: []string{"DELIVER_SUBJECT", "CONSUMER_MODE is pull"}},
+		{name: "deliver subject wildcard", set: map[string]string{"CONSUMER_MODE": "push", "DELIVER_SUBJECT": "x.>"}, want: []string{`DELIVER_SUBJECT="x.>"`}},
+		{name: "deliver subject cycle", set: map[string]string{"CONSUMER_MODE": "push", "DELIVER_SUBJECT": "billing.sync.orders"}, want: []string{"DELIVER_SUBJECT", "overlaps"}},
 		{name: "skip stale", set: map[string]string{"SKIP_STALE": "maybe"}, want: []string{`SKIP_STALE="maybe"`, "true or false"}},
 		{name: "filter", set: map[string]string{"FILTER_SUBJECT": "billing..orders"}, want: []string{"FILTER_SUBJECT", "empty"}},
 		{name: "filter covers dlq", set: map[string]string{"FILTER_SUBJECT": "orders.sync.>"}, want: []string{"FILTER_SUBJECT", "dead-letter subject"}},
@@ -140,6 +142,56 @@ func TestConfig_Errors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestConfig_PushMode(t *testing.T) {
+	env := baseEnv()
+	env["CONSUMER_MODE"] = "push"
+	c, err := load(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Push() || c.Deliver() != "_bridge.orders-workers" {
+		t.Fatalf("push: %v, deliver subject %q", c.Push(), c.Deliver())
+	}
+	spec := c.consumerSpec()
+	if spec.DeliverSubject != "_bridge.orders-workers" || spec.Config().DeliverGroup != "orders-workers" {
+		t.Fatalf("consumer spec: %+v", spec.Config())
+	}
+	env["ENV_NAME"], env["DURABLE_NAME"] = "production", "w"
+	if c, err := load(t, env); err != nil || c.Deliver() != "production._bridge.w" {
+		t.Fatalf("with ENV_NAME and DURABLE_NAME: %v, %q", err, c.Deliver())
+	}
+	env["DELIVER_SUBJECT"] = "deliver.orders"
+	if c, err := load(t, env); err != nil || c.Deliver() != "deliver.orders" {
+		t.Fatalf("DELIVER_SUBJECT: %v", err)
+	}
+	if c, err := load(t, baseEnv()); err != nil || c.consumerSpec().DeliverSubject != "" {
+		t.Fatalf("pull mode: %v, or it has a deliver subject", err)
+	}
+}
+
+// TestConfig_HandlerOnlyForRun: only `sink run` applies events; provision,
+// status and the DLQ commands load without HANDLER or ROUTES_FILE, and do
+// not read them.
+func TestConfig_HandlerOnlyForRun(t *testing.T) {
+	env := baseEnv()
+	delete(env, "HANDLER")
+	m := newMain(&bytes.Buffer{}, &bytes.Buffer{}, env)
+	if _, err := m.load(false); err != nil {
+		t.Fatalf("without HANDLER, for status: %v", err)
+	}
+	env["ROUTES_FILE"] = "/nonexistent/routes.yaml"
+	if _, err := m.load(false); err != nil {
+		t.Fatalf("with an unreadable ROUTES_FILE, for status: %v", err)
+	}
+	if _, err := m.load(true); err == nil || !strings.Contains(err.Error(), "ROUTES_FILE") {
+		t.Fatalf("for run: %v, want ROUTES_FILE refused", err)
+	}
+	delete(env, "ROUTES_FILE")
+	if _, err := m.load(true); err == nil || !strings.Contains(err.Error(), "HANDLER or ROUTES_FILE is required") {
+		t.Fatalf("for run: %v, want HANDLER required", err)
 	}
 }
 

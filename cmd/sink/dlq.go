@@ -39,7 +39,7 @@ func (m *Main) dlq(ctx context.Context, args []string) error {
 	if sub == "replay" && eventID == "" && class == "" && !all {
 		return errors.New("sink dlq replay: choose what to replay with --event-id, --class or --all")
 	}
-	c, err := m.load()
+	c, err := m.load(false)
 	if err != nil {
 		return err
 	}

@@ -49,8 +49,9 @@ Usage:
                             republish dead letters to their original subject
 `
 
-// load reads and validates the configuration.
-func (m *Main) load() (*Config, error) {
-	var c Config
+// load reads and validates the configuration; forRun also requires and
+// checks the handler (HANDLER or ROUTES_FILE), which only `sink run` uses.
+func (m *Main) load(forRun bool) (*Config, error) {
+	c := Config{forRun: forRun}
 	return &c, m.Load(&c)
 }

@@ -17,7 +17,7 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 	if err := m.Flags("provision", args, nil); err != nil {
 		return err
 	}
-	c, err := m.load()
+	c, err := m.load(false)
 	if err != nil {
 		return err
 	}
@@ -29,14 +29,19 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 	if _, err := a.provision(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(m.Stdout, "provisioned: inbox %s, stream %s (subjects %s, %s), consumer %s (filter %s)\n",
-		c.InboxTable, c.StreamName, c.Filter(), c.DLQ(), c.Durable(), c.Filter())
+	mode := "pull"
+	if c.Push() {
+		mode = fmt.Sprintf("push to %s, queue group %s", c.Deliver(), c.Durable())
+	}
+	fmt.Fprintf(m.Stdout, "provisioned: inbox %s, stream %s (subjects %s, %s), consumer %s (filter %s, %s)\n",
+		c.InboxTable, c.StreamName, c.Filter(), c.DLQ(), c.Durable(), c.Filter(), mode)
 	return nil
 }
 
 // provision applies the inbox schema, makes the stream cover the filter and
-// DLQ subjects, and creates or updates the consumer.
-func (a *App) provision(ctx context.Context) (jetstream.Consumer, error) {
+// DLQ subjects, and creates or updates the consumer (pull or push, as
+// CONSUMER_MODE says; a consumer of the other kind is recreated).
+func (a *App) provision(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	c := a.cfg
 	sql, err := migrations.Inbox(c.Names())
 	if err != nil {
@@ -58,12 +63,12 @@ func (a *App) provision(ctx context.Context) (jetstream.Consumer, error) {
 	}, a.log); err != nil {
 		return nil, err
 	}
-	return sink.EnsureConsumer(ctx, a.js, a.consumerSpec(), a.log)
+	return sink.EnsureConsumer(ctx, a.js, c.consumerSpec(), a.log)
 }
 
-func (a *App) consumerSpec() sink.ConsumerSpec {
-	c := a.cfg
-	return sink.ConsumerSpec{
+// consumerSpec is the consumer the configuration asks for.
+func (c *Config) consumerSpec() sink.ConsumerSpec {
+	spec := sink.ConsumerSpec{
 		Stream:        c.StreamName,
 		Durable:       c.Durable(),
 		Filter:        c.Filter(),
@@ -72,4 +77,8 @@ func (a *App) consumerSpec() sink.ConsumerSpec {
 		Backoff:       c.Backoff,
 		MaxAckPending: c.MaxAckPending(),
 	}
+	if c.Push() {
+		spec.DeliverSubject = c.Deliver()
+	}
+	return spec
 }

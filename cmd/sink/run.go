@@ -22,7 +22,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if err := m.Flags("run", args, nil); err != nil {
 		return err
 	}
-	c, err := m.load()
+	c, err := m.load(true)
 	if err != nil {
 		return err
 	}
@@ -45,10 +45,14 @@ type App struct {
 }
 
 func newApp(ctx context.Context, c *Config, log zerolog.Logger) (*App, error) {
-	log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", c.NATSURLs).
+	ev := log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", c.NATSURLs).
 		Str("stream", c.StreamName).Str("consumer", c.Durable()).Str("filter_subject", c.Filter()).
-		Str("inbox", c.InboxTable).Str("handler", handlerForLog(c)).Int("concurrency", c.Concurrency).
-		Bool("auto_provision", c.AutoProvision).Bool("skip_stale", c.SkipStale).Msg("starting sink")
+		Str("consumer_mode", c.ConsumerMode).Str("inbox", c.InboxTable).Str("handler", handlerForLog(c)).
+		Int("concurrency", c.Concurrency).Bool("auto_provision", c.AutoProvision).Bool("skip_stale", c.SkipStale)
+	if c.Push() {
+		ev = ev.Str("deliver_subject", c.Deliver())
+	}
+	ev.Msg("starting sink")
 	pcfg, err := pgxpool.ParseConfig(c.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
@@ -96,7 +100,7 @@ func (a *App) Close() {
 	}
 }
 
-// Run provisions (or binds), then consumes until ctx ends.
+// Run provisions (AUTO_PROVISION=true), then consumes until ctx ends.
 func (a *App) Run(ctx context.Context) error {
 	c := a.cfg
 	reg := ops.NewRegistry()
@@ -124,15 +128,15 @@ func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error {
-		cons, handler, err := a.start(gctx)
+		src, handler, err := a.start(gctx)
 		if err != nil || gctx.Err() != nil {
 			return err
 		}
 		s, err = sink.New(sink.Options{
-			DB: a.pool, JS: a.js, Consumer: cons, Handler: handler,
+			DB: a.pool, JS: a.js, Source: src, Handler: handler,
 			Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
 			MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, Concurrency: c.Concurrency,
-			MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, ShutdownTimeout: c.ShutdownTimeout,
+			MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
 			Observer: met, Log: a.log,
 		})
 		if err != nil {
@@ -140,27 +144,25 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		close(ready)
 		if c.AutoProvision {
-			g.Go(func() error { a.watchPending(gctx, cons, met); return nil })
+			g.Go(func() error { a.watchPending(gctx, met); return nil })
 		}
-		a.log.Info().Str("consumer", c.Durable()).Msg("consuming")
-		return s.Run(gctx)
+		a.log.Info().Str("consumer", c.Durable()).Str("consumer_mode", c.ConsumerMode).Msg("consuming")
+		err = s.Run(gctx)
+		if errors.Is(err, sink.ErrConsumerMissing) {
+			return fmt.Errorf("%w; run `sink provision` or set AUTO_PROVISION=true", err)
+		}
+		return err
 	})
 	return g.Wait()
 }
 
-// start provisions (AUTO_PROVISION=true) or binds, and builds the handler.
-// Connection trouble is retried until ctx ends; anything else is returned.
-func (a *App) start(ctx context.Context) (jetstream.Consumer, sink.Handler, error) {
-	var cons jetstream.Consumer
+// start provisions (AUTO_PROVISION=true) or checks the inbox tables, makes
+// the message source, and builds the handler. Connection trouble is retried
+// until ctx ends; anything else is returned.
+func (a *App) start(ctx context.Context) (sink.Source, sink.Handler, error) {
+	var src sink.Source
 	err := retry(ctx, a.log, "provisioning", func() (err error) {
-		if a.cfg.AutoProvision {
-			cons, err = a.provision(ctx)
-			if err != nil {
-				return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
-			}
-			return nil
-		}
-		cons, err = a.bind(ctx)
+		src, err = a.source(ctx)
 		return err
 	})
 	if err != nil || ctx.Err() != nil {
@@ -171,7 +173,7 @@ func (a *App) start(ctx context.Context) (jetstream.Consumer, sink.Handler, erro
 		h, err = a.handler(ctx)
 		return err
 	})
-	return cons, h, err
+	return src, h, err
 }
 
 // handler builds HANDLER, or a router over ROUTES_FILE.
@@ -191,19 +193,25 @@ func (a *App) handler(ctx context.Context) (sink.Handler, error) {
 	return r, nil
 }
 
-// bind binds to the existing consumer and checks the inbox tables exist,
-// without creating or changing anything (AUTO_PROVISION=false).
-func (a *App) bind(ctx context.Context) (jetstream.Consumer, error) {
+// source returns where messages come from. With AUTO_PROVISION=true it
+// provisions first and binds the pull consumer through the jetstream client.
+// With AUTO_PROVISION=false it makes no JetStream API call: it checks the
+// inbox tables exist, and consumes without looking the consumer up, so the
+// consumer's settings are not checked (`sink status` shows them).
+func (a *App) source(ctx context.Context) (sink.Source, error) {
 	c := a.cfg
-	cons, err := sink.BindConsumer(ctx, a.js, c.StreamName, c.Durable())
-	if errors.Is(err, sink.ErrConsumerMissing) {
-		return nil, fmt.Errorf("%w; run `sink provision` or set AUTO_PROVISION=true", err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range sink.CheckBound(cons.CachedInfo(), c.Filter(), c.MaxDeliver) {
-		a.log.Warn().Str("consumer", c.Durable()).Msg("consumer settings: " + w)
+	if c.AutoProvision {
+		if _, err := a.provision(ctx); err != nil {
+			return nil, fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
+		}
+		if c.Push() {
+			return sink.Push(a.nc, c.Deliver(), c.Durable()), nil
+		}
+		cons, err := sink.BindConsumer(ctx, a.js, c.StreamName, c.Durable())
+		if err != nil {
+			return nil, err
+		}
+		return sink.JetStreamPull(cons), nil
 	}
 	tables := []string{c.InboxTable}
 	if c.SkipStale {
@@ -218,17 +226,23 @@ func (a *App) bind(ctx context.Context) (jetstream.Consumer, error) {
 			return nil, fmt.Errorf("table %s does not exist; run `sink provision` or apply migrations/002_inbox.sql", t)
 		}
 	}
-	return cons, nil
+	a.log.Info().Str("consumer", c.Durable()).
+		Msg("AUTO_PROVISION=false: consuming without JetStream API calls; the consumer's settings are not checked (see `sink status`)")
+	if c.Push() {
+		return sink.Push(a.nc, c.Deliver(), c.Durable()), nil
+	}
+	return sink.RestrictedPull(a.nc, c.StreamName, c.Durable(), c.Filter()), nil
 }
 
 // watchPending updates the pending gauge from consumer info every 10s. Only
 // with AUTO_PROVISION=true: consumer info is a JetStream management call.
-func (a *App) watchPending(ctx context.Context, cons jetstream.Consumer, met *metrics) {
+func (a *App) watchPending(ctx context.Context, met *metrics) {
+	c := a.cfg
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := cons.Info(ictx)
+		info, err := sink.ConsumerInfo(ictx, a.js, c.StreamName, c.Durable(), c.Push())
 		cancel()
 		if err == nil {
 			met.pending.Set(float64(info.NumPending))

@@ -41,6 +41,12 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return newWorldOn(t, testutil.StartNATS(t).URL())
+}
+
+// newWorldOn is newWorld on a given NATS server, the test connecting with opts.
+func newWorldOn(t *testing.T, natsURL string, opts ...nats.Option) *world {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	w := &world{bin: testutil.BuildBinary(t, "sink"), db: testutil.NewDatabase(t)}
@@ -59,9 +65,8 @@ func newWorld(t *testing.T) *world {
 		END $$`); err != nil {
 		t.Fatal(err)
 	}
-	n := testutil.StartNATS(t)
-	w.nats = n.URL()
-	if w.nc, err = nats.Connect(w.nats); err != nil {
+	w.nats = natsURL
+	if w.nc, err = nats.Connect(w.nats, opts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.nc.Close)

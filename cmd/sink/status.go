@@ -32,6 +32,9 @@ type ConsumerState struct {
 	Stream         string    `json:"stream"`
 	Name           string    `json:"name"`
 	FilterSubject  string    `json:"filter_subject"`
+	Mode           string    `json:"mode"`                      // pull or push
+	DeliverSubject string    `json:"deliver_subject,omitempty"` // push
+	DeliverGroup   string    `json:"deliver_group,omitempty"`   // push
 	NumPending     uint64    `json:"num_pending"`
 	NumAckPending  int       `json:"num_ack_pending"`
 	NumRedelivered int       `json:"num_redelivered"`
@@ -42,6 +45,9 @@ type ConsumerState struct {
 	AckWait        string    `json:"ack_wait"`
 	MaxDeliver     int       `json:"max_deliver"`
 	MaxAckPending  int       `json:"max_ack_pending"`
+	// Warnings name settings that defeat the sink's guarantees or do not fit
+	// its configuration (with AUTO_PROVISION=false nothing else checks them).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // inboxStatuses are always reported; received and processing exist only
@@ -58,7 +64,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	c, err := m.load()
+	c, err := m.load(false)
 	if err != nil {
 		return err
 	}
@@ -94,15 +100,18 @@ func (m *Main) status(ctx context.Context, args []string) error {
 
 func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Status {
 	st := &Status{InboxTable: c.InboxTable}
-	if cons, err := js.Consumer(ctx, c.StreamName, c.Durable()); err != nil {
-		st.ConsumerError = err.Error()
-	} else if i, err := cons.Info(ctx); err != nil {
+	if i, err := sink.ConsumerInfo(ctx, js, c.StreamName, c.Durable(), c.Push()); err != nil {
 		st.ConsumerError = err.Error()
 	} else {
-		cs := &ConsumerState{Stream: i.Stream, Name: i.Name, FilterSubject: i.Config.FilterSubject,
+		cs := &ConsumerState{Stream: i.Stream, Name: i.Name, FilterSubject: i.Config.FilterSubject, Mode: "pull",
+			DeliverSubject: i.Config.DeliverSubject, DeliverGroup: i.Config.DeliverGroup,
 			NumPending: i.NumPending, NumAckPending: i.NumAckPending, NumRedelivered: i.NumRedelivered,
 			NumWaiting: i.NumWaiting, AckFloorStream: i.AckFloor.Stream, DeliveredSeq: i.Delivered.Stream,
-			AckWait: i.Config.AckWait.String(), MaxDeliver: i.Config.MaxDeliver, MaxAckPending: i.Config.MaxAckPending}
+			AckWait: i.Config.AckWait.String(), MaxDeliver: i.Config.MaxDeliver, MaxAckPending: i.Config.MaxAckPending,
+			Warnings: sink.CheckBound(i, c.consumerSpec())}
+		if cs.DeliverSubject != "" {
+			cs.Mode = "push"
+		}
 		if i.AckFloor.Last != nil {
 			cs.AckFloorLast = *i.AckFloor.Last
 		}
@@ -142,15 +151,24 @@ func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Stat
 func printStatus(w io.Writer, st *Status, now time.Time) {
 	fmt.Fprintf(w, "sink status at %s\n\n", now.Format(time.RFC3339))
 	if cs := st.Consumer; cs != nil {
-		fmt.Fprintf(w, "consumer:      %s on stream %s, filter %s\n", cs.Name, cs.Stream, cs.FilterSubject)
-		fmt.Fprintf(w, "               %d pending, %d awaiting ack, %d redelivered, %d pull requests waiting\n",
-			cs.NumPending, cs.NumAckPending, cs.NumRedelivered, cs.NumWaiting)
+		fmt.Fprintf(w, "consumer:      %s on stream %s, filter %s, %s", cs.Name, cs.Stream, cs.FilterSubject, cs.Mode)
+		if cs.Mode == "push" {
+			fmt.Fprintf(w, " to %s (queue group %s)", cs.DeliverSubject, cs.DeliverGroup)
+		}
+		fmt.Fprintf(w, "\n               %d pending, %d awaiting ack, %d redelivered", cs.NumPending, cs.NumAckPending, cs.NumRedelivered)
+		if cs.Mode == "pull" {
+			fmt.Fprintf(w, ", %d pull requests waiting", cs.NumWaiting)
+		}
+		fmt.Fprintln(w)
 		fmt.Fprintf(w, "ack floor:     stream seq %d", cs.AckFloorStream)
 		if !cs.AckFloorLast.IsZero() {
 			fmt.Fprintf(w, " (last ack %s)", cs.AckFloorLast.Format(time.RFC3339))
 		}
 		fmt.Fprintf(w, ", delivered up to %d\n", cs.DeliveredSeq)
 		fmt.Fprintf(w, "settings:      ack wait %s, max deliver %d, max ack pending %d\n", cs.AckWait, cs.MaxDeliver, cs.MaxAckPending)
+		for _, warn := range cs.Warnings {
+			fmt.Fprintf(w, "WARNING:       %s\n", warn)
+		}
 	} else {
 		fmt.Fprintf(w, "consumer:      ERROR %s\n", st.ConsumerError)
 	}

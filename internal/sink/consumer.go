@@ -12,15 +12,18 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// ConsumerSpec is the durable pull consumer a sink wants.
+// ConsumerSpec is the durable consumer a sink wants: a pull consumer, or
+// with DeliverSubject a push consumer delivering to that subject in queue
+// group Durable.
 type ConsumerSpec struct {
-	Stream        string
-	Durable       string
-	Filter        string
-	AckWait       time.Duration
-	MaxDeliver    int             // the sink's MAX_DELIVER; bounds the BackOff list
-	Backoff       []time.Duration // the sink's BACKOFF
-	MaxAckPending int
+	Stream         string
+	Durable        string
+	Filter         string
+	DeliverSubject string // push mode when set
+	AckWait        time.Duration
+	MaxDeliver     int             // the sink's MAX_DELIVER; bounds the BackOff list
+	Backoff        []time.Duration // the sink's BACKOFF
+	MaxAckPending  int
 }
 
 // Config returns the consumer configuration: explicit ack, deliver all,
@@ -34,6 +37,11 @@ type ConsumerSpec struct {
 // is cut to MaxDeliver entries (the server refuses a longer one whenever
 // MaxDeliver is finite), and AckWait is reported as the server will store
 // it, BackOff[0].
+//
+// A push consumer delivers to DeliverSubject in queue group Durable, without
+// flow control or idle heartbeats: MaxAckPending bounds what it delivers,
+// and heartbeats sent to a queue group reach only one of its members, so no
+// member could tell from them whether it is still connected to the consumer.
 func (c ConsumerSpec) Config() jetstream.ConsumerConfig {
 	var backoff []time.Duration
 	for i, b := range c.Backoff {
@@ -46,7 +54,7 @@ func (c ConsumerSpec) Config() jetstream.ConsumerConfig {
 	if len(backoff) > 0 {
 		ackWait = backoff[0]
 	}
-	return jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   "jetstream-bridge sink",
 		FilterSubject: c.Filter,
@@ -58,6 +66,10 @@ func (c ConsumerSpec) Config() jetstream.ConsumerConfig {
 		MaxAckPending: c.MaxAckPending,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	}
+	if c.DeliverSubject != "" {
+		cfg.DeliverSubject, cfg.DeliverGroup = c.DeliverSubject, c.Durable
+	}
+	return cfg
 }
 
 // differences lists the managed settings in which have differs from want.
@@ -81,16 +93,26 @@ func differences(have, want jetstream.ConsumerConfig) []string {
 	if have.MaxAckPending != want.MaxAckPending {
 		d = append(d, "max_ack_pending")
 	}
+	if have.DeliverSubject != want.DeliverSubject {
+		d = append(d, "deliver_subject")
+	}
+	if have.DeliverGroup != want.DeliverGroup {
+		d = append(d, "deliver_group")
+	}
+	if have.FlowControl != want.FlowControl || have.IdleHeartbeat != want.IdleHeartbeat {
+		d = append(d, "flow_control")
+	}
 	return d
 }
 
 // EnsureConsumer creates the durable consumer, or brings an existing one to
-// spec. When the server refuses the update (a setting that cannot change,
-// such as the ack policy), the consumer is deleted and created again; unless
-// the filter changed, the new one starts after the old one's ack floor, so
-// acknowledged messages are not delivered again (anything delivered again
-// would be recognised by the inbox anyway). Concurrent callers converge.
-func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSpec, log zerolog.Logger) (jetstream.Consumer, error) {
+// spec, and returns its info. When the server refuses the update (a setting
+// that cannot change, such as the ack policy, or pull versus push), the
+// consumer is deleted and created again; unless the filter changed, the new
+// one starts after the old one's ack floor, so acknowledged messages are not
+// delivered again (anything delivered again would be recognised by the inbox
+// anyway). Concurrent callers converge.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSpec, log zerolog.Logger) (*jetstream.ConsumerInfo, error) {
 	want := spec.Config()
 	create := want // what to create when missing; after a deletion, from the old ack floor
 	for attempt := 0; ; attempt++ {
@@ -98,35 +120,42 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSp
 		if err != nil {
 			return nil, fmt.Errorf("look up stream %s: %w", spec.Stream, err)
 		}
-		cons, err := st.Consumer(ctx, spec.Durable)
+		have, err := lookupConsumer(ctx, want.DeliverSubject != "",
+			func(ctx context.Context) (jetstream.Consumer, error) { return st.Consumer(ctx, spec.Durable) },
+			func(ctx context.Context) (jetstream.PushConsumer, error) { return st.PushConsumer(ctx, spec.Durable) })
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			c, err := st.CreateConsumer(ctx, create)
+			info, err := upsertConsumer(ctx, st, create, false)
 			if err != nil {
 				if attempt < 5 && errors.Is(err, jetstream.ErrConsumerExists) {
 					continue // another sink created it first: compare with theirs
 				}
 				return nil, fmt.Errorf("create consumer %s: %w", spec.Durable, err)
 			}
-			log.Info().Str("stream", spec.Stream).Str("consumer", spec.Durable).Str("filter_subject", spec.Filter).
-				Dur("ack_wait", want.AckWait).Msg("consumer created")
-			return c, nil
+			ev := log.Info().Str("stream", spec.Stream).Str("consumer", spec.Durable).Str("filter_subject", spec.Filter).
+				Dur("ack_wait", want.AckWait)
+			if want.DeliverSubject != "" {
+				ev = ev.Str("deliver_subject", want.DeliverSubject).Str("deliver_group", want.DeliverGroup)
+			}
+			ev.Msg("consumer created")
+			return info, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("look up consumer %s: %w", spec.Durable, err)
 		}
-		have := cons.CachedInfo()
 		diff := differences(have.Config, want)
 		if len(diff) == 0 {
-			return cons, nil
+			return have, nil
 		}
 		upd := have.Config
 		upd.FilterSubject, upd.FilterSubjects = want.FilterSubject, nil
 		upd.AckPolicy, upd.AckWait, upd.MaxDeliver = want.AckPolicy, want.AckWait, want.MaxDeliver
 		upd.BackOff, upd.MaxAckPending = want.BackOff, want.MaxAckPending
-		c, err := st.UpdateConsumer(ctx, upd)
+		upd.DeliverSubject, upd.DeliverGroup = want.DeliverSubject, want.DeliverGroup
+		upd.FlowControl, upd.IdleHeartbeat = want.FlowControl, want.IdleHeartbeat
+		info, err := upsertConsumer(ctx, st, upd, true)
 		if err == nil {
 			log.Info().Str("consumer", spec.Durable).Strs("changed", diff).Msg("consumer updated")
-			return c, nil
+			return info, nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) {
@@ -146,7 +175,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSp
 		if err := st.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("delete consumer %s: %w", spec.Durable, err)
 		}
-		c, err = st.CreateConsumer(ctx, fresh)
+		info, err = upsertConsumer(ctx, st, fresh, false)
 		if err != nil {
 			if errors.As(err, &apiErr) && attempt < 5 {
 				// Another sink recreated it first, or the server is still
@@ -162,15 +191,70 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSp
 			return nil, fmt.Errorf("recreate consumer %s: %w", spec.Durable, err)
 		}
 		log.Warn().Str("consumer", spec.Durable).Msg("consumer recreated")
-		return c, nil
+		return info, nil
 	}
 }
 
-// ErrConsumerMissing is returned by BindConsumer when the durable does not
-// exist.
+// upsertConsumer creates (or with update, updates) a pull or push consumer,
+// as cfg says.
+func upsertConsumer(ctx context.Context, st jetstream.Stream, cfg jetstream.ConsumerConfig, update bool) (*jetstream.ConsumerInfo, error) {
+	if cfg.DeliverSubject != "" {
+		upsert := st.CreatePushConsumer
+		if update {
+			upsert = st.UpdatePushConsumer
+		}
+		c, err := upsert(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return c.CachedInfo(), nil
+	}
+	upsert := st.CreateConsumer
+	if update {
+		upsert = st.UpdateConsumer
+	}
+	c, err := upsert(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.CachedInfo(), nil
+}
+
+// lookupConsumer returns a consumer's info, pull or push: the jetstream
+// client has a lookup for each kind, and each refuses the other kind. The
+// kind expected is tried first.
+func lookupConsumer(ctx context.Context, push bool,
+	pull func(context.Context) (jetstream.Consumer, error),
+	pushed func(context.Context) (jetstream.PushConsumer, error),
+) (*jetstream.ConsumerInfo, error) {
+	get := func(push bool) (*jetstream.ConsumerInfo, error) {
+		if push {
+			c, err := pushed(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return c.CachedInfo(), nil
+		}
+		c, err := pull(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.CachedInfo(), nil
+	}
+	info, err := get(push)
+	if errors.Is(err, jetstream.ErrNotPullConsumer) || errors.Is(err, jetstream.ErrNotPushConsumer) {
+		return get(!push)
+	}
+	return info, err
+}
+
+// ErrConsumerMissing is returned when the durable consumer does not exist:
+// by BindConsumer and ConsumerInfo, and by Sink.Run when pull requests keep
+// finding no consumer.
 var ErrConsumerMissing = errors.New("consumer does not exist")
 
-// BindConsumer binds to an existing durable consumer without changing it.
+// BindConsumer binds to an existing durable pull consumer without changing
+// it. It looks the consumer up: a JetStream API call.
 func BindConsumer(ctx context.Context, js jetstream.JetStream, stream, durable string) (jetstream.Consumer, error) {
 	c, err := js.Consumer(ctx, stream, durable)
 	switch {
@@ -182,78 +266,57 @@ func BindConsumer(ctx context.Context, js jetstream.JetStream, stream, durable s
 	return c, nil
 }
 
-// CheckBound reports settings of a consumer bound (not provisioned) that
-// defeat the sink's guarantees, as warnings for the operator.
-func CheckBound(info *jetstream.ConsumerInfo, filter string, maxDeliver int) []string {
+// ConsumerInfo returns the info of a durable consumer, pull or push (one
+// consumer info call, two when the consumer is of the other kind than
+// push says).
+func ConsumerInfo(ctx context.Context, js jetstream.JetStream, stream, durable string, push bool) (*jetstream.ConsumerInfo, error) {
+	pull := func(ctx context.Context) (jetstream.Consumer, error) { return js.Consumer(ctx, stream, durable) }
+	pushed := func(ctx context.Context) (jetstream.PushConsumer, error) {
+		return js.PushConsumer(ctx, stream, durable)
+	}
+	info, err := lookupConsumer(ctx, push, pull, pushed)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("consumer %s on stream %s: %w (%v)", durable, stream, ErrConsumerMissing, err)
+	case err != nil:
+		return nil, fmt.Errorf("consumer %s on stream %s: %w", durable, stream, err)
+	}
+	return info, nil
+}
+
+// CheckBound reports settings of an existing consumer that defeat the
+// sink's guarantees or do not fit the sink's configuration (spec), as
+// warnings for the operator.
+func CheckBound(info *jetstream.ConsumerInfo, spec ConsumerSpec) []string {
 	var w []string
 	c := info.Config
 	if c.AckPolicy != jetstream.AckExplicitPolicy {
 		w = append(w, fmt.Sprintf("ack policy is %s, not explicit: messages may be lost", c.AckPolicy))
 	}
-	if c.FilterSubject != filter && !slices.Contains(c.FilterSubjects, filter) {
+	if c.FilterSubject != spec.Filter && !slices.Contains(c.FilterSubjects, spec.Filter) {
 		have := c.FilterSubject
 		if have == "" {
 			have = strings.Join(c.FilterSubjects, ",")
 		}
-		w = append(w, fmt.Sprintf("filter subject is %q, FILTER_SUBJECT is %q", have, filter))
+		w = append(w, fmt.Sprintf("filter subject is %q, FILTER_SUBJECT is %q", have, spec.Filter))
 	}
-	if c.MaxDeliver > 0 && c.MaxDeliver <= maxDeliver {
+	if c.MaxDeliver > 0 && c.MaxDeliver <= spec.MaxDeliver {
 		w = append(w, fmt.Sprintf("max_deliver is %d: the server stops redelivering (silently, with an advisory) "+
-			"before the sink dead-letters at MAX_DELIVER=%d; set it to -1", c.MaxDeliver, maxDeliver))
+			"before the sink dead-letters at MAX_DELIVER=%d; set it to -1", c.MaxDeliver, spec.MaxDeliver))
+	}
+	switch {
+	case spec.DeliverSubject == "" && c.DeliverSubject != "":
+		w = append(w, fmt.Sprintf("consumer is a push consumer (deliver subject %q), CONSUMER_MODE is pull: "+
+			"pull requests fail; run `sink provision` to recreate it", c.DeliverSubject))
+	case spec.DeliverSubject != "" && c.DeliverSubject == "":
+		w = append(w, "consumer is a pull consumer, CONSUMER_MODE is push: nothing is delivered; run `sink provision` to recreate it")
+	case spec.DeliverSubject != "":
+		if c.DeliverSubject != spec.DeliverSubject {
+			w = append(w, fmt.Sprintf("deliver subject is %q, the sink subscribes to %q: nothing reaches it", c.DeliverSubject, spec.DeliverSubject))
+		}
+		if c.DeliverGroup != spec.Durable {
+			w = append(w, fmt.Sprintf("deliver group is %q, the sink subscribes in queue group %q", c.DeliverGroup, spec.Durable))
+		}
 	}
 	return w
-}
-
-// fetch pulls messages into the dispatcher until ctx ends, never holding more
-// than maxHeld. It returns an error only when the consumer is gone.
-func (s *Sink) fetch(ctx context.Context, d *dispatcher) error {
-	limit := s.maxHeld - s.batchSize
-	backoff := 250 * time.Millisecond
-	gone := 0
-	for ctx.Err() == nil {
-		if !d.waitRoom(ctx, limit) {
-			return nil
-		}
-		batch, err := s.cons.Fetch(s.batchSize, jetstream.FetchMaxWait(s.fetchWait))
-		if err == nil {
-			for msg := range batch.Messages() {
-				d.add(newItem(msg))
-			}
-			err = batch.Error()
-		}
-		if err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) {
-			s.bound.Store(true)
-			backoff, gone = 250*time.Millisecond, 0
-			continue
-		}
-		s.bound.Store(false)
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			if gone++; gone >= 3 {
-				return fmt.Errorf("consume: %w", err)
-			}
-		}
-		if ctx.Err() == nil {
-			s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("fetch failed, retrying")
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-	return nil
-}
-
-// waitRoom waits until at most limit messages are held; false if ctx ends.
-func (d *dispatcher) waitRoom(ctx context.Context, limit int) bool {
-	for {
-		if d.held() <= limit {
-			return true
-		}
-		select {
-		case <-d.room:
-		case <-ctx.Done():
-			return false
-		}
-	}
 }

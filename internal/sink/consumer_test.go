@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,27 +50,26 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 		t.Fatalf("BindConsumer on nothing: %v, want ErrConsumerMissing", err)
 	}
 
-	c, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	info, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := c.CachedInfo()
 	if info.Config.MaxDeliver != -1 || info.Config.AckWait != 30*time.Second || len(info.Config.BackOff) != 5 ||
 		info.Config.FilterSubject != filter || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Fatalf("created config: %+v", info.Config)
 	}
 	// Again: nothing to change, same consumer.
-	if c2, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || c2.CachedInfo().Created != info.Created {
-		t.Fatalf("second EnsureConsumer: %v (created %v, was %v)", err, c2.CachedInfo().Created, info.Created)
+	if i2, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || i2.Created != info.Created {
+		t.Fatalf("second EnsureConsumer: %v (created %v, was %v)", err, i2.Created, info.Created)
 	}
 	// Settings the server can update are updated in place.
 	spec.Filter = "billing.sync.other"
 	spec.MaxAckPending = 50
-	c3, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	i3, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := c3.CachedInfo(); i.Created != info.Created || i.Config.FilterSubject != "billing.sync.other" || i.Config.MaxAckPending != 50 {
+	if i := i3; i.Created != info.Created || i.Config.FilterSubject != "billing.sync.other" || i.Config.MaxAckPending != 50 {
 		t.Fatalf("after update: created %v (was %v), filter %q, max ack pending %d", i.Created, info.Created, i.Config.FilterSubject, i.Config.MaxAckPending)
 	}
 
@@ -95,11 +95,10 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 	for range batch.Messages() {
 	}
 	spec = consumerSpec()
-	c4, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	i, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := c4.CachedInfo()
 	if i.Config.AckPolicy != jetstream.AckExplicitPolicy || i.Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || i.Config.OptStartSeq != 4 {
 		t.Fatalf("recreated: ack %v, deliver %v from %d; want explicit, from seq 4", i.Config.AckPolicy, i.Config.DeliverPolicy, i.Config.OptStartSeq)
 	}
@@ -107,17 +106,99 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 		t.Fatalf("recreated consumer has %d pending, want 0 (already consumed messages are not delivered again)", i.NumPending)
 	}
 	// The recreated consumer is kept as it is on the next start.
-	if c5, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || c5.CachedInfo().Created != i.Created {
+	if i5, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || i5.Created != i.Created {
 		t.Fatalf("EnsureConsumer after recreation: %v", err)
 	}
 	b, err := sink.BindConsumer(ctx, js, streamName, durable)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := sink.CheckBound(b.CachedInfo(), filter, 5); len(w) != 0 {
+	if w := sink.CheckBound(b.CachedInfo(), spec); len(w) != 0 {
 		t.Fatalf("CheckBound warnings on a provisioned consumer: %v", w)
 	}
-	if w := sink.CheckBound(old.CachedInfo(), "other.subject", 5); len(w) != 2 {
+	other := spec
+	other.Filter = "other.subject"
+	if w := sink.CheckBound(old.CachedInfo(), other); len(w) != 2 {
 		t.Fatalf("CheckBound on an ack-none consumer with another filter: %v, want 2 warnings", w)
+	}
+}
+
+// TestEnsureConsumer_SwitchesPullAndPush: CONSUMER_MODE changes are a
+// setting the server refuses to update; the consumer is recreated from the
+// old ack floor, both ways.
+func TestEnsureConsumer_SwitchesPullAndPush(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n := testutil.StartNATS(t)
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := publish.EnsureStream(ctx, js, publish.StreamSpec{Name: streamName, Subjects: []string{filter, dlqSubject}}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	pull := consumerSpec()
+	if _, err := sink.EnsureConsumer(ctx, js, pull, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := js.Publish(ctx, filter, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := sink.BindConsumer(ctx, js, streamName, durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	push := pull
+	push.DeliverSubject = deliverSubject
+	if w := sink.CheckBound(c.CachedInfo(), push); len(w) != 1 || !strings.Contains(w[0], "pull consumer, CONSUMER_MODE is push") {
+		t.Fatalf("CheckBound of a pull consumer for push mode: %v", w)
+	}
+	info, err := sink.EnsureConsumer(ctx, js, push, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := info.Config; cfg.DeliverSubject != deliverSubject || cfg.DeliverGroup != durable || cfg.FlowControl ||
+		cfg.IdleHeartbeat != 0 || cfg.OptStartSeq != 3 || cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxAckPending != 1000 {
+		t.Fatalf("push consumer: %+v; want deliver subject %s, group %s, from seq 3", cfg, deliverSubject, durable)
+	}
+	if info.NumPending != 1 {
+		t.Fatalf("push consumer has %d pending, want 1 (the two acknowledged are not delivered again)", info.NumPending)
+	}
+	if w := sink.CheckBound(info, push); len(w) != 0 {
+		t.Fatalf("CheckBound of the provisioned push consumer: %v", w)
+	}
+	if w := sink.CheckBound(info, pull); len(w) != 1 || !strings.Contains(w[0], "push consumer") {
+		t.Fatalf("CheckBound of a push consumer for pull mode: %v", w)
+	}
+	if again, err := sink.EnsureConsumer(ctx, js, push, zerolog.Nop()); err != nil || again.Created != info.Created {
+		t.Fatalf("EnsureConsumer on the push consumer again: %v", err)
+	}
+	if got, err := sink.ConsumerInfo(ctx, js, streamName, durable, false); err != nil || got.Config.DeliverSubject != deliverSubject {
+		t.Fatalf("ConsumerInfo of a push consumer looked up as pull: %v", err)
+	}
+
+	back, err := sink.EnsureConsumer(ctx, js, pull, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Config.DeliverSubject != "" || back.Config.DeliverGroup != "" {
+		t.Fatalf("back to pull: %+v", back.Config)
+	}
+	if _, err := sink.ConsumerInfo(ctx, js, streamName, "nobody", true); !errors.Is(err, sink.ErrConsumerMissing) {
+		t.Fatalf("ConsumerInfo of nothing: %v, want ErrConsumerMissing", err)
 	}
 }

@@ -4,15 +4,13 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
 // item is one fetched message held by this process until it is acked,
 // terminated or handed back.
 type item struct {
-	msg       jetstream.Msg
+	msg       Msg
 	env       *envelope.Envelope // nil when poison
 	poison    error              // why the body is not an envelope
 	key       string             // lane key
@@ -28,7 +26,7 @@ type item struct {
 }
 
 // newItem parses what every later step needs, once.
-func newItem(msg jetstream.Msg) *item {
+func newItem(msg Msg) *item {
 	it := &item{msg: msg}
 	if meta, err := msg.Metadata(); err == nil {
 		it.stream, it.seq, it.delivered = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)

@@ -13,7 +13,11 @@
 //
 // Files follow the data path:
 //
-//	consumer.go    the durable pull consumer: provisioning, binding, the fetch loop
+//	consumer.go    the durable consumer, pull or push: provisioning, lookup, checks
+//	source.go      where messages come from (Source): a pull consumer through the
+//	               jetstream client, a pull consumer bound without any JetStream API
+//	               call, or a push consumer's queue subscription; the bounded pull loop;
+//	               Msg, the part of a message the sink uses, and its *nats.Msg adapter
 //	dispatch.go    key lanes: per-(resource_type, resource_id) FIFO order, a worker pool,
 //	               InProgress heartbeats for every message held
 //	sink.go        one message from start to finish: attempts, retries, ack
@@ -38,6 +42,12 @@
 // message with an advisory nobody hears, which would silently lose messages
 // whose deliveries were used up by crashes, shutdown hand-backs or failed
 // DLQ publishes.
+//
+// With restricted credentials the sink makes no JetStream API call:
+// RestrictedPull publishes only pull requests to
+// $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>, Push only subscribes to the
+// push consumer's deliver subject; both settle messages on their $JS.ACK
+// reply subjects and dead-letter with a plain JetStream publish.
 //
 // This package does not read configuration or the environment, and does not
 // serve metrics; cmd/sink does, and observes the sink through Observer.

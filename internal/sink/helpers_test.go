@@ -39,11 +39,18 @@ type env struct {
 	pool    *pgxpool.Pool
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	cons    jetstream.Consumer
+	cons    jetstream.Consumer // the pull consumer, when it is one
+	info    func() (*jetstream.ConsumerInfo, error)
 	builder envelope.Builder
 }
 
 func newEnv(t testing.TB) *env {
+	t.Helper()
+	return newEnvOn(t, testutil.StartNATS(t).URL())
+}
+
+// newEnvOn is newEnv on a given NATS server, connecting with opts.
+func newEnvOn(t testing.TB, natsURL string, opts ...nats.Option) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -67,8 +74,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 
-	n := testutil.StartNATS(t)
-	if e.nc, err = nats.Connect(n.URL()); err != nil {
+	if e.nc, err = nats.Connect(natsURL, opts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.nc.Close)
@@ -78,11 +84,31 @@ func newEnv(t testing.TB) *env {
 	if _, err := publish.EnsureStream(ctx, e.js, publish.StreamSpec{Name: streamName, Subjects: []string{filter, dlqSubject}}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	if e.cons, err = sink.EnsureConsumer(ctx, e.js, consumerSpec(), zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
+	e.ensureConsumer(t, consumerSpec())
 	e.builder = envelope.Builder{Producer: "billing", Subjects: envelope.Subjects{App: "billing", Dest: "orders"}}
 	return e
+}
+
+// ensureConsumer provisions spec and binds e.cons to it, for consumer info.
+func (e *env) ensureConsumer(t testing.TB, spec sink.ConsumerSpec) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := sink.EnsureConsumer(ctx, e.js, spec, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	info, err := sink.ConsumerInfo(ctx, e.js, spec.Stream, spec.Durable, spec.DeliverSubject != "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.info = func() (*jetstream.ConsumerInfo, error) {
+		return sink.ConsumerInfo(context.Background(), e.js, spec.Stream, spec.Durable, spec.DeliverSubject != "")
+	}
+	if info.Config.DeliverSubject == "" {
+		if e.cons, err = sink.BindConsumer(ctx, e.js, spec.Stream, spec.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func consumerSpec() sink.ConsumerSpec {
@@ -127,7 +153,7 @@ func (e *env) run(t testing.TB, h sink.Handler, opt func(*sink.Options)) (*count
 	t.Helper()
 	obs := &counter{m: map[sink.Result]int{}}
 	o := sink.Options{
-		DB: e.pool, JS: e.js, Consumer: e.cons, Handler: h,
+		DB: e.pool, JS: e.js, Source: sink.JetStreamPull(e.cons), Handler: h,
 		DLQSubject: dlqSubject, UseDLQ: true,
 		MaxDeliver: 5, Backoff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond},
 		Concurrency: 4, BatchSize: 10, FetchWait: 200 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
@@ -323,7 +349,7 @@ func (e *env) deadLetters(t *testing.T) []*sink.DeadLetter {
 func (e *env) waitSettled(t *testing.T) {
 	t.Helper()
 	testutil.Eventually(t, 20*time.Second, func() error {
-		info, err := e.cons.Info(context.Background())
+		info, err := e.info()
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,10 +38,10 @@ func (nopObserver) HandlerDone(time.Duration, error) {}
 
 // Options configure a Sink. Zero values take the defaults noted.
 type Options struct {
-	DB       DB                  // a pool with at least Concurrency+1 connections
-	JS       jetstream.JetStream // for dead-letter publishes
-	Consumer jetstream.Consumer  // bound durable pull consumer
-	Handler  Handler
+	DB      DB                  // a pool with at least Concurrency+1 connections
+	JS      jetstream.JetStream // for dead-letter publishes (a publish, not an API call)
+	Source  Source              // the durable consumer: JetStreamPull, RestrictedPull or Push
+	Handler Handler
 
 	Inbox      string // inbox table, schema.table; default public.jetstream_inbox_events
 	DLQSubject string // where dead letters go; required when UseDLQ
@@ -52,14 +51,15 @@ type Options struct {
 	Backoff     []time.Duration // wait before attempt n+1 is Backoff[n-1], the last repeating; default 1s,5s,15s,30s,60s
 	BatchSize   int             // messages per fetch; default 25
 	Concurrency int             // workers (keys applied in parallel); default 4
-	// MaxHeld bounds the messages fetched and not yet settled; fetching waits
+	// MaxHeld bounds the messages pulled and not yet settled; pulling waits
 	// while more are held. Default 2*BatchSize+Concurrency; at least BatchSize+Concurrency.
+	// A Push source is bounded by the consumer's MaxAckPending instead.
 	MaxHeld   int
 	SkipStale bool // discard (record as stale) events older than their key's newest applied one
 
 	// AckWait is the consumer's redelivery timer; heartbeats go out every
-	// third of it. Default: the shortest of the consumer's AckWait and
-	// BackOff values, else 30s.
+	// third of it. Default: for JetStreamPull the shortest of the consumer's
+	// AckWait and BackOff values, else 30s.
 	AckWait         time.Duration
 	ShutdownTimeout time.Duration // how long in-flight handlers may finish after ctx ends; default 30s
 	FetchWait       time.Duration // how long one fetch waits for messages; default 1s (the shutdown latency)
@@ -68,12 +68,12 @@ type Options struct {
 	Log      zerolog.Logger
 }
 
-// Sink consumes a durable pull consumer and applies each message through the
+// Sink consumes a durable consumer and applies each message through the
 // inbox. See the package documentation.
 type Sink struct {
 	db         DB
 	js         jetstream.JetStream
-	cons       jetstream.Consumer
+	src        Source
 	handler    Handler
 	inbox      *inbox
 	dlqSubject string
@@ -91,14 +91,12 @@ type Sink struct {
 
 	obs Observer
 	log zerolog.Logger
-
-	bound atomic.Bool // the last fetch reached the consumer
 }
 
 // New checks the options and returns a Sink.
 func New(o Options) (*Sink, error) {
-	if o.DB == nil || o.Consumer == nil || o.Handler == nil {
-		return nil, errors.New("sink: DB, Consumer and Handler are required")
+	if o.DB == nil || o.Source == nil || o.Handler == nil {
+		return nil, errors.New("sink: DB, Source and Handler are required")
 	}
 	if o.UseDLQ && (o.JS == nil || o.DLQSubject == "") {
 		return nil, errors.New("sink: JS and DLQSubject are required with UseDLQ")
@@ -108,7 +106,7 @@ func New(o Options) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{
-		db: o.DB, js: o.JS, cons: o.Consumer, handler: o.Handler, inbox: in,
+		db: o.DB, js: o.JS, src: o.Source, handler: o.Handler, inbox: in,
 		dlqSubject: o.DLQSubject, useDLQ: o.UseDLQ,
 		maxDeliver: or(o.MaxDeliver, 5), backoff: o.Backoff,
 		batchSize: or(o.BatchSize, 25), concurrency: or(o.Concurrency, 4),
@@ -130,7 +128,7 @@ func New(o Options) (*Sink, error) {
 	s.maxHeld = max(s.maxHeld, s.batchSize+s.concurrency)
 	ackWait := o.AckWait
 	if ackWait <= 0 {
-		ackWait = redeliveryTimer(o.Consumer.CachedInfo())
+		ackWait = or(o.Source.ackWait(), 30*time.Second)
 	}
 	s.heartbeat = max(ackWait/3, 10*time.Millisecond)
 	if s.obs == nil {
@@ -171,19 +169,17 @@ func redeliveryTimer(info *jetstream.ConsumerInfo) time.Duration {
 	return d
 }
 
-// Ready reports whether the last fetch reached the consumer.
-func (s *Sink) Ready() error {
-	if !s.bound.Load() {
-		return errors.New("consumer not reachable yet")
-	}
-	return nil
-}
+// Ready reports whether messages can arrive: for a pull source, whether
+// the last pull reached the consumer; for a push source, whether the
+// subscription stands.
+func (s *Sink) Ready() error { return s.src.ready() }
 
-// Run consumes until ctx ends, then shuts down: it stops fetching, hands back
-// messages that were fetched but not started, lets in-flight handlers finish
-// (at most ShutdownTimeout, after which their transactions are cancelled and
-// their messages handed back) and returns nil. It returns an error only when
-// consuming cannot go on (the consumer is gone).
+// Run consumes until ctx ends, then shuts down: it stops taking messages,
+// hands back messages that were delivered but not started, lets in-flight
+// handlers finish (at most ShutdownTimeout, after which their transactions
+// are cancelled and their messages handed back) and returns nil. It returns
+// an error only when consuming cannot go on: the consumer is gone
+// (ErrConsumerMissing), or the server refused the push subscription.
 func (s *Sink) Run(ctx context.Context) error {
 	// Handlers and acks run under work, which outlives ctx by at most the
 	// shutdown timeout, so that in-flight events can finish.
@@ -200,12 +196,12 @@ func (s *Sink) Run(ctx context.Context) error {
 	var hb sync.WaitGroup
 	hb.Go(func() { s.beat(hbCtx, d) })
 
-	err := s.fetch(ctx, d)
+	err := s.src.consume(ctx, s, d)
 
 	close(stop)
 	back := d.close()
 	s.handBack(back, 0)
-	s.log.Info().Int("handed_back", len(back)).Dur("timeout", s.shutdown).Msg("stopping: fetching stopped, waiting for in-flight events")
+	s.log.Info().Int("handed_back", len(back)).Dur("timeout", s.shutdown).Msg("stopping: no new messages taken, waiting for in-flight events")
 	finished := make(chan struct{})
 	go func() { workers.Wait(); close(finished) }()
 	select {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
@@ -356,7 +355,7 @@ func TestSink_ShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 	}
 	<-started
 	testutil.Eventually(t, 10*time.Second, func() error {
-		info, err := e.cons.Info(context.Background())
+		info, err := e.info()
 		if err != nil {
 			return err
 		}
@@ -400,7 +399,7 @@ func TestSink_DLQUnavailableHandsBackInsteadOfTerminating(t *testing.T) {
 	e.publishRaw(t, filter, []byte("garbage"), nats.Header{envelope.HeaderMsgID: []string{"g1"}})
 	// The message keeps coming back (handed back, never terminated).
 	testutil.Eventually(t, 20*time.Second, func() error {
-		info, err := e.cons.Info(context.Background())
+		info, err := e.info()
 		if err != nil {
 			return err
 		}
@@ -485,11 +484,7 @@ func TestSink_HeartbeatsKeepHeldMessages(t *testing.T) {
 	e := newEnv(t)
 	spec := consumerSpec()
 	spec.AckWait, spec.Backoff = time.Second, []time.Duration{time.Second}
-	cons, err := sink.EnsureConsumer(context.Background(), e.js, spec, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cons = cons
+	e.ensureConsumer(t, spec)
 	h := &effectHandler{before: func(ev *sink.Event, _ int) error {
 		if ev.Envelope.EventID == "slow" {
 			time.Sleep(2500 * time.Millisecond) // the handler is slow: that is the point
@@ -501,7 +496,7 @@ func TestSink_HeartbeatsKeepHeldMessages(t *testing.T) {
 	e.publish(t, e.event(t, "waiting", "user", "1", pos("0/1", 1)))
 	obs.waitFor(t, map[sink.Result]int{sink.ResultApplied: 2})
 	e.waitSettled(t)
-	info, err := e.cons.Info(context.Background())
+	info, err := e.info()
 	if err != nil {
 		t.Fatal(err)
 	}
