@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,5 +147,24 @@ func TestMetricsMoveAndStatusReports(t *testing.T) {
 		if !strings.Contains(txt.Output(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, txt.Output())
 		}
+	}
+}
+
+// TestStatusWatchRefreshes: `relay status --watch` redraws until interrupted,
+// then exits 0.
+func TestStatusWatchRefreshes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	h.provision()
+	w := testutil.StartProcess(t, h.bin, h.env, "status", "--watch=100ms")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := strings.Count(w.Output(), "relay status at"); n < 3 {
+			return fmt.Errorf("%d refreshes so far", n)
+		}
+		return nil
+	})
+	w.Signal(syscall.SIGINT)
+	if err := w.Wait(10 * time.Second); err != nil {
+		t.Fatalf("status --watch did not exit 0 on SIGINT: %v", err)
 	}
 }

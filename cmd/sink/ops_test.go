@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,4 +95,25 @@ func readyz(addr string) (int, string) {
 		return 503, body
 	}
 	return 0, body
+}
+
+// TestBinary_StatusWatchRefreshes: `sink status --watch` redraws until
+// interrupted, then exits 0.
+func TestBinary_StatusWatchRefreshes(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if out, err := w.runCmd(t, []string{"provision"}); err != nil {
+		t.Fatalf("provision: %v\n%s", err, out)
+	}
+	p := testutil.StartProcess(t, w.bin, w.env("HANDLER="), "status", "--watch=100ms")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := strings.Count(p.Output(), "\033[H\033[2J"); n < 3 {
+			return fmt.Errorf("%d refreshes so far:\n%s", n, p.Output())
+		}
+		return nil
+	})
+	p.Signal(syscall.SIGINT)
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("status --watch did not exit 0 on SIGINT: %v", err)
+	}
 }
