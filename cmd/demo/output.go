@@ -43,11 +43,7 @@ func (d *demo) printHeader() {
 
 // redactNATS hides credentials in NATS URLs.
 func redactNATS(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, u := range parts {
-		parts[i] = config.Redact(strings.TrimSpace(u))
-	}
-	return strings.Join(parts, ",")
+	return strings.Join(config.RedactNATSURLs(strings.Split(urls, ",")), ",")
 }
 
 // printSummary prints the per-direction table, the table comparison and the

@@ -58,7 +58,7 @@ type Relay struct {
 }
 
 func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error) {
-	log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", c.NATSURLs).
+	log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", config.RedactNATSURLs(c.NATSURLs)).
 		Str("slot", c.Slot()).Str("table", c.OutboxTable).Str("stream", c.StreamName).
 		Bool("auto_provision", c.AutoProvision).Msg("starting relay")
 	pcfg, err := pgxpool.ParseConfig(c.DatabaseURL)

@@ -53,7 +53,7 @@ func (c *Common) Validate() error {
 	for _, u := range c.NATSURLs {
 		u = strings.TrimSpace(u)
 		if u == "" || strings.ContainsAny(u, " \t") {
-			errs = append(errs, fmt.Errorf("NATS_URLS: %q is not a URL; use nats://host:4222 (comma-separated)", u))
+			errs = append(errs, fmt.Errorf("NATS_URLS: %q is not a URL; use nats://host:4222 (comma-separated)", RedactNATSURL(u)))
 		}
 	}
 	switch strings.ToLower(c.LogLevel) {

@@ -109,3 +109,17 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Redact changed a URL without secrets: %q", got)
 	}
 }
+
+func TestRedactNATSURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://user:pw@host:4222": "nats://user:xxxxx@host:4222",
+		"nats://s3cr3ttoken@host":  "nats://xxxxx@host",
+		"tls://a:b@c@host:4443":    "tls://a:xxxxx@host:4443",
+		"nats://host:4222":         "nats://host:4222",
+		"host:4222":                "host:4222",
+	} {
+		if got := config.RedactNATSURL(in); got != want {
+			t.Errorf("RedactNATSURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -34,7 +34,7 @@ func ConnectNATS(ctx context.Context, c *Common, name string, log zerolog.Logger
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("server", RedactNATSURL(nc.ConnectedUrl())).Msg("nats reconnected")
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			ev := log.Error().Err(err)
