@@ -714,3 +714,36 @@ func TestNetworkPartitionToPostgres(t *testing.T) {
 	h.waitCount(subjAB, len(committed), 60*time.Second, p)
 	h.checkExactlyOnce(subjAB, committed, nil, nil, false)
 }
+
+// TestNullsInALooseOutboxAreDeadLettered: an outbox table created by hand
+// without the NOT NULL constraints; rows with NULL where a value is expected
+// are dead-lettered with the reason and the rows after them flow.
+func TestNullsInALooseOutboxAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	ctx := context.Background()
+	if _, err := h.pool.Exec(ctx, `CREATE TABLE public.loose_outbox (
+		id bigserial PRIMARY KEY, event_id uuid, resource_type text, resource_id text, event_type text,
+		payload jsonb, headers jsonb, subject text, destination text, trace_id text, occurred_at timestamptz,
+		extra_column int)`); err != nil {
+		t.Fatal(err)
+	}
+	p := h.start("OUTBOX_TABLE=public.loose_outbox", "PUBLICATION=loose_pub")
+	waitReplicating(t, p)
+	execTx(t, h, []string{
+		`INSERT INTO loose_outbox (event_id, resource_type, event_type, payload, occurred_at) VALUES (gen_random_uuid(), 'ok', 'one', '{}', now())`,
+		`INSERT INTO loose_outbox (event_id, resource_type, event_type, payload, occurred_at) VALUES ('bbbbbbbb-0000-4000-8000-000000000001', 'bad', NULL, '{}', now())`,
+		`INSERT INTO loose_outbox (event_id, resource_type, event_type, payload, occurred_at) VALUES ('bbbbbbbb-0000-4000-8000-000000000002', 'bad', 'nullpayload', NULL, now())`,
+		`INSERT INTO loose_outbox (event_id, resource_type, event_type, payload, occurred_at) VALUES (NULL, 'bad', 'noid', '{}', now())`,
+		`INSERT INTO loose_outbox (event_id, resource_type, event_type, payload, occurred_at) VALUES ('bbbbbbbb-0000-4000-8000-000000000003', 'bad', 'notime', '{}', NULL)`,
+		`INSERT INTO loose_outbox (event_id, resource_type, event_type, payload, occurred_at, extra_column) VALUES (gen_random_uuid(), 'ok', 'two', '{"a":1}', now(), 7)`,
+	}, nil)
+	dlq := appA + ".sync.dlq"
+	h.waitCount(subjAB, 2, 30*time.Second, p)
+	h.waitCount(dlq, 4, 30*time.Second, p)
+	for _, m := range h.readStream(dlq) {
+		if m.Headers().Get("Bridge-Error-Class") != "relay" || m.Headers().Get("Bridge-Error") == "" || m.Headers().Get("Nats-Msg-Id") == "" {
+			t.Errorf("dead letter without class, reason or id: %v %s", m.Headers(), m.Data())
+		}
+	}
+}

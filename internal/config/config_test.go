@@ -123,3 +123,18 @@ func TestRedactNATSURL(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseDuration(f *testing.F) {
+	for _, s := range []string{"30s", "2m", "45", "", "-5", "1h30m", "9223372036854775807", "1e9", " 7 ", "0x10", "1µs"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := config.ParseDuration(s)
+		if err == nil && d < 0 {
+			t.Fatalf("ParseDuration(%q) = %v: negative accepted", s, d)
+		}
+		if err != nil && d != 0 {
+			t.Fatalf("ParseDuration(%q) returned %v with error %v", s, d, err)
+		}
+	})
+}
