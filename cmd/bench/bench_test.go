@@ -1,0 +1,124 @@
+package main_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+// TestBench_Quick runs the CI smoke: every step at tiny sizes against a local
+// Postgres and an embedded JetStream, relay and sink as separate processes.
+// It checks that the run succeeds, that the table and the JSON cover every
+// step and every target, and that nothing is left behind.
+func TestBench_Quick(t *testing.T) {
+	bin := testutil.BuildBinary(t, "bench")
+	// BuildBinary puts every binary in one directory: hand it to the bench
+	// instead of letting it build relay and sink again.
+	testutil.BuildBinary(t, "relay")
+	testutil.BuildBinary(t, "sink")
+	jsonPath := filepath.Join(t.TempDir(), "bench.json")
+
+	start := time.Now()
+	p := testutil.StartProcess(t, bin, nil, "--quick", "--bin-dir", filepath.Dir(bin), "--json", jsonPath)
+	if err := p.Wait(60 * time.Second); err != nil {
+		t.Fatalf("bench --quick: %v\n%s", err, p.Output())
+	}
+	t.Logf("bench --quick took %s", time.Since(start).Round(100*time.Millisecond))
+	out := p.Output()
+
+	for step := 1; step <= 6; step++ {
+		if !regexp.MustCompile(`(?m)^` + string(rune('0'+step)) + `\s{2,}\S.*\d`).MatchString(out) {
+			t.Errorf("table has no row for step %d:\n%s", step, out)
+		}
+	}
+	for _, want := range []string{"TARGETS", "relay drain ≥ 0.7", "relay peak RSS < 150 MB", "keeps up with the fastest writers",
+		"p99 commit→ack ≤ 25 ms", "sink ≥ 0.7", "end-to-end p99", "polling baseline", "load average:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "kept /") {
+		t.Errorf("temporary directory kept after a successful run:\n%s", out)
+	}
+
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Steps   []int `json:"steps"`
+		Results []struct {
+			Step   int      `json:"step"`
+			ID     string   `json:"id"`
+			Values []any    `json:"values"`
+			Ratio  *float64 `json:"ratio"`
+		} `json:"results"`
+		Targets []struct {
+			Name string `json:"name"`
+			Met  *bool  `json:"met"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("json: %v\n%s", err, raw)
+	}
+	steps := map[int]int{}
+	for _, r := range rep.Results {
+		steps[r.Step]++
+		if len(r.Values) != 1 {
+			t.Errorf("%s: %d values, want 1 (--quick is one repetition)", r.ID, len(r.Values))
+		}
+	}
+	for step := 1; step <= 6; step++ {
+		if steps[step] == 0 {
+			t.Errorf("json has no result of step %d", step)
+		}
+	}
+	if got, want := len(rep.Targets), 7; got != want {
+		t.Errorf("json has %d targets, want %d", got, want)
+	}
+}
+
+// TestBench_Usage checks --help and that bad flags fail before anything starts.
+func TestBench_Usage(t *testing.T) {
+	bin := testutil.BuildBinary(t, "bench")
+	tests := []struct {
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{args: []string{"--help"}, wantCode: 0, want: "--sink-events N"},
+		{args: []string{"--only", "7"}, wantCode: 1, want: "step 7 does not exist"},
+		{args: []string{"--rates", "fast"}, wantCode: 1, want: "positive whole numbers or max"},
+		{args: []string{"--reps", "0"}, wantCode: 1, want: "--reps 0"},
+		{args: []string{"--relay-env", "GOGC"}, wantCode: 1, want: "KEY=VALUE"},
+		{args: []string{"extra"}, wantCode: 1, want: `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, err := exec.Command(bin, tt.args...).CombinedOutput()
+			code := 0
+			var exitErr *exec.ExitError
+			if errors.As(err, &exitErr) {
+				code = exitErr.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.wantCode {
+				t.Fatalf("exit code=%d, want %d\n%s", code, tt.wantCode, out)
+			}
+			if !strings.Contains(string(out), tt.want) {
+				t.Fatalf("output lacks %q:\n%s", tt.want, out)
+			}
+		})
+	}
+}

@@ -1,0 +1,381 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// result is one measured quantity: a value per repetition, its median, and
+// its ratio to a limit measured in step 1.
+type result struct {
+	Step   int       `json:"step"`
+	ID     string    `json:"id"`
+	Name   string    `json:"name"`
+	Unit   string    `json:"unit"`
+	Values []float64 `json:"values"`
+	Median float64   `json:"median"`
+	// Limits are the step-1 results this one is compared with; their
+	// medians are summed (end-to-end latency is bounded by a publish and a
+	// commit).
+	Limits []string `json:"limits,omitempty"`
+	Ratio  *float64 `json:"ratio,omitempty"`
+	Notes  []string `json:"notes,omitempty"`
+	// Series is a time series of the first repetition (lag every 100 ms).
+	Series []float64 `json:"series,omitempty"`
+}
+
+// target is one of the project's performance targets.
+type target struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Met    *bool  `json:"met"` // nil: not measured in this run
+	Detail string `json:"detail,omitempty"`
+}
+
+// report collects results in the order they were first measured.
+type report struct {
+	Date      string         `json:"date"`
+	Machine   map[string]any `json:"machine"`
+	Settings  map[string]any `json:"settings"`
+	LoadStart string         `json:"load_average_start"`
+	LoadEnd   string         `json:"load_average_end"`
+	Duration  string         `json:"duration"`
+	Steps     []int          `json:"steps"`
+	Results   []*result      `json:"results"`
+	Targets   []target       `json:"targets"`
+
+	byID  map[string]*result
+	start time.Time
+}
+
+func (r *report) begin(b *bench) {
+	r.start = time.Now()
+	r.Date = r.start.UTC().Format(time.RFC3339)
+	r.LoadStart = loadAvg()
+	r.Machine = machineFacts()
+	r.Machine["postgres"] = b.pgVersion
+	r.Machine["nats_server"] = server.VERSION
+	if b.ns == nil {
+		r.Machine["nats_server"] = "external"
+	}
+	o := b.opts
+	pgMode := "local cluster (localenv), fsync=" + map[bool]string{true: "on", false: "off"}[o.Fsync] + ", synchronous_commit=on, max_wal_size=4GB"
+	if o.DatabaseURL != "" {
+		pgMode = "given database"
+	}
+	natsMode := "embedded in the bench process, file storage"
+	if o.NATSURL != "" {
+		natsMode = "given server"
+	}
+	r.Settings = map[string]any{
+		"reps": o.Reps, "events": o.Events, "sink_events": o.SinkEvents, "duration": o.Duration.String(),
+		"limit_duration": o.LimitDuration.String(), "writers": o.Writers, "rates": o.Rates, "e2e_rates": o.E2ERates,
+		"concurrency": o.Concurrency, "e2e_concurrency": o.E2EConc, "pollers": o.Pollers, "poll_batch": o.PollBatch,
+		"poll_interval": o.PollInterval.String(), "max_inflight": o.MaxInflight, "quick": o.Quick,
+		"postgres": pgMode, "nats": natsMode, "profiling": o.Profile != "",
+		"relay_env": o.RelayEnv, "sink_env": o.SinkEnv,
+	}
+	r.Steps = o.stepsRun()
+	fmt.Fprintf(b.out, "ready: postgres %s, nats-server %s, %d cores, load average %s\n",
+		b.pgVersion, r.Machine["nats_server"], runtime.NumCPU(), r.LoadStart)
+}
+
+func (r *report) end(b *bench) {
+	r.LoadEnd = loadAvg()
+	r.Duration = time.Since(r.start).Round(time.Second).String()
+	for _, res := range r.Results {
+		res.Median = median(res.Values)
+		if len(res.Limits) > 0 {
+			lim := 0.0
+			for _, id := range res.Limits {
+				l := r.byID[id]
+				if l == nil {
+					lim = math.NaN()
+					break
+				}
+				lim += median(l.Values)
+			}
+			if v := res.Median / lim; !math.IsNaN(v) && !math.IsInf(v, 0) {
+				res.Ratio = &v
+			}
+		}
+	}
+	r.Targets = evaluateTargets(r, b.opts)
+}
+
+// add records one repetition's value of a result.
+func (r *report) add(step int, id, name, unit string, v float64, limits ...string) *result {
+	if r.byID == nil {
+		r.byID = map[string]*result{}
+	}
+	res := r.byID[id]
+	if res == nil {
+		res = &result{Step: step, ID: id, Name: name, Unit: unit, Limits: limits}
+		r.byID[id] = res
+		r.Results = append(r.Results, res)
+	}
+	res.Values = append(res.Values, v)
+	return res
+}
+
+// note attaches a remark (CPU use, anomalies) to a result.
+func (r *report) note(id, format string, args ...any) {
+	if res := r.byID[id]; res != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf(format, args...))
+	}
+}
+
+func (r *report) median(id string) float64 {
+	if res := r.byID[id]; res != nil {
+		return median(res.Values)
+	}
+	return math.NaN()
+}
+
+// print writes the table, the targets and the notes.
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "\nJetStream Bridge benchmark — %s\n", r.Date)
+	fmt.Fprintf(w, "machine: %v cores (%v), %v, %v, Go %v, Postgres %v, nats-server %v\n",
+		r.Machine["cores"], r.Machine["cpu"], r.Machine["memory"], r.Machine["kernel"], r.Machine["go"],
+		r.Machine["postgres"], r.Machine["nats_server"])
+	fmt.Fprintf(w, "postgres: %v; nats: %v\n", r.Settings["postgres"], r.Settings["nats"])
+	if len(r.Settings["relay_env"].([]string))+len(r.Settings["sink_env"].([]string)) > 0 {
+		fmt.Fprintf(w, "extra environment: relay %v, sink %v\n", r.Settings["relay_env"], r.Settings["sink_env"])
+	}
+	fmt.Fprintf(w, "load average: %s at start, %s at end; took %s; median of %v repetition(s)\n\n",
+		r.LoadStart, r.LoadEnd, r.Duration, r.Settings["reps"])
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tMEASUREMENT\tMEDIAN\tREPETITIONS\tVS LIMIT")
+	step := 0
+	for _, res := range r.Results {
+		if res.Step != step && step != 0 {
+			fmt.Fprintln(tw, "\t\t\t\t")
+		}
+		step = res.Step
+		reps := make([]string, len(res.Values))
+		for i, v := range res.Values {
+			reps[i] = formatValue(v, res.Unit, false)
+		}
+		ratio := ""
+		if res.Ratio != nil {
+			ratio = fmt.Sprintf("%.2f× %s", *res.Ratio, strings.Join(res.Limits, "+"))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", res.Step, res.Name, formatValue(median(res.Values), res.Unit, true),
+			strings.Join(reps, " / "), ratio)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nTARGETS")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range r.Targets {
+		status := "n/a (not measured)"
+		if t.Met != nil {
+			status = map[bool]string{true: "MET", false: "NOT MET"}[*t.Met]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Value, status, t.Detail)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nNOTES (first repetition unless marked)")
+	for _, res := range r.Results {
+		for _, n := range res.Notes {
+			fmt.Fprintf(w, "  [%s] %s\n", res.ID, n)
+		}
+	}
+	fmt.Fprintln(w, "\nVS LIMIT is the median divided by the named step-1 limit(s), summed: throughputs as a")
+	fmt.Fprintln(w, "fraction of the raw rate, latencies as a multiple of the raw round trip at the same percentile.")
+}
+
+// formatValue renders v in unit; long adds the unit.
+func formatValue(v float64, unit string, long bool) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	var s string
+	switch unit {
+	case "ev/s", "msg/s", "ev":
+		s = thousands(int64(math.Round(v)))
+	case "ms", "µs":
+		switch {
+		case v >= 100:
+			s = strconv.FormatFloat(v, 'f', 0, 64)
+		case v >= 10:
+			s = strconv.FormatFloat(v, 'f', 1, 64)
+		default:
+			s = strconv.FormatFloat(v, 'f', 2, 64)
+		}
+	case "MB", "kB":
+		s = strconv.FormatFloat(v, 'f', 1, 64)
+	case "yes/no":
+		if v >= 0.5 {
+			return "yes"
+		}
+		return "no"
+	default:
+		s = strconv.FormatFloat(v, 'g', 4, 64)
+	}
+	if long && unit != "" {
+		s += " " + unit
+	}
+	return s
+}
+
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func (r *report) writeJSON(path string) error {
+	clean := func(f float64) any {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil
+		}
+		return f
+	}
+	type jsonResult struct {
+		*result
+		Values []any `json:"values"`
+		Median any   `json:"median"`
+		Series []any `json:"series,omitempty"`
+	}
+	out := struct {
+		*report
+		Results []jsonResult `json:"results"`
+	}{report: r}
+	for _, res := range r.Results {
+		jr := jsonResult{result: res, Median: clean(res.Median)}
+		for _, v := range res.Values {
+			jr.Values = append(jr.Values, clean(v))
+		}
+		for _, v := range res.Series {
+			jr.Series = append(jr.Series, clean(v))
+		}
+		out.Results = append(out.Results, jr)
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode json: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// machineFacts describes the machine for the report.
+func machineFacts() map[string]any {
+	m := map[string]any{"cores": runtime.NumCPU(), "go": runtime.Version(), "goos": runtime.GOOS + "/" + runtime.GOARCH}
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(raw), "\n")
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			m["memory"] = fmt.Sprintf("%.0f GiB RAM", kb/1024/1024)
+		}
+	}
+	if raw, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = "Linux " + strings.TrimSpace(string(raw))
+	}
+	return m
+}
+
+// evaluateTargets checks the project's targets against the medians.
+func evaluateTargets(r *report, o *Options) []target {
+	var out []target
+	check := func(name string, ok bool, measured bool, value, detail string) {
+		t := target{Name: name, Value: value, Detail: detail}
+		if measured {
+			t.Met = &ok
+		}
+		out = append(out, t)
+	}
+	have := func(ids ...string) bool {
+		for _, id := range ids {
+			if math.IsNaN(r.median(id)) {
+				return false
+			}
+		}
+		return true
+	}
+
+	drain, js := r.median("relay_drain_rate"), r.median("js_publish_rate")
+	check("relay drain ≥ 0.7 × raw JetStream publish rate", drain >= 0.7*js, have("relay_drain_rate", "js_publish_rate"),
+		fmt.Sprintf("%.2f×", drain/js), fmt.Sprintf("%s vs %s ev/s", formatValue(drain, "ev/s", false), formatValue(js, "ev/s", false)))
+
+	rss := r.median("relay_drain_rss")
+	check(fmt.Sprintf("relay peak RSS < 150 MB while draining %s", thousands(int64(o.Events))), rss < 150,
+		have("relay_drain_rss"), fmt.Sprintf("%.1f MB", rss), "VmHWM")
+
+	maxID := "steady_" + rateLabel(0)
+	keeps := r.median(maxID + "_keeps_up")
+	check("steady state keeps up with the fastest writers (lag flat)", keeps >= 0.5, have(maxID+"_keeps_up"),
+		formatValue(keeps, "yes/no", false), fmt.Sprintf("writers %s ev/s, relay %s ev/s, lag slope %.0f ev/s",
+			formatValue(r.median(maxID+"_write_rate"), "ev/s", false), formatValue(r.median(maxID+"_relay_rate"), "ev/s", false),
+			r.median(maxID+"_lag_slope")))
+	p99 := r.median("steady_5000_p99")
+	check("steady state p99 commit→ack ≤ 25 ms at 5k/s", p99 <= 25, have("steady_5000_p99"),
+		fmt.Sprintf("%.2f ms", p99), fmt.Sprintf("relay histogram: %.1f%% ≤ 25 ms", r.median("steady_5000_hist_le25")))
+
+	sinkID := fmt.Sprintf("sink_sql_c%d_rate", 16)
+	sink, pg := r.median(sinkID), r.median("pg_1row_rate")
+	check("sink ≥ 0.7 × raw Postgres 1-row tx rate at CONCURRENCY 16", sink >= 0.7*pg, have(sinkID, "pg_1row_rate"),
+		fmt.Sprintf("%.2f×", sink/pg), fmt.Sprintf("no-op SQL handler %s vs %s ev/s", formatValue(sink, "ev/s", false), formatValue(pg, "ev/s", false)))
+
+	e2e := r.median("e2e_1000_p99")
+	check("end-to-end p99 commit→applied ≤ 50 ms at 1k/s", e2e <= 50, have("e2e_1000_p99"), fmt.Sprintf("%.2f ms", e2e), "")
+
+	bestPoll, bestPollLat := math.NaN(), math.NaN()
+	for _, p := range o.Pollers {
+		if v := r.median(fmt.Sprintf("poll_p%d_drain_rate", p)); !math.IsNaN(v) && (math.IsNaN(bestPoll) || v > bestPoll) {
+			bestPoll = v
+		}
+		if v := r.median(fmt.Sprintf("poll_p%d_1000_p99", p)); !math.IsNaN(v) && (math.IsNaN(bestPollLat) || v < bestPollLat) {
+			bestPollLat = v
+		}
+	}
+	relayLat := r.median("steady_1000_p99")
+	measured := !math.IsNaN(bestPoll) && !math.IsNaN(drain) && !math.IsNaN(bestPollLat) && !math.IsNaN(relayLat)
+	check("relay ≥ 3× polling baseline drain rate, with lower p99 latency", drain >= 3*bestPoll && relayLat < bestPollLat, measured,
+		fmt.Sprintf("%.2f×", drain/bestPoll), fmt.Sprintf("best polling %s ev/s; p99 at 1k/s relay %.2f ms vs polling %.2f ms",
+			formatValue(bestPoll, "ev/s", false), relayLat, bestPollLat))
+	return out
+}
+
+// rateLabel names a writer rate in result ids: "1000", or "max".
+func rateLabel(rate int) string {
+	if rate == 0 {
+		return "max"
+	}
+	return strconv.Itoa(rate)
+}
