@@ -134,7 +134,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	})
 	reg := ops.NewRegistry()
 	r.metrics = newMetrics(reg, r)
-	srv := &ops.Server{Addr: c.HTTPAddr, Registry: reg, Log: r.log, Checks: map[string]ops.Check{
+	srv := &ops.Server{Addr: c.HTTPAddr, Pprof: c.Pprof, Registry: reg, Log: r.log, Checks: map[string]ops.Check{
 		"replication": func(context.Context) error {
 			if st := r.stream.State(); !st.Replicating {
 				return errors.New(st.Reason)

@@ -107,7 +107,7 @@ func (a *App) Run(ctx context.Context) error {
 	met := newMetrics(reg)
 	var s *sink.Sink
 	ready := make(chan struct{}) // closed once s is set
-	srv := &ops.Server{Addr: c.HTTPAddr, Registry: reg, Log: a.log, Checks: map[string]ops.Check{
+	srv := &ops.Server{Addr: c.HTTPAddr, Pprof: c.Pprof, Registry: reg, Log: a.log, Checks: map[string]ops.Check{
 		"postgres": func(ctx context.Context) error { return a.pool.Ping(ctx) },
 		"nats": func(context.Context) error {
 			if st := a.nc.Status(); st != nats.CONNECTED {

@@ -290,6 +290,15 @@ type reader struct {
 func (r *reader) loop(ctx context.Context) error {
 	r.nextStatus = time.Now().Add(r.s.opts.StatusInterval)
 	r.lastHeard = time.Now()
+	// Reads wake up for the next status update through the socket's read
+	// deadline, set once per interval, and for shutdown through one hook per
+	// session: a context with a deadline per message costs a timer, a
+	// context watch and ~10 allocations per WAL message (3 messages per
+	// 1-row transaction).
+	netConn := r.conn.Conn()
+	stopHook := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Now()) })
+	defer stopHook()
+	var deadline time.Time
 	for {
 		if ctx.Err() != nil {
 			return r.shutdown()
@@ -302,9 +311,16 @@ func (r *reader) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, r.nextStatus)
-		msg, err := r.conn.ReceiveMessage(rctx)
-		cancel()
+		if !deadline.Equal(r.nextStatus) {
+			deadline = r.nextStatus
+			if err := netConn.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("set read deadline: %w", err)
+			}
+			if ctx.Err() != nil { // the hook may have fired before the new deadline
+				continue
+			}
+		}
+		msg, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) || ctx.Err() != nil {
 				continue

@@ -41,6 +41,7 @@ type Common struct {
 	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info" help:"debug | info | warn | error"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"json" help:"json | console"`
 	HTTPAddr       string   `env:"HTTP_ADDR" help:"address for /healthz, /readyz and /metrics (e.g. :8080); empty disables"`
+	Pprof          bool     `env:"PPROF" envDefault:"false" help:"also serve Go profiles at /debug/pprof/ on HTTP_ADDR (diagnosis; keep HTTP_ADDR private)"`
 }
 
 // Validate checks the common variables. Messages name the variable and the

@@ -51,14 +51,20 @@ func newInbox(table string) (*inbox, error) {
 	const vals = `($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11::pg_lsn, $12`
 	return &inbox{
 		table: tbl,
-		// Insert the row, or lock the existing one. RETURNING reports what a
-		// previous delivery left: its status, attempts and last error, and
-		// whether it was this very message (same stream sequence) — a dead
-		// row is final for its own message but is tried again when the event
-		// comes back in a new message (a replay or a re-publish).
-		upsert: `INSERT INTO ` + tbl + ` AS i ` + cols + ` VALUES ` + vals + `, 'received', NULL, 0, NULL)
+		// Insert the row, or lock the existing one. A new row goes in as
+		// processed at once: if the handler fails, the transaction rolls back
+		// and the row with it, so the common path writes the row once and
+		// needs no second statement. RETURNING reports whether the row is new
+		// (xmax = 0) and what a previous delivery left: its status, attempts
+		// and last error, and whether it was this very message (same stream
+		// sequence) — a dead row is final for its own message but is tried
+		// again when the event comes back in a new message (a replay or a
+		// re-publish).
+		upsert: `INSERT INTO ` + tbl + ` AS i (event_id, event_type, resource_type, resource_id, payload, subject, headers,
+			stream, stream_seq, deliveries, commit_lsn, tx_index, status, processing_attempts, processed_at)
+			VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11::pg_lsn, $12, 'processed', 1, now())
 			ON CONFLICT (event_id) DO UPDATE SET deliveries = greatest(i.deliveries, EXCLUDED.deliveries)
-			RETURNING i.status, i.processing_attempts, coalesce(i.error_message, ''),
+			RETURNING i.xmax = 0, i.status, i.processing_attempts, coalesce(i.error_message, ''),
 				coalesce(i.stream = $8 AND i.stream_seq = $9, false)`,
 		setApplying: `SELECT set_config('jetstream_bridge.applying', $1, true)`,
 		// Lock the key's newest applied position and move it to this event's,
@@ -76,8 +82,11 @@ func newInbox(table string) (*inbox, error) {
 				processing_attempts = CASE WHEN status = 'dead' THEN 0 ELSE processing_attempts END + 1,
 				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6
 			WHERE event_id = $1`,
+		// $7: the row was inserted by this attempt (as processed, with one
+		// attempt counted); a stale event never ran the handler.
 		stale: `UPDATE ` + tbl + ` SET status = 'stale', processed_at = now(), updated_at = now(),
-				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6
+				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6,
+				processing_attempts = CASE WHEN $7 THEN 0 ELSE processing_attempts END
 			WHERE event_id = $1`,
 		// A failed attempt, recorded in its own transaction after the
 		// attempt rolled back. $14 is the attempt number as the caller
@@ -189,10 +198,11 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 	var (
 		status, lastErr string
 		attempts        int
+		inserted        bool
 		sameMsg         bool
 		newest          bool
 	)
-	err = br.QueryRow().Scan(&status, &attempts, &lastErr, &sameMsg)
+	err = br.QueryRow().Scan(&inserted, &status, &attempts, &lastErr, &sameMsg)
 	if err == nil {
 		_, err = br.Exec()
 	}
@@ -209,10 +219,12 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 		return 0, classifyDB(ctx, "write inbox row", err)
 	}
 
-	switch status {
-	case StatusProcessed, StatusStale:
+	switch {
+	case inserted:
+		attempts = 0 // first sight of the event; the row is already written as processed
+	case status == StatusProcessed, status == StatusStale:
 		return outDuplicate, nil
-	case StatusDead:
+	case status == StatusDead:
 		if sameMsg {
 			return outDeadSeen, nil
 		}
@@ -222,7 +234,7 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 		return 0, &exhaustedError{attempts: n, last: lastErr}
 	}
 	if checkPos && !newest {
-		if _, err := tx.Exec(ctx, s.inbox.stale, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex); err != nil {
+		if _, err := tx.Exec(ctx, s.inbox.stale, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex, inserted); err != nil {
 			return 0, classifyDB(ctx, "mark inbox row stale", err)
 		}
 		if err := tx.Commit(ctx); err != nil {
@@ -243,8 +255,10 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 		}
 		return 0, &handlerError{herr}
 	}
-	if _, err := tx.Exec(ctx, s.inbox.processed, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex); err != nil {
-		return 0, classifyDB(ctx, "mark inbox row processed", err)
+	if !inserted { // a row from an earlier delivery: failed, dead or in flight elsewhere
+		if _, err := tx.Exec(ctx, s.inbox.processed, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex); err != nil {
+			return 0, classifyDB(ctx, "mark inbox row processed", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		// Whether it committed is unknown; retrying is safe either way: a

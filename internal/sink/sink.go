@@ -347,17 +347,18 @@ func (s *Sink) sleep(ctx context.Context, stop <-chan struct{}, delay time.Durat
 }
 
 // settle acks (or for a message dead-lettered before, terminates) a message
-// whose outcome is committed. The ack is confirmed by the server; if it is
-// lost, the redelivery finds the inbox row and is acked as a duplicate.
+// whose outcome is committed.
 func (s *Sink) settle(d *dispatcher, it *item, out outcome) {
 	d.finish(it)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	// A plain ack: the worker does not wait a round trip for the server's
+	// confirmation before taking the next message of its lane. If the ack
+	// is lost, the redelivery finds the inbox row and is acked as a
+	// duplicate, without a second effect.
 	var err error
 	if out == outDeadSeen {
 		err = it.msg.Term()
 	} else {
-		err = it.msg.DoubleAck(ctx)
+		err = it.msg.Ack()
 	}
 	if err != nil {
 		s.event(s.log.Warn(), it).Err(err).Msg("ack failed; the redelivery will be recognised as a duplicate")

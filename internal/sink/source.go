@@ -25,6 +25,7 @@ type Msg interface {
 	Nak() error
 	NakWithDelay(delay time.Duration) error
 	Term() error
+	Ack() error
 	DoubleAck(ctx context.Context) error
 }
 
@@ -43,6 +44,7 @@ func (n natsMsg) InProgress() error                      { return n.m.InProgress
 func (n natsMsg) Nak() error                             { return n.m.Nak() }
 func (n natsMsg) NakWithDelay(delay time.Duration) error { return n.m.NakWithDelay(delay) }
 func (n natsMsg) Term() error                            { return n.m.Term() }
+func (n natsMsg) Ack() error                             { return n.m.Ack() }
 func (n natsMsg) DoubleAck(ctx context.Context) error    { return n.m.AckSync(nats.Context(ctx)) }
 
 func (n natsMsg) Metadata() (*jetstream.MsgMetadata, error) {
