@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -159,19 +160,20 @@ func (r *Relay) Run(ctx context.Context) error {
 	pipeDone := make(chan error, 1)
 	pubDone := make(chan error, 1)
 	auxDone := make(chan error, 3)
+	var helpers sync.WaitGroup // publisher and auxiliaries: none outlives Run
 	go func() { streamDone <- r.stream.Run(readCtx, events) }()
 	go func() { pipeDone <- r.pipeline(workCtx, events) }()
-	go func() { pubDone <- r.pub.Run(workCtx) }()
+	helpers.Go(func() { pubDone <- r.pub.Run(workCtx) })
 	for _, aux := range []func(context.Context) error{srv.Run, r.guard, r.prune} {
-		go func() {
+		helpers.Go(func() {
 			if err := aux(readCtx); err != nil { // nil means disabled or stopped
 				auxDone <- err
 			}
-		}()
+		})
 	}
 
 	var err error
-	streamFinished := false
+	streamFinished, pipeFinished := false, false
 	select {
 	case <-ctx.Done():
 		r.log.Info().Msg("shutting down: stop reading, wait for in-flight acks, confirm")
@@ -180,6 +182,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		err = r.explain(ctx, err)
 	case err = <-pubDone:
 	case err = <-pipeDone:
+		pipeFinished = true
 	case err = <-auxDone:
 	}
 	stopReading()
@@ -189,9 +192,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	stopWork()
-	if perr := <-pipeDone; err == nil && perr != nil && !errors.Is(perr, context.Canceled) {
-		err = perr
+	if !pipeFinished {
+		if perr := <-pipeDone; err == nil && perr != nil && !errors.Is(perr, context.Canceled) {
+			err = perr
+		}
 	}
+	helpers.Wait()
 	if err != nil {
 		return err
 	}
