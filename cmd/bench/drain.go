@@ -51,7 +51,7 @@ func (b *bench) drain(ctx context.Context) error {
 		timeout := max(2*time.Minute, time.Duration(o.Events/500)*time.Second)
 		err = waitFor(ctx, timeout, 10*time.Millisecond, "relay drain", func() (bool, error) {
 			if relay.exited() {
-				return false, fmt.Errorf("relay exited: %v\n%s", relay.err, relay.tail(20))
+				return false, fmt.Errorf("relay exited: %v\n%s", relay.Err(), relay.tail(20))
 			}
 			n, err := b.streamMsgs(ctx)
 			if err != nil {

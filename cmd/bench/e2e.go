@@ -54,7 +54,7 @@ func (b *bench) endToEnd(ctx context.Context) error {
 			if err := waitFor(ctx, 3*time.Minute, 20*time.Millisecond, "sink applies every event", func() (bool, error) {
 				for _, p := range []*proc{relay, sink} {
 					if p.exited() {
-						return false, fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.tail(20))
+						return false, fmt.Errorf("%s exited: %v\n%s", p.name, p.Err(), p.tail(20))
 					}
 				}
 				var n int64

@@ -5,28 +5,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
 // proc is a relay or sink running as a child process, its output going to
 // a log file.
 type proc struct {
+	*localenv.Child
 	name      string
 	logPath   string
 	addr      string // HTTP_ADDR (/readyz, /metrics)
 	pprofAddr string // with --profile
-	cmd       *exec.Cmd
-	done      chan struct{} // closed when the process has exited; err is set then
-	err       error
 }
 
 // start starts bin with env added to a minimal environment. Every process
@@ -40,7 +36,7 @@ func (b *bench) start(ctx context.Context, name, bin string, env []string, args 
 	b.nproc++
 	n := b.nproc
 	b.mu.Unlock()
-	p := &proc{name: fmt.Sprintf("%s#%d", name, n), addr: addr, done: make(chan struct{}),
+	p := &proc{name: fmt.Sprintf("%s#%d", name, n), addr: addr,
 		logPath: filepath.Join(b.dir, "logs", fmt.Sprintf("%02d-%s.log", n, name))}
 	env = append(env, "HTTP_ADDR="+addr, "LOG_FORMAT=json", "LOG_LEVEL=info")
 	if b.opts.Profile != "" {
@@ -49,26 +45,9 @@ func (b *bench) start(ctx context.Context, name, bin string, env []string, args 
 		}
 		env = append(env, "JSB_BENCH_PPROF_ADDR="+p.pprofAddr)
 	}
-	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open log of %s: %w", name, err)
+	if p.Child, err = localenv.StartChild(p.name, p.logPath, append(baseEnviron(), env...), bin, args...); err != nil {
+		return nil, err
 	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(baseEnviron(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	// Own process group: Ctrl-C reaches the bench only, which stops its
-	// children itself; a bench killed with -9 takes them along.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(p.cmd.SysProcAttr)
-	if err := p.cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
 	b.mu.Lock()
 	b.procs = append(b.procs, p)
 	b.mu.Unlock()
@@ -122,7 +101,7 @@ func (b *bench) provisionRelay(ctx context.Context) error {
 		return err
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-ctx.Done():
 		_ = p.stop(5 * time.Second)
 		return ctx.Err()
@@ -130,83 +109,28 @@ func (b *bench) provisionRelay(ctx context.Context) error {
 		_ = p.stop(5 * time.Second)
 		return errors.New("relay provision did not finish within 2 minutes")
 	}
-	if p.err != nil {
-		return fmt.Errorf("relay provision: %w\n%s", p.err, p.tail(20))
+	if p.Err() != nil {
+		return fmt.Errorf("relay provision: %w\n%s", p.Err(), p.tail(20))
 	}
 	return nil
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.Exited() }
+func (p *proc) pid() int     { return p.PID() }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// stop sends SIGTERM and waits up to timeout, then kills. It returns an error
-// when the process did not exit cleanly.
+// stop sends SIGTERM and waits up to timeout, then kills; an unclean exit
+// comes with the end of the log.
 func (p *proc) stop(timeout time.Duration) error {
-	if !p.exited() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(timeout):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			return fmt.Errorf("%s did not exit within %s of SIGTERM; killed", p.name, timeout)
-		}
-	}
-	if p.err != nil {
-		return fmt.Errorf("%s: %w\n%s", p.name, p.err, p.tail(20))
+	if err := p.Stop(timeout); err != nil {
+		return fmt.Errorf("%w\n%s", err, p.Tail(20))
 	}
 	return nil
 }
 
-// tail returns the last n lines of the process log.
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", p.logPath, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (p *proc) tail(n int) string { return p.Tail(n) }
 
-// waitReady polls /readyz until it answers 200, the process exits, or
-// timeout passes.
 func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	last := "no answer yet"
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/readyz", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.tail(20))
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %s (%s)\n%s", p.name, timeout, last, p.tail(20))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return p.WaitReady(ctx, p.addr, timeout)
 }
 
 // metrics fetches /metrics.
@@ -243,12 +167,4 @@ func (p *proc) peakRSS() int64 {
 	return 0
 }
 
-// freeAddr returns a free 127.0.0.1 port as host:port.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pick free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+func freeAddr() (string, error) { return localenv.FreeAddr() }

@@ -94,7 +94,7 @@ func (b *bench) sinkRun(ctx context.Context, handler string, concurrency int, pr
 	timeout := max(2*time.Minute, time.Duration(o.SinkEvents/200)*time.Second)
 	err = waitFor(ctx, timeout, 20*time.Millisecond, "sink applies every event", func() (bool, error) {
 		if sink.exited() {
-			return false, fmt.Errorf("sink exited: %v\n%s", sink.err, sink.tail(20))
+			return false, fmt.Errorf("sink exited: %v\n%s", sink.Err(), sink.tail(20))
 		}
 		if cons == nil {
 			c, err := b.js.Consumer(ctx, streamName, durableName)

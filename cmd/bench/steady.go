@@ -168,7 +168,7 @@ func (b *bench) steadyRun(ctx context.Context, relay *proc, obs *observer, rate 
 	committed := w.committed.Load()
 	if err := waitFor(ctx, time.Minute, 5*time.Millisecond, "stream catches up with the writers", func() (bool, error) {
 		if relay.exited() {
-			return false, fmt.Errorf("relay exited: %v\n%s", relay.err, relay.tail(20))
+			return false, fmt.Errorf("relay exited: %v\n%s", relay.Err(), relay.tail(20))
 		}
 		return obs.count.Load()-base >= committed, nil
 	}); err != nil {
