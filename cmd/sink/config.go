@@ -25,6 +25,7 @@ type Config struct {
 	AckWait         time.Duration   `env:"ACK_WAIT" envDefault:"30s" help:"consumer ack wait; held messages get a heartbeat every third of it"`
 	Backoff         []time.Duration `env:"BACKOFF" envDefault:"1s,5s,15s,30s,60s" envSeparator:"," help:"waits between attempts, comma-separated; the last repeats"`
 	BatchSize       int             `env:"BATCH_SIZE" envDefault:"25" help:"messages per fetch; at most 2*BATCH_SIZE+CONCURRENCY are held"`
+	TxBatch         int             `env:"TX_BATCH" envDefault:"25" help:"events of different keys a worker may apply in one transaction when the handler is SQL (1 = one transaction per event)"`
 	Concurrency     int             `env:"CONCURRENCY" envDefault:"4" help:"events applied in parallel (different keys); database pool is CONCURRENCY+2"`
 	SkipStale       bool            `env:"SKIP_STALE" envDefault:"false" help:"skip (record as stale) an event older than the newest applied for its key"`
 	ConsumerMode    string          `env:"CONSUMER_MODE" envDefault:"pull" help:"pull, or push: a durable push consumer delivering to DELIVER_SUBJECT in queue group DURABLE_NAME"`
@@ -145,6 +146,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("BACKOFF: %s is not positive; expected comma-separated durations such as 1s,5s,15s", b))
 			break
 		}
+	}
+	if c.TxBatch < 1 || c.TxBatch > 1000 {
+		errs = append(errs, fmt.Errorf("TX_BATCH=%d: expected a whole number from 1 to 1000", c.TxBatch))
 	}
 	if c.BatchSize < 1 || c.BatchSize > 1000 {
 		errs = append(errs, fmt.Errorf("BATCH_SIZE=%d: expected a whole number from 1 to 1000", c.BatchSize))

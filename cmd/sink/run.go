@@ -135,7 +135,7 @@ func (a *App) Run(ctx context.Context) error {
 		s, err = sink.New(sink.Options{
 			DB: a.pool, JS: a.js, Source: src, Handler: handler,
 			Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
-			MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, Concurrency: c.Concurrency,
+			MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, TxBatch: c.TxBatch, Concurrency: c.Concurrency,
 			MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
 			Observer: met, Log: a.log,
 		})

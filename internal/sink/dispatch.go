@@ -20,6 +20,8 @@ type item struct {
 	pos       envelope.Position
 	hasPos    bool
 	hdrJSON   []byte // headers as a JSON object, built on first use
+	stmt      string // the handler as one SQL statement, for batches; see Sink.batchable
+	batch     int8   // 0 not decided yet, 1 batchable, -1 not
 
 	next     *item // in its lane
 	finished bool  // no heartbeat after this; guarded by dispatcher.mu
@@ -156,24 +158,49 @@ func (d *dispatcher) pushReady(l *lane) {
 	}
 }
 
+// claim is a lane a worker owns, with the head it works on.
+type claim struct {
+	lane *lane
+	it   *item
+}
+
 // next blocks until a lane is ready, takes ownership of it and returns it
-// with its head; nil once the dispatcher is closing.
-func (d *dispatcher) next() (*lane, *item) {
+// with its head in buf[:1]. When batchable(head) and max > 1, it also takes
+// the lanes ready right behind it whose heads are batchable, up to max
+// claims, without waiting for more: under load a worker applies several
+// keys' events in one transaction, with none it applies one at once. It
+// returns nil once the dispatcher is closing. batchable runs under d.mu.
+func (d *dispatcher) next(buf []claim, max int, batchable func(*item) bool) []claim {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for d.readyHead == nil && !d.closing {
 		d.cond.Wait()
 	}
 	if d.closing {
-		return nil, nil
+		return nil
 	}
+	l := d.popReady()
+	buf = append(buf[:0], claim{l, l.head})
+	if max <= 1 || batchable == nil || !batchable(l.head) {
+		return buf
+	}
+	for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) {
+		l := d.popReady()
+		buf = append(buf, claim{l, l.head})
+	}
+	return buf
+}
+
+// popReady takes the first ready lane and marks it owned. d.mu is held and
+// the ready list is not empty.
+func (d *dispatcher) popReady() *lane {
 	l := d.readyHead
 	d.readyHead, l.nextReady = l.nextReady, nil
 	if d.readyHead == nil {
 		d.readyTail = nil
 	}
 	l.queued, l.busy = false, true
-	return l, l.head
+	return l
 }
 
 // finish marks a message as settled (about to be acked, terminated or handed

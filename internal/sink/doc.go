@@ -11,6 +11,11 @@
 // inbox row is already processed: it is acked without a second effect. The
 // same holds for several sink processes on one durable consumer.
 //
+// With a SQL handler, a worker applies the ready heads of several lanes in
+// one transaction sent as one pipeline (TxBatch, batch.go): the same
+// statements per event, written to fail whenever an event needs more than
+// the common path, so that such an event is applied on its own.
+//
 // Files follow the data path:
 //
 //	consumer.go    the durable consumer, pull or push: provisioning, lookup, checks
@@ -22,6 +27,7 @@
 //	               InProgress heartbeats for every message held
 //	sink.go        one message from start to finish: attempts, retries, ack
 //	inbox.go       the inbox transaction and the per-key positions (SKIP_STALE)
+//	batch.go       several events in one transaction, one round trip (SQL handlers)
 //	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -109,6 +110,9 @@ func (h *SQLHandler) Handle(ctx context.Context, tx pgx.Tx, ev *Event) error {
 	}
 	return fmt.Errorf("%s: %w", h.name, err)
 }
+
+// statement makes SQLHandler a statementHandler.
+func (h *SQLHandler) statement(*envelope.Envelope, string) string { return h.stmt }
 
 // String returns the handler spec.
 func (h *SQLHandler) String() string { return "sql:" + h.name }

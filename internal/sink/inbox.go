@@ -32,6 +32,9 @@ const (
 type inbox struct {
 	table                                                                  string // quoted
 	upsert, setApplying, position, processed, stale, failed, dead, freeSeq string
+	// For batches (batch.go): statements that fail unless the event is new
+	// and, with SKIP_STALE, the newest of its key.
+	insertNew, positionNewest string
 }
 
 func newInbox(table string) (*inbox, error) {
@@ -49,6 +52,15 @@ func newInbox(table string) (*inbox, error) {
 	const cols = `(event_id, event_type, resource_type, resource_id, payload, subject, headers,
 		stream, stream_seq, deliveries, commit_lsn, tx_index, status, error_message, processing_attempts, failed_at)`
 	const vals = `($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11::pg_lsn, $12`
+	const newCols = `(event_id, event_type, resource_type, resource_id, payload, subject, headers,
+			stream, stream_seq, deliveries, commit_lsn, tx_index, status, processing_attempts, processed_at)`
+	const newVals = vals + `, 'processed', 1, now())`
+	position := `INSERT INTO ` + pos + ` AS p (resource_type, resource_id, commit_lsn, tx_index, event_id)
+			VALUES ($1, $2, $3::pg_lsn, $4, $5)
+			ON CONFLICT (resource_type, resource_id) DO UPDATE
+				SET commit_lsn = EXCLUDED.commit_lsn, tx_index = EXCLUDED.tx_index, event_id = EXCLUDED.event_id, updated_at = now()
+				WHERE (p.commit_lsn, p.tx_index) <= (EXCLUDED.commit_lsn, EXCLUDED.tx_index)
+			RETURNING true`
 	return &inbox{
 		table: tbl,
 		// Insert the row, or lock the existing one. A new row goes in as
@@ -60,9 +72,7 @@ func newInbox(table string) (*inbox, error) {
 		// sequence) — a dead row is final for its own message but is tried
 		// again when the event comes back in a new message (a replay or a
 		// re-publish).
-		upsert: `INSERT INTO ` + tbl + ` AS i (event_id, event_type, resource_type, resource_id, payload, subject, headers,
-			stream, stream_seq, deliveries, commit_lsn, tx_index, status, processing_attempts, processed_at)
-			VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11::pg_lsn, $12, 'processed', 1, now())
+		upsert: `INSERT INTO ` + tbl + ` AS i ` + newCols + ` VALUES ` + newVals + `
 			ON CONFLICT (event_id) DO UPDATE SET deliveries = greatest(i.deliveries, EXCLUDED.deliveries)
 			RETURNING i.xmax = 0, i.status, i.processing_attempts, coalesce(i.error_message, ''),
 				coalesce(i.stream = $8 AND i.stream_seq = $9, false)`,
@@ -72,12 +82,14 @@ func newInbox(table string) (*inbox, error) {
 		// conflicting row is locked even when the WHERE fails, and stays
 		// locked until commit, so one key's events apply one at a time across
 		// processes.
-		position: `INSERT INTO ` + pos + ` AS p (resource_type, resource_id, commit_lsn, tx_index, event_id)
-			VALUES ($1, $2, $3::pg_lsn, $4, $5)
-			ON CONFLICT (resource_type, resource_id) DO UPDATE
-				SET commit_lsn = EXCLUDED.commit_lsn, tx_index = EXCLUDED.tx_index, event_id = EXCLUDED.event_id, updated_at = now()
-				WHERE (p.commit_lsn, p.tx_index) <= (EXCLUDED.commit_lsn, EXCLUDED.tx_index)
-			RETURNING true`,
+		position: position,
+		// A batch has no round trip to look at results before it commits, so
+		// what would send an event down another path makes its statement
+		// fail instead, and the event is applied on its own: an existing row
+		// (a duplicate, a retry, a dead letter) is a unique violation, an
+		// older position divides by zero (no row came back).
+		insertNew:      `INSERT INTO ` + tbl + ` ` + newCols + ` VALUES ` + newVals,
+		positionNewest: `WITH p AS (` + position + `) SELECT 1 / count(*) FROM p`,
 		processed: `UPDATE ` + tbl + ` SET status = 'processed', processed_at = now(), updated_at = now(),
 				processing_attempts = CASE WHEN status = 'dead' THEN 0 ELSE processing_attempts END + 1,
 				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6
@@ -185,11 +197,7 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 	var b pgx.Batch
 	b.Queue(s.inbox.upsert, env.EventID, env.EventType, env.ResourceType, env.ResourceID, []byte(env.Payload),
 		it.msg.Subject(), it.headersJSON(), it.stream, int64(it.seq), it.delivered, lsn, txIndex)
-	producer := env.Producer
-	if producer == "" {
-		producer = "jetstream-bridge"
-	}
-	b.Queue(s.inbox.setApplying, producer)
+	b.Queue(s.inbox.setApplying, producerOf(env))
 	checkPos := s.skipStale && it.hasPos && env.ResourceID != ""
 	if checkPos {
 		b.Queue(s.inbox.position, env.ResourceType, env.ResourceID, it.pos.CommitLSN, it.pos.TxIndex, env.EventID)
@@ -403,6 +411,7 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	Ping(ctx context.Context) error
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
 }
 
 var _ DB = (*pgxpool.Pool)(nil)

@@ -127,6 +127,16 @@ func (r *Router) Handle(ctx context.Context, tx pgx.Tx, ev *Event) error {
 	return h.Handle(ctx, tx, ev)
 }
 
+// statement makes Router a statementHandler: the matching route's handler
+// joins batches when it is a SQL handler. An unroutable event goes alone
+// (and is dead-lettered).
+func (r *Router) statement(env *envelope.Envelope, subject string) string {
+	if sh, ok := r.Match(env.EventType, env.ResourceType, subject).(statementHandler); ok {
+		return sh.statement(env, subject)
+	}
+	return ""
+}
+
 // Match returns the handler of the first route matching the event, or nil.
 func (r *Router) Match(eventType, resourceType, subject string) Handler {
 	for i := range r.routes {

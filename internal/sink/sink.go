@@ -47,10 +47,15 @@ type Options struct {
 	DLQSubject string // where dead letters go; required when UseDLQ
 	UseDLQ     bool   // false: log at error level, mark dead, terminate
 
-	MaxDeliver  int             // attempts before dead-lettering as exhausted; default 5
-	Backoff     []time.Duration // wait before attempt n+1 is Backoff[n-1], the last repeating; default 1s,5s,15s,30s,60s
-	BatchSize   int             // messages per fetch; default 25
-	Concurrency int             // workers (keys applied in parallel); default 4
+	MaxDeliver int             // attempts before dead-lettering as exhausted; default 5
+	Backoff    []time.Duration // wait before attempt n+1 is Backoff[n-1], the last repeating; default 1s,5s,15s,30s,60s
+	BatchSize  int             // messages per fetch; default 25
+	// TxBatch is how many events, of different keys, one worker may apply
+	// in one transaction when their handler is a SQL procedure or function
+	// (default 25; 1 applies every event in a transaction of its own). See
+	// batch.go.
+	TxBatch     int
+	Concurrency int // workers (keys applied in parallel); default 4
 	// MaxHeld bounds the messages pulled and not yet settled; pulling waits
 	// while more are held. Default 2*BatchSize+Concurrency; at least BatchSize+Concurrency.
 	// A Push source is bounded by the consumer's MaxAckPending instead.
@@ -82,6 +87,7 @@ type Sink struct {
 	maxDeliver  int
 	backoff     []time.Duration
 	batchSize   int
+	txBatch     int
 	concurrency int
 	maxHeld     int
 	skipStale   bool
@@ -109,7 +115,7 @@ func New(o Options) (*Sink, error) {
 		db: o.DB, js: o.JS, src: o.Source, handler: o.Handler, inbox: in,
 		dlqSubject: o.DLQSubject, useDLQ: o.UseDLQ,
 		maxDeliver: or(o.MaxDeliver, 5), backoff: o.Backoff,
-		batchSize: or(o.BatchSize, 25), concurrency: or(o.Concurrency, 4),
+		batchSize: or(o.BatchSize, 25), txBatch: or(o.TxBatch, 25), concurrency: or(o.Concurrency, 4),
 		skipStale: o.SkipStale, shutdown: or(o.ShutdownTimeout, 30*time.Second), fetchWait: or(o.FetchWait, time.Second),
 		obs: o.Observer, log: o.Log,
 	}
@@ -232,17 +238,33 @@ func (s *Sink) beat(ctx context.Context, d *dispatcher) {
 	}
 }
 
-// work applies lanes' head messages until the dispatcher closes.
+// work applies lanes' head messages until the dispatcher closes: several
+// in one transaction when they can be batched, else one at a time.
 func (s *Sink) work(ctx context.Context, stop <-chan struct{}, d *dispatcher) {
+	var claims []claim
 	for {
-		l, it := d.next()
-		if l == nil {
+		claims = d.next(claims, s.txBatch, s.batchable)
+		switch {
+		case claims == nil:
 			return
+		case claims[0].it.batch > 0:
+			s.applyBatch(ctx, stop, d, claims)
+		default:
+			s.handleClaim(ctx, stop, d, claims[0])
 		}
-		delay := s.handle(ctx, stop, d, it)
-		if rest := d.done(l, it); len(rest) > 0 {
-			s.handBack(rest, delay)
-		}
+	}
+}
+
+// handleClaim takes a lane's head to its end on its own and releases the lane.
+func (s *Sink) handleClaim(ctx context.Context, stop <-chan struct{}, d *dispatcher, c claim) {
+	s.release(d, c, s.handle(ctx, stop, d, c.it))
+}
+
+// release gives a lane back once its head is settled; when the sink is
+// stopping, the rest of the lane is handed back after delay.
+func (s *Sink) release(d *dispatcher, c claim, delay time.Duration) {
+	if rest := d.done(c.lane, c.it); len(rest) > 0 {
+		s.handBack(rest, delay)
 	}
 }
 
