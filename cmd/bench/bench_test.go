@@ -42,7 +42,8 @@ func TestBench_Quick(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"TARGETS", "relay drain ≥ 0.7", "relay peak RSS < 150 MB", "keeps up with the fastest writers",
-		"p99 commit→ack ≤ 25 ms", "sink ≥ 0.7", "end-to-end p99", "polling baseline", "load average:"} {
+		"p99 commit→ack ≤ 25 ms", "sink ≥ 0.7", "end-to-end p99", "polling baseline", "relay vs tuned polling",
+		"classic (sync publish per row, as the gem)", "tuned (async publish window)", "info (not a target)", "load average:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -64,16 +65,19 @@ func TestBench_Quick(t *testing.T) {
 			Ratio  *float64 `json:"ratio"`
 		} `json:"results"`
 		Targets []struct {
-			Name string `json:"name"`
-			Met  *bool  `json:"met"`
+			Name     string `json:"name"`
+			Met      *bool  `json:"met"`
+			Info     bool   `json:"info"`
+			Measured bool   `json:"measured"`
 		} `json:"targets"`
 	}
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatalf("json: %v\n%s", err, raw)
 	}
-	steps := map[int]int{}
+	steps, ids := map[int]int{}, map[string]bool{}
 	for _, r := range rep.Results {
 		steps[r.Step]++
+		ids[r.ID] = true
 		if len(r.Values) != 1 {
 			t.Errorf("%s: %d values, want 1 (--quick is one repetition)", r.ID, len(r.Values))
 		}
@@ -83,8 +87,26 @@ func TestBench_Quick(t *testing.T) {
 			t.Errorf("json has no result of step %d", step)
 		}
 	}
-	if got, want := len(rep.Targets), 7; got != want {
-		t.Errorf("json has %d targets, want %d", got, want)
+	// --quick runs both polling variants with one poller.
+	for _, id := range []string{"poll_classic_p1_drain_rate", "poll_classic_p1_1000_p99",
+		"poll_tuned_p1_drain_rate", "poll_tuned_p1_1000_p99"} {
+		if !ids[id] {
+			t.Errorf("json has no result %s", id)
+		}
+	}
+	targets, infos := 0, 0
+	for _, tg := range rep.Targets {
+		switch {
+		case !tg.Info:
+			targets++
+		case tg.Met != nil || !tg.Measured:
+			t.Errorf("info line %q: met=%v measured=%v, want met null and measured", tg.Name, tg.Met, tg.Measured)
+		default:
+			infos++
+		}
+	}
+	if targets != 7 || infos != 1 {
+		t.Errorf("json has %d targets and %d info lines, want 7 and 1", targets, infos)
 	}
 }
 
@@ -97,10 +119,13 @@ func TestBench_Usage(t *testing.T) {
 		want     string
 	}{
 		{args: []string{"--help"}, wantCode: 0, want: "--sink-events N"},
+		{args: []string{"--help"}, wantCode: 0, want: "--poll-modes LIST"},
 		{args: []string{"--only", "7"}, wantCode: 1, want: "step 7 does not exist"},
 		{args: []string{"--rates", "fast"}, wantCode: 1, want: "positive whole numbers or max"},
 		{args: []string{"--reps", "0"}, wantCode: 1, want: "--reps 0"},
 		{args: []string{"--relay-env", "GOGC"}, wantCode: 1, want: "KEY=VALUE"},
+		{args: []string{"--poll-modes", "gem"}, wantCode: 1, want: "expected classic and/or tuned"},
+		{args: []string{"--poll-modes", "tuned,tuned"}, wantCode: 1, want: "tuned given twice"},
 		{args: []string{"extra"}, wantCode: 1, want: `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {

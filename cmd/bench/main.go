@@ -56,9 +56,10 @@ type Options struct {
 	Writers       int           // Postgres connections of the writers
 	Rates         []int         // steady-state writer rates, 0 = as fast as Postgres allows
 	E2ERates      []int
-	Concurrency   []int // sink CONCURRENCY values
-	E2EConc       int   // sink CONCURRENCY in the end-to-end step
-	Pollers       []int // polling baseline: pollers
+	Concurrency   []int    // sink CONCURRENCY values
+	E2EConc       int      // sink CONCURRENCY in the end-to-end step
+	Pollers       []int    // polling baseline: pollers
+	PollModes     []string // polling baseline variants: classic, tuned
 	PollBatch     int
 	PollInterval  time.Duration
 	MaxInflight   int // the relay's MAX_INFLIGHT, also the raw publish window
@@ -78,7 +79,7 @@ type Options struct {
 const usageText = `bench measures JetStream Bridge on this machine: the machine's limits (raw
 Postgres inserts, raw JetStream publishes), the relay (backlog drain, steady
 state, latency), the sink (SQL and webhook handlers), end to end, and a
-classic polling outbox for comparison. Every result is also given as a ratio
+polling outbox (classic and tuned) for comparison. Every result is also given as a ratio
 to its limit from step 1, measured in the same run, and checked against the
 project's targets (MET / NOT MET).
 
@@ -93,7 +94,8 @@ Steps (--only takes a comma list; step 1 always runs, the others are ratios to i
   4  sink: --sink-events events through a no-op SQL procedure and a local
      webhook at each --concurrency
   5  end to end relay → JetStream → sink: commit→applied latency at --e2e-rates
-  6  polling outbox baseline (SELECT … FOR UPDATE SKIP LOCKED, publish, UPDATE)
+  6  polling outbox baseline (SELECT … FOR UPDATE SKIP LOCKED, publish, UPDATE) in the
+     --poll-modes variants, each with every --pollers count
 
 Flags:
   --reps N              repetitions; the table shows the median (default 3)
@@ -109,6 +111,10 @@ Flags:
   --pollers LIST        polling baseline poller counts (default 1,4)
   --poll-batch N        rows per poll (default 100)
   --poll-interval D     polling baseline's sleep when the outbox is empty (default 100ms)
+  --poll-modes LIST     polling baseline variants (default classic,tuned): classic publishes
+                        one row at a time and waits for its ack, as the Ruby jetstream_bridge
+                        gem's flush_outbox (the baseline of the 3× target); tuned publishes the
+                        whole batch asynchronously and waits for all acks
   --max-inflight N      relay MAX_INFLIGHT and the raw publish window (default 1024)
   --only LIST           steps to run, e.g. 2,3 (step 1 always runs)
   --json FILE           also write the results as JSON
@@ -134,8 +140,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 	o := &Options{
 		Reps: 3, Events: 100_000, SinkEvents: 100_000, Duration: 10 * time.Second, LimitDuration: 5 * time.Second,
 		Writers: 8, Rates: []int{1000, 5000, 0}, E2ERates: []int{1000, 5000}, Concurrency: []int{1, 4, 16},
-		E2EConc: 4, Pollers: []int{1, 4}, PollBatch: 100, PollInterval: 100 * time.Millisecond, MaxInflight: 1024,
-		Fsync: true,
+		E2EConc: 4, Pollers: []int{1, 4}, PollModes: pollModeNames(), PollBatch: 100, PollInterval: 100 * time.Millisecond,
+		MaxInflight: 1024, Fsync: true,
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
@@ -154,6 +160,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	fs.Func("pollers", "", func(s string) (err error) { o.Pollers, err = parseList(s, false); return })
 	fs.IntVar(&o.PollBatch, "poll-batch", o.PollBatch, "")
 	fs.DurationVar(&o.PollInterval, "poll-interval", o.PollInterval, "")
+	fs.Func("poll-modes", "", func(s string) (err error) { o.PollModes, err = parsePollModes(s); return })
 	fs.IntVar(&o.MaxInflight, "max-inflight", o.MaxInflight, "")
 	only := ""
 	fs.StringVar(&only, "only", "", "")
@@ -195,6 +202,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 			"e2e-rates":      func() { o.E2ERates = []int{1000} },
 			"concurrency":    func() { o.Concurrency = []int{16} },
 			"pollers":        func() { o.Pollers = []int{1} },
+			// --poll-modes keeps its default: both variants, at the sizes above.
 		}
 		for name, apply := range quick {
 			if !set[name] {
