@@ -8,8 +8,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 )
 
 // observer receives everything stored in the stream on the publish subject
@@ -136,6 +138,40 @@ func (b *bench) publishAsync(ctx context.Context, msgs []envelope.Message) (time
 		return 0, fmt.Errorf("%d publishes failed, first: %v", n, firstErr.Load())
 	}
 	return elapsed, nil
+}
+
+// publishWindow publishes msgs through the relay's publish window
+// (internal/publish, MAX_INFLIGHT) and returns how long it took until the
+// last ack.
+func (b *bench) publishWindow(ctx context.Context, msgs []envelope.Message) (time.Duration, error) {
+	var acked atomic.Int64
+	all := make(chan struct{})
+	n := int64(len(msgs))
+	p := publish.New(b.js, publish.Options{MaxInflight: b.opts.MaxInflight, Log: zerolog.Nop(),
+		Acked: func(*publish.Message, *jetstream.PubAck) {
+			if acked.Add(1) == n {
+				close(all)
+			}
+		}})
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(pctx) }()
+	start := time.Now()
+	for i := range msgs {
+		m := &msgs[i]
+		if err := p.Publish(pctx, &publish.Message{Subject: m.Subject, Body: m.Body, Header: m.Header, MsgID: m.MsgID}); err != nil {
+			return 0, fmt.Errorf("publish: %w", err)
+		}
+	}
+	select {
+	case <-all:
+	case err := <-runErr:
+		return 0, fmt.Errorf("publish window stopped: %v", err)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return time.Since(start), nil
 }
 
 // waitFor polls cond every interval until it reports true, ctx ends or

@@ -2,6 +2,7 @@ package publish_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -139,5 +140,59 @@ func TestPublisherDeadLettersRefusedMessages(t *testing.T) {
 	})
 	if fmt.Sprint(rec.acked) != "[a big b]" || fmt.Sprint(rec.dead) != "[big]" || len(reasons) != 1 {
 		t.Fatalf("acked=%v dead=%v reasons=%v", rec.acked, rec.dead, reasons)
+	}
+}
+
+// TestPublisherReportsAcksAndNoStream: acks carry the stream, its sequence
+// and whether JetStream deduplicated the message; a subject no stream covers
+// is rejected when NoStream says so, and the window goes on.
+func TestPublisherReportsAcksAndNoStream(t *testing.T) {
+	js := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "acks", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		got  []string
+		rejs []error
+	)
+	p := publish.New(js, publish.Options{Log: zerolog.Nop(),
+		Acked: func(m *publish.Message, ack *jetstream.PubAck) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprintf("%s:%s/%d/%t", m.Ref, ack.Stream, ack.Sequence, ack.Duplicate))
+		},
+		NoStream: func(context.Context, string) bool { return true },
+		Rejected: func(m *publish.Message, err error) (*publish.Message, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			rejs = append(rejs, err)
+			return &publish.Message{Subject: "s.dlq", Body: []byte(`{}`),
+				Header: nats.Header{"Nats-Msg-Id": []string{"dlq-" + m.MsgID}, "Bridge-Error": []string{err.Error()}}}, nil
+		}})
+	go p.Run(ctx)
+	for _, m := range []*publish.Message{msg("s.x", "a"), msg("s.x", "b"), msg("s.x", "a"), msg("nowhere.x", "c"), msg("s.x", "d")} {
+		if err := p.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 5 {
+			return fmt.Errorf("%d of 5 acked: %v", len(got), got)
+		}
+		return nil
+	})
+	// c's dead letter is published after d (the window does not wait for a
+	// failure), but the callbacks come in submission order.
+	want := "[a:acks/1/false b:acks/2/false a:acks/1/true c:acks/4/false d:acks/3/false]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("acks %v, want %v", got, want)
+	}
+	if len(rejs) != 1 || !errors.Is(rejs[0], nats.ErrNoResponders) {
+		t.Fatalf("rejections %v, want one no-responders", rejs)
 	}
 }
