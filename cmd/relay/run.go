@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -56,6 +57,22 @@ type Relay struct {
 	builder envelope.Builder
 	metrics *metrics
 	dbName  string
+
+	lsnText lsnText // owned by the pipeline goroutine
+}
+
+// lsnText formats commit LSNs, keeping the last one: the events of a
+// transaction arrive one after the other and share it.
+type lsnText struct {
+	lsn  pglogrepl.LSN
+	text string
+}
+
+func (c *lsnText) format(lsn pglogrepl.LSN) string {
+	if c.text == "" || lsn != c.lsn {
+		c.lsn, c.text = lsn, cdc.FormatLSN(lsn)
+	}
+	return c.text
 }
 
 func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error) {
@@ -242,7 +259,7 @@ func (r *Relay) pipeline(ctx context.Context, events <-chan *cdc.Event) error {
 
 func (r *Relay) message(ev *cdc.Event) *publish.Message {
 	if ev.Err == nil {
-		msg, err := r.builder.Build(&ev.Row, envelope.Position{CommitLSN: ev.CommitLSN.String(), TxIndex: ev.Index})
+		msg, err := r.builder.Build(&ev.Row, envelope.Position{CommitLSN: r.lsnText.format(ev.CommitLSN), TxIndex: ev.Index})
 		if err == nil {
 			return &publish.Message{Subject: msg.Subject, Body: msg.Body, Header: msg.Header, MsgID: msg.MsgID, Ref: ev}
 		}
@@ -259,10 +276,10 @@ func (r *Relay) rowDeadLetter(ev *cdc.Event) *publish.Message {
 		ev.Tx.Done()
 		return nil
 	}
-	m.Header.Set(envelope.HeaderCommitLSN, ev.CommitLSN.String())
+	m.Header.Set(envelope.HeaderCommitLSN, r.lsnText.format(ev.CommitLSN))
 	m.Header.Set(envelope.HeaderTxIndex, strconv.Itoa(ev.Index))
 	if m.MsgID == "" {
-		m.MsgID = envelope.DLQPrefix + "relay-" + ev.CommitLSN.String() + "-" + strconv.Itoa(ev.Index)
+		m.MsgID = envelope.DLQPrefix + "relay-" + r.lsnText.format(ev.CommitLSN) + "-" + strconv.Itoa(ev.Index)
 		m.Header.Set(envelope.HeaderMsgID, m.MsgID)
 	}
 	m.Ref = ev

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
@@ -26,6 +28,7 @@ type relation struct {
 	outbox          bool
 	cols            outboxColumns
 	ncols           int
+	payloadJSONB    bool // the payload column is jsonb: Postgres validated its values
 }
 
 func newRelation(m *pglogrepl.RelationMessage, schema, table string) *relation {
@@ -57,6 +60,9 @@ func newRelation(m *pglogrepl.RelationMessage, schema, table string) *relation {
 		}
 	}
 	r.cols = c
+	// A domain over jsonb has its own OID and is not recognised: its values
+	// just get the full check.
+	r.payloadJSONB = c.payload >= 0 && m.Columns[c.payload].DataType == pgtype.JSONBOID
 	return r
 }
 
@@ -96,6 +102,13 @@ func decodeInsert(src []byte, rels map[uint32]*relation, row *envelope.Row) (uin
 	n := int(binary.BigEndian.Uint16(src[5:]))
 	p := 7
 	*row = envelope.Row{}
+	// Text fields are gathered and copied into one string at the end: one
+	// allocation per row instead of one per field (they share its lifetime).
+	var texts [8]struct {
+		dst *string
+		val []byte
+	}
+	nt := 0
 	for i := 0; i < n; i++ {
 		if p >= len(src) {
 			return relID, rel, fmt.Errorf("%w: tuple truncated at column %d", ErrProtocol, i)
@@ -121,30 +134,71 @@ func decodeInsert(src []byte, rels map[uint32]*relation, row *envelope.Row) (uin
 			return relID, rel, fmt.Errorf("%w: column %d kind %q", ErrProtocol, i, kind)
 		}
 		c := &rel.cols
+		var dst *string
 		switch i {
 		case c.eventID:
-			row.EventID = string(val)
+			dst = &row.EventID
 		case c.resourceType:
-			row.ResourceType = string(val)
+			dst = &row.ResourceType
 		case c.resourceID:
-			row.ResourceID = string(val)
+			dst = &row.ResourceID
 		case c.eventType:
-			row.EventType = string(val)
+			dst = &row.EventType
 		case c.payload:
 			row.Payload = append([]byte(nil), val...)
+			row.PayloadJSONB = kind == 't' && rel.payloadJSONB
 		case c.headers:
 			if len(val) > 2 { // "{}" carries nothing
 				row.Headers = append([]byte(nil), val...)
 			}
 		case c.subject:
-			row.Subject = string(val)
+			dst = &row.Subject
 		case c.destination:
-			row.Destination = string(val)
+			dst = &row.Destination
 		case c.traceID:
-			row.TraceID = string(val)
+			dst = &row.TraceID
 		case c.occurredAt:
-			row.OccurredAt = string(val)
+			dst = &row.OccurredAt
+		}
+		if dst != nil && len(val) > 0 {
+			texts[nt].dst, texts[nt].val = dst, val
+			nt++
 		}
 	}
+	size := 0
+	for _, t := range texts[:nt] {
+		size += len(t.val)
+	}
+	var all strings.Builder
+	all.Grow(size)
+	for _, t := range texts[:nt] {
+		all.Write(t.val)
+	}
+	rest := all.String()
+	for _, t := range texts[:nt] {
+		*t.dst, rest = rest[:len(t.val)], rest[len(t.val):]
+	}
 	return relID, rel, nil
+}
+
+// FormatLSN is pglogrepl.LSN.String ("%X/%X" of the high and low 32 bits,
+// "16/B374D848") without fmt.
+func FormatLSN(lsn pglogrepl.LSN) string {
+	var buf [17]byte
+	b := appendHexUpper(buf[:0], uint32(lsn>>32))
+	b = append(b, '/')
+	b = appendHexUpper(b, uint32(lsn))
+	return string(b)
+}
+
+func appendHexUpper(b []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	shift := 28
+	for shift > 0 && v>>shift == 0 {
+		shift -= 4
+	}
+	for ; shift >= 0; shift -= 4 {
+		b = append(b, digits[v>>shift&0xf])
+	}
+	return b
 }

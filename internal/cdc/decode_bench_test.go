@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
@@ -13,11 +14,16 @@ import (
 // realistic ~300-byte payload: what the relay decodes once per event.
 func benchInsert(b *testing.B) (map[uint32]*relation, []byte) {
 	b.Helper()
-	cols := []string{"id", "event_id", "resource_type", "resource_id", "event_type", "payload", "headers",
-		"subject", "destination", "trace_id", "occurred_at"}
+	cols := []struct {
+		name string
+		oid  uint32
+	}{{"id", pgtype.Int8OID}, {"event_id", pgtype.UUIDOID}, {"resource_type", pgtype.TextOID},
+		{"resource_id", pgtype.TextOID}, {"event_type", pgtype.TextOID}, {"payload", pgtype.JSONBOID},
+		{"headers", pgtype.JSONBOID}, {"subject", pgtype.TextOID}, {"destination", pgtype.TextOID},
+		{"trace_id", pgtype.TextOID}, {"occurred_at", pgtype.TimestamptzOID}}
 	m := &pglogrepl.RelationMessage{RelationID: 16390, Namespace: "public", RelationName: "jetstream_outbox_events"}
 	for _, c := range cols {
-		m.Columns = append(m.Columns, &pglogrepl.RelationMessageColumn{Name: c})
+		m.Columns = append(m.Columns, &pglogrepl.RelationMessageColumn{Name: c.name, DataType: c.oid})
 	}
 	rels := map[uint32]*relation{16390: newRelation(m, "public", "jetstream_outbox_events")}
 	msg := insertMsg(16390,
@@ -55,24 +61,55 @@ func BenchmarkDecodeInsert(b *testing.B) {
 // replication socket and the publisher, as reader.walData and
 // Relay.message do it: a new Event, the decode, the commit LSN in text and
 // the envelope with its headers. What is left after it is the JetStream
-// client (see internal/publish BenchmarkPublisher).
+// client (see internal/publish BenchmarkPublisher). The relay formats the
+// commit LSN once per transaction: tx=1 formats it for every event, as in
+// one-row transactions; tx=many reuses it, as in large ones.
 func BenchmarkDecodeToMessage(b *testing.B) {
-	rels, msg := benchInsert(b)
-	builder := &envelope.Builder{Producer: "shop", Subjects: envelope.Subjects{App: "shop", Dest: "billing"}, MaxPayload: 1 << 20}
-	lsn := pglogrepl.LSN(0x16B374D848)
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
-	for b.Loop() {
-		ev := &Event{CommitLSN: lsn, Index: 3}
-		if _, _, err := decodeInsert(msg, rels, &ev.Row); err != nil {
-			b.Fatal(err)
-		}
-		m, err := builder.Build(&ev.Row, envelope.Position{CommitLSN: ev.CommitLSN.String(), TxIndex: ev.Index})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(m.Body) == 0 {
-			b.Fatal("empty body")
-		}
+	for _, bc := range []struct {
+		name   string
+		shared bool
+	}{{"tx=1", false}, {"tx=many", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			rels, msg := benchInsert(b)
+			builder := &envelope.Builder{Producer: "shop", Subjects: envelope.Subjects{App: "shop", Dest: "billing"}, MaxPayload: 1 << 20}
+			lsn := pglogrepl.LSN(0x16B374D848)
+			shared := FormatLSN(lsn)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				ev := &Event{CommitLSN: lsn, Index: 3}
+				if _, _, err := decodeInsert(msg, rels, &ev.Row); err != nil {
+					b.Fatal(err)
+				}
+				text := shared
+				if !bc.shared {
+					text = FormatLSN(ev.CommitLSN)
+				}
+				m, err := builder.Build(&ev.Row, envelope.Position{CommitLSN: text, TxIndex: ev.Index})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(m.Body) == 0 {
+					b.Fatal("empty body")
+				}
+			}
+		})
 	}
+}
+
+// BenchmarkFormatLSN is the commit LSN in text, once per transaction.
+func BenchmarkFormatLSN(b *testing.B) {
+	lsn := pglogrepl.LSN(0x16B374D848)
+	b.Run("pglogrepl", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = lsn.String()
+		}
+	})
+	b.Run("FormatLSN", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = FormatLSN(lsn)
+		}
+	})
 }

@@ -3,9 +3,11 @@ package cdc
 import (
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
@@ -63,7 +65,9 @@ func TestDecodeInsertByColumnName(t *testing.T) {
 	for i := range msg {
 		msg[i] = 'X'
 	}
-	if string(row.Payload) != `{"a":1}` || row.EventID != "e-1" {
+	if string(row.Payload) != `{"a":1}` || row.EventID != "e-1" || row.ResourceType != "user" ||
+		row.EventType != "created" || row.Destination != "b" || row.TraceID != "tr" ||
+		row.OccurredAt != "2026-01-02 03:04:05+00" {
 		t.Fatalf("row aliases the message buffer: %+v", row)
 	}
 }
@@ -116,4 +120,58 @@ func FuzzDecodeInsert(f *testing.F) {
 			t.Fatalf("error not classified as protocol error: %v", err)
 		}
 	})
+}
+
+// The payload column's type decides PayloadJSONB: jsonb in text form only.
+func TestDecodeInsertPayloadJSONB(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		oid  uint32
+		kind byte
+		want bool
+	}{
+		{"jsonb", pgtype.JSONBOID, 't', true},
+		{"jsonb binary", pgtype.JSONBOID, 'b', false},
+		{"json", pgtype.JSONOID, 't', false},
+		{"text", pgtype.TextOID, 't', false},
+		{"unknown (domain)", 16500, 't', false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := rel("event_id", "payload")
+			m.Columns[1].DataType = tt.oid
+			rels := map[uint32]*relation{7: newRelation(m, "public", "jetstream_outbox_events")}
+			var row envelope.Row
+			if _, _, err := decodeInsert(insertMsg(7, col{'t', "e"}, col{tt.kind, `{"a": 1}`}), rels, &row); err != nil {
+				t.Fatal(err)
+			}
+			if row.PayloadJSONB != tt.want || string(row.Payload) != `{"a": 1}` {
+				t.Fatalf("PayloadJSONB=%v payload=%q, want %v", row.PayloadJSONB, row.Payload, tt.want)
+			}
+			// A NULL payload is not a jsonb value, whatever the column.
+			row = envelope.Row{}
+			if _, _, err := decodeInsert(insertMsg(7, col{'t', "e"}, col{'n', ""}), rels, &row); err != nil {
+				t.Fatal(err)
+			}
+			if row.PayloadJSONB || row.Payload != nil {
+				t.Fatalf("NULL payload: PayloadJSONB=%v payload=%q", row.PayloadJSONB, row.Payload)
+			}
+		})
+	}
+	// No payload column at all (the row is dead-lettered for it).
+	if r := newRelation(rel("event_id"), "public", "jetstream_outbox_events"); r.payloadJSONB {
+		t.Fatal("payloadJSONB without a payload column")
+	}
+}
+
+func TestFormatLSN(t *testing.T) {
+	lsns := []pglogrepl.LSN{0, 1, 0xF, 0x10, 0x16B374D848, 0xFFFFFFFF, 0x100000000, 0xABCDEF0000000001, ^pglogrepl.LSN(0)}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		lsns = append(lsns, pglogrepl.LSN(rnd.Uint64()>>rnd.IntN(64)))
+	}
+	for _, lsn := range lsns {
+		if got, want := FormatLSN(lsn), lsn.String(); got != want {
+			t.Fatalf("FormatLSN(%#x)=%q, want %q", uint64(lsn), got, want)
+		}
+	}
 }

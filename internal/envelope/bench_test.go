@@ -33,6 +33,9 @@ func BenchmarkBuild(b *testing.B) {
 		{"typical", func(*envelope.Row) {}},
 		{"row-headers", func(r *envelope.Row) { r.Headers = []byte(`{"X-Tenant": "acme", "X-Request-Id": "req-7781"}`) }},
 		{"destination", func(r *envelope.Row) { r.Destination = "audit" }},
+		{"resource-id", func(r *envelope.Row) { r.ResourceID = "184467" }},
+		// What the relay builds for the default outbox table: jsonb payload.
+		{"resource-id-jsonb", func(r *envelope.Row) { r.ResourceID, r.PayloadJSONB = "184467", true }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			r := benchRow()

@@ -47,6 +47,11 @@ type Row struct {
 	ResourceID   string // "" when NULL
 	EventType    string
 	Payload      []byte // raw JSON text of the jsonb column; nil when NULL
+	// PayloadJSONB says Payload is the text output of a jsonb value, which
+	// Postgres has already validated: when ResourceID is set too (no
+	// fallback id to look for), Build skips its own JSON scan of the payload.
+	// Leave it false for json, text or any payload of unknown origin.
+	PayloadJSONB bool
 	Headers      []byte // raw JSON text of the jsonb headers column (an object); nil/empty = none
 	Subject      string // per-row subject override, "" = none
 	Destination  string // per-row destination app override, "" = default
@@ -150,7 +155,9 @@ func (b *Builder) config() *builderConfig {
 //     random one instead; we keep Build deterministic (a republished event
 //     gets byte-identical content) and never invent tracing data.
 //   - occurred_at: converted to RFC 3339 UTC, fraction kept.
-//   - payload: copied verbatim; it must be a JSON object or array.
+//   - payload: copied verbatim; it must be a JSON object or array. With
+//     Row.PayloadJSONB and a resource_id, Postgres's validation stands in
+//     for Build's own scan.
 //
 // Headers: Nats-Msg-Id (event id), Content-Type, Bridge-Commit-LSN and
 // Bridge-Tx-Index (when pos has an LSN), every entry of the row's headers
@@ -217,10 +224,19 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 		return Message{}, rowErr(r, "no subject: the row has no subject or destination and DESTINATION_APP is not set")
 	}
 
-	// Payload: one pass validates it and finds the resource id fallback.
-	payload, idVal, err := scanPayload(r.Payload)
-	if err != nil {
-		return Message{}, rowErr(r, "%v", err)
+	// Payload: one pass validates it and finds the resource id fallback,
+	// unless Postgres has validated it (jsonb) and the row has its resource
+	// id.
+	var payload, idVal []byte
+	trusted := false
+	if r.PayloadJSONB && r.ResourceID != "" {
+		payload, trusted = trustedPayload(r.Payload)
+	}
+	if !trusted {
+		var err error
+		if payload, idVal, err = scanPayload(r.Payload); err != nil {
+			return Message{}, rowErr(r, "%v", err)
+		}
 	}
 
 	// Row headers: one pass validates and measures them; a second fills
@@ -360,6 +376,20 @@ func checkPosition(pos Position) error {
 		return fmt.Errorf("envelope builder: negative tx index %d", pos.TxIndex)
 	}
 	return nil
+}
+
+// trustedPayload returns the text output of a jsonb value without
+// surrounding space when it is an object or array, as scanPayload would,
+// but without scanning it: it is valid JSON by construction. The one rule
+// of ours that jsonb may break is maxDepth, and nesting maxDepth levels
+// takes 2*maxDepth bytes, so longer values are not vouched for. ok is false
+// when scanPayload must decide (and give its error).
+func trustedPayload(p []byte) (payload []byte, ok bool) {
+	p = skipSpaceEnd(p[skipSpace(p, 0):])
+	if len(p) == 0 || len(p) >= 2*maxDepth || (p[0] != '{' && p[0] != '[') {
+		return nil, false
+	}
+	return p, true
 }
 
 // scanPayload validates the payload column and returns it without

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -657,4 +658,107 @@ func TestBuildDoesNotAliasRow(t *testing.T) {
 	if got, want := m.Header.Get("X-Tenant"), "acme"; got != want {
 		t.Fatalf("X-Tenant=%q after the row's headers buffer changed, want %q", got, want)
 	}
+}
+
+// buildBoth builds r as it is and with PayloadJSONB set, the fast path the
+// relay takes for a jsonb payload column.
+func buildBoth(t *testing.T, r *envelope.Row) (untrusted, trusted envelope.Message, errU, errT error) {
+	t.Helper()
+	u, tr := *r, *r
+	u.PayloadJSONB, tr.PayloadJSONB = false, true
+	b := newBuilder()
+	untrusted, errU = b.Build(&u, testPos)
+	trusted, errT = b.Build(&tr, testPos)
+	return untrusted, trusted, errU, errT
+}
+
+// A payload Postgres printed from jsonb and a row with a resource_id skip
+// the payload scan; the message must not change.
+func TestBuildJSONBPayloadSameMessage(t *testing.T) {
+	deep := func(levels int) string { return strings.Repeat("[", levels) + strings.Repeat("]", levels) }
+	for _, tt := range []struct{ name, resourceID, payload string }{
+		{"object", "42", `{"id": 42, "email": "ada@example.com"}`},
+		{"empty object", "42", `{}`},
+		{"nested", "42", `{"a": {"b": [1, 2.5, true, null, {"c": "d\"e"}]}, "id": "x"}`},
+		{"escapes and unicode", "42", `{"k": "\u0001 é \\ \" \n", "é": 1}`},
+		{"array", "42", `[{"id": 5}, 1, "x"]`},
+		{"empty array", "42", `[]`},
+		{"surrounding space", "42", " \n{\"a\": 1}\t "},
+		{"deepest accepted", "42", deep(8999)},
+		// No resource_id: the scan still runs and finds the fallback id.
+		{"fallback id", "", `{"id": 184467, "name": "Ada"}`},
+		{"fallback resource_id", "", `{"resource_id": "r-9"}`},
+		{"fallback none", "", `{"name": "Ada"}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRow()
+			r.ResourceID, r.Payload = tt.resourceID, []byte(tt.payload)
+			u, tr, errU, errT := buildBoth(t, r)
+			if errU != nil || errT != nil {
+				t.Fatalf("Build: untrusted %v, jsonb %v", errU, errT)
+			}
+			if !bytes.Equal(u.Body, tr.Body) {
+				t.Fatalf("body differs:\nuntrusted %s\njsonb     %s", u.Body, tr.Body)
+			}
+			if !reflect.DeepEqual(u.Header, tr.Header) || u.Subject != tr.Subject || u.MsgID != tr.MsgID {
+				t.Fatalf("message differs:\nuntrusted %v %s %s\njsonb     %v %s %s",
+					u.Header, u.Subject, u.MsgID, tr.Header, tr.Subject, tr.MsgID)
+			}
+		})
+	}
+	r := newRow()
+	r.ResourceID, r.Payload, r.PayloadJSONB = "", []byte(`{"id": 184467}`), true
+	if _, f := decodeBody(t, MustBuild(t, newBuilder(), r, testPos).Body); str(t, f["resource_id"]) != "184467" {
+		t.Fatalf("resource_id=%s, want the payload's id", f["resource_id"])
+	}
+}
+
+// What Postgres does not check for us fails on the fast path with the same
+// reason as without it.
+func TestBuildJSONBPayloadSameErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		payload []byte
+		reason  string
+	}{
+		{"NULL", nil, "payload is NULL"},
+		{"empty", []byte{}, "payload is empty"},
+		{"spaces", []byte(" \n"), "payload is empty"},
+		{"json null", []byte(`null`), "payload must be a JSON object or array"},
+		{"string", []byte(`"x"`), "payload must be a JSON object or array"},
+		{"number", []byte(`42`), "payload must be a JSON object or array"},
+		{"negative number", []byte(`-1.5`), "payload must be a JSON object or array"},
+		{"boolean", []byte(`true`), "payload must be a JSON object or array"},
+		// Valid JSON, and jsonb may hold it, but nested deeper than the
+		// envelope allows: long values are still scanned.
+		{"too deep", []byte(strings.Repeat("[", 9000) + strings.Repeat("]", 9000)), "payload is not valid JSON"},
+		{"too deep object", []byte(strings.Repeat(`{"a":`, 9000) + "1" + strings.Repeat("}", 9000)), "payload is not valid JSON"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRow()
+			r.Payload = tt.payload
+			_, _, errU, errT := buildBoth(t, r)
+			var reU, reT *envelope.RowError
+			if !errors.As(errU, &reU) || !errors.As(errT, &reT) {
+				t.Fatalf("untrusted %v, jsonb %v: want *RowError from both", errU, errT)
+			}
+			if reU.Reason != tt.reason || *reT != *reU {
+				t.Fatalf("untrusted %+v, jsonb %+v, want reason %q from both", reU, reT, tt.reason)
+			}
+		})
+	}
+}
+
+// The fast path trusts Postgres: it does not scan a short jsonb payload. This
+// is why only the WAL decoder sets PayloadJSONB, from the column's type.
+func TestBuildJSONBPayloadNotScanned(t *testing.T) {
+	r := newRow()
+	r.Payload = []byte(`{"a":}`)
+	assertRowError(t, newBuilder(), r, "valid JSON")
+	r.PayloadJSONB = true
+	if _, err := newBuilder().Build(r, testPos); err != nil {
+		t.Fatalf("jsonb payload scanned: %v", err)
+	}
+	r.ResourceID = "" // the fallback needs the scan
+	assertRowError(t, newBuilder(), r, "valid JSON")
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -42,6 +44,17 @@ func FuzzBuild(f *testing.F) {
 		}
 		pos := envelope.Position{CommitLSN: "16/B374D848", TxIndex: int(txIndex)}
 		m, err := b.Build(r, pos)
+		if json.Valid(payload) {
+			// Any valid JSON could have come from a jsonb column: the fast
+			// path must give the same message or the same error.
+			j := *r
+			j.PayloadJSONB = true
+			mj, errj := b.Build(&j, pos)
+			if fmt.Sprint(errj) != fmt.Sprint(err) || !bytes.Equal(mj.Body, m.Body) || !reflect.DeepEqual(mj.Header, m.Header) ||
+				mj.Subject != m.Subject || mj.MsgID != m.MsgID {
+				t.Fatalf("PayloadJSONB changes Build:\n%v %q %v\n%v %q %v", err, m.Body, m.Header, errj, mj.Body, mj.Header)
+			}
+		}
 		if err != nil {
 			var re *envelope.RowError
 			if !errors.As(err, &re) {
