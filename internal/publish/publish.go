@@ -62,9 +62,10 @@ type Options struct {
 }
 
 type pending struct {
-	m   *Message
-	seq uint64 // the token of its reply subject
-	err error  // the publish failed before it was sent
+	m    *Message
+	seq  uint64    // the token of its reply subject
+	sent time.Time // its ack is due AckTimeout after
+	err  error     // the publish failed before it was sent
 }
 
 // Publisher is the asynchronous window. Use Publish from one goroutine and run
@@ -285,7 +286,7 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) error {
 	s.seq, s.done, s.err = seq, false, nil
 	p.mu.Unlock()
 	err := p.nc.PublishMsg(&nats.Msg{Subject: m.Subject, Reply: p.prefix + strconv.FormatUint(seq, 36), Data: m.Body, Header: m.Header})
-	p.queue <- pending{m: m, seq: seq, err: err}
+	p.queue <- pending{m: m, seq: seq, sent: time.Now(), err: err}
 	p.sendMu.Unlock()
 	return nil
 }
@@ -324,8 +325,8 @@ func (p *Publisher) acked(m *Message, ack *jetstream.PubAck) {
 }
 
 // wait returns pend's ack, or why there is none: the publish failed, the
-// server answered with an error, or no ack came within AckTimeout of pend
-// becoming the oldest message waited for (acks come in submission order).
+// server answered with an error, or no ack came within AckTimeout of the
+// publish (so that acks lost together, in a reconnect, time out together).
 // The ack is valid until the next call.
 func (p *Publisher) wait(ctx context.Context, pend pending) (*jetstream.PubAck, error) {
 	if pend.err != nil {
@@ -353,10 +354,11 @@ func (p *Publisher) wait(ctx context.Context, pend pending) (*jetstream.PubAck, 
 		if timeout == nil {
 			// One timer for the publisher, armed only while Run waits (a
 			// stopped or reset timer delivers no stale value since Go 1.23).
+			left := max(time.Until(pend.sent.Add(p.opts.AckTimeout)), 0)
 			if p.timer == nil {
-				p.timer = time.NewTimer(p.opts.AckTimeout)
+				p.timer = time.NewTimer(left)
 			} else {
-				p.timer.Reset(p.opts.AckTimeout)
+				p.timer.Reset(left)
 			}
 			timeout = p.timer.C
 		}

@@ -69,8 +69,10 @@ func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
 	go func() { runDone <- p.Run(ctx) }()
 
 	const total = 3000
+	var restarted time.Time
 	for i := 0; i < total; i++ {
 		if i == 1000 {
+			restarted = time.Now()
 			if err := srv.Restart(); err != nil {
 				t.Fatal(err)
 			}
@@ -85,6 +87,11 @@ func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
 		}
 		return nil
 	})
+	// Acks lost in the reconnect time out together, not one AckTimeout
+	// after another.
+	if took := time.Since(restarted); took > 10*time.Second {
+		t.Fatalf("recovering from the restart took %s, want a few ack timeouts (2s) at most", took)
+	}
 	for i, id := range rec.acked {
 		if id != fmt.Sprint(i) {
 			t.Fatalf("ack %d is for %s: acks out of submission order", i, id)
