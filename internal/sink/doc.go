@@ -39,7 +39,9 @@
 // of the same key wait, until MAX_DELIVER attempts (class exhausted).
 // Failures of the bridge's own machinery (database unreachable, connection
 // lost, commit failed, shutdown) are not attempts: they are retried without
-// counting, so an outage never dead-letters healthy events.
+// counting, so an outage never dead-letters healthy events. A handler failing
+// with a deadlock or a serialization failure (SQLSTATE class 40) is treated
+// the same way: Postgres rolled it back for what ran beside it.
 //
 // Attempts are counted across local retries, server redeliveries
 // (NumDelivered) and processes (the inbox row's processing_attempts), and the

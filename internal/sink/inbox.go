@@ -261,6 +261,14 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 		if ctx.Err() != nil || tx.Conn().IsClosed() {
 			return 0, &infraError{fmt.Errorf("handler interrupted: %w", herr)}
 		}
+		// Neither is a deadlock or a serialization failure (SQLSTATE class
+		// 40): Postgres rolled the transaction back because of what ran next
+		// to it, and the same event succeeds when tried again. Not counted
+		// as an attempt, so contention never dead-letters a healthy event.
+		var pgErr *pgconn.PgError
+		if errors.As(herr, &pgErr) && strings.HasPrefix(pgErr.Code, "40") {
+			return 0, &infraError{fmt.Errorf("handler: transaction rolled back by Postgres, retrying: %w", herr)}
+		}
 		return 0, &handlerError{herr}
 	}
 	if !inserted { // a row from an earlier delivery: failed, dead or in flight elsewhere
