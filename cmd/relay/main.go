@@ -28,10 +28,11 @@ func main() {
 	// The relay is one sequential stream: read WAL, build, publish, track
 	// acks. With several Ps every event wakes idle threads to hand it from
 	// goroutine to goroutine, which costs more CPU than the work itself and,
-	// next to Postgres, takes it from the walsender: at 5k events/s on two
-	// cores p99 commit→ack fell from ~29 ms to ~2–5 ms and backlog drain
-	// rose ~5% with one P (docs/BENCHMARKS.md). One core drains well over
-	// 100k events/s. GOMAXPROCS in the environment still wins.
+	// next to Postgres, takes it from the walsender: in alternating rounds
+	// at 5k events/s on two cores p99 commit→ack was 6–19 ms with one P
+	// against 49–70 ms with two, and backlog drain rose ~5%
+	// (docs/BENCHMARKS.md). One core drains well over 100k events/s.
+	// GOMAXPROCS in the environment still wins.
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
