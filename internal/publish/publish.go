@@ -146,9 +146,39 @@ func (p *Publisher) subscribe() error {
 		_, p.subErr = p.nc.Subscribe(p.prefix+"*", p.onAck)
 		if p.subErr != nil {
 			p.subErr = fmt.Errorf("subscribe to publish acks: %w", p.subErr)
+			return
 		}
+		// When the connection drops, acks of the window may never come:
+		// fail them at once, so that Run starts the in-order recovery (which
+		// holds back new sends) before the connection is back, instead of a
+		// newer message being stored while an older one waits for its
+		// timeout.
+		status := p.nc.StatusChanged(nats.RECONNECTING, nats.CLOSED)
+		go func() {
+			for st := range status {
+				p.failAll(nats.ErrDisconnected)
+				if st == nats.CLOSED {
+					return
+				}
+			}
+		}()
 	})
 	return p.subErr
+}
+
+// failAll ends every unanswered window publish with err.
+func (p *Publisher) failAll(err error) {
+	p.mu.Lock()
+	for i := range p.ring {
+		if s := &p.ring[i]; s.seq != 0 && !s.done {
+			s.done, s.err = true, err
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
 }
 
 // onAck files an ack (or a no-responders status) in its message's slot.

@@ -108,6 +108,17 @@ func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
 	if info.State.Msgs != total {
 		t.Fatalf("stream holds %d messages, want %d (each once)", info.State.Msgs, total)
 	}
+	// The stream holds them in submission order too: no message was stored
+	// before an earlier one that was being re-published.
+	for seq := uint64(1); seq <= total; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id := m.Header.Get("Nats-Msg-Id"); id != fmt.Sprint(seq-1) {
+			t.Fatalf("stream sequence %d holds %s, want %d: stored out of submission order", seq, id, seq-1)
+		}
+	}
 	cancel()
 	if err := <-runDone; err != nil {
 		t.Fatal(err)
