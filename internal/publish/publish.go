@@ -90,8 +90,10 @@ type Publisher struct {
 	once    sync.Once
 	subOnce sync.Once
 	subErr  error
-	prefix  string // reply subject prefix, ending in '.'
-	nextSeq uint64 // guarded by sendMu
+	sub     *nats.Subscription // the acks; set by subscribe
+	status  chan nats.Status   // connection drops; set by subscribe
+	prefix  string             // reply subject prefix, ending in '.'
+	nextSeq uint64             // guarded by sendMu
 
 	mu     sync.Mutex // guards ring
 	ring   []ackSlot
@@ -143,7 +145,7 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 func (p *Publisher) subscribe() error {
 	p.subOnce.Do(func() {
 		p.prefix = p.nc.NewInbox() + "." // honours the connection's custom inbox prefix
-		_, p.subErr = p.nc.Subscribe(p.prefix+"*", p.onAck)
+		p.sub, p.subErr = p.nc.Subscribe(p.prefix+"*", p.onAck)
 		if p.subErr != nil {
 			p.subErr = fmt.Errorf("subscribe to publish acks: %w", p.subErr)
 			return
@@ -153,17 +155,32 @@ func (p *Publisher) subscribe() error {
 		// holds back new sends) before the connection is back, instead of a
 		// newer message being stored while an older one waits for its
 		// timeout.
-		status := p.nc.StatusChanged(nats.RECONNECTING, nats.CLOSED)
-		go func() {
-			for st := range status {
+		p.status = p.nc.StatusChanged(nats.RECONNECTING, nats.CLOSED)
+		go func(status <-chan nats.Status) {
+			for st := range status { // closed by close
 				p.failAll(nats.ErrDisconnected)
 				if st == nats.CLOSED {
 					return
 				}
 			}
-		}()
+		}(p.status)
 	})
 	return p.subErr
+}
+
+// errStopped is what Publish returns once Run has returned.
+var errStopped = errors.New("publisher stopped")
+
+// close ends the ack subscription and the connection watch, once Run has
+// returned; no subscription is made after it.
+func (p *Publisher) close() {
+	p.subOnce.Do(func() { p.subErr = errStopped })
+	if p.sub != nil {
+		_ = p.sub.Unsubscribe() //nolint:errcheck // the connection may be closed already
+	}
+	if p.status != nil {
+		p.nc.RemoveStatusListener(p.status)
+	}
 }
 
 // failAll ends every unanswered window publish with err.
@@ -327,6 +344,7 @@ func (p *Publisher) Inflight() int { return len(p.slots) }
 // Run processes acknowledgements until ctx ends or a message cannot be
 // published nor dead-lettered.
 func (p *Publisher) Run(ctx context.Context) error {
+	defer p.close()
 	for {
 		var pend pending
 		select {

@@ -190,7 +190,9 @@ func TestPublisherReportsAcksAndNoStream(t *testing.T) {
 			return &publish.Message{Subject: "s.dlq", Body: []byte(`{}`),
 				Header: nats.Header{"Nats-Msg-Id": []string{"dlq-" + m.MsgID}, "Bridge-Error": []string{err.Error()}}}, nil
 		}})
-	go p.Run(ctx)
+	subs := js.Conn().NumSubscriptions()
+	runDone := make(chan error, 1)
+	go func() { runDone <- p.Run(ctx) }()
 	for _, m := range []*publish.Message{msg("s.x", "a"), msg("s.x", "b"), msg("s.x", "a"), msg("nowhere.x", "c"), msg("s.x", "d")} {
 		if err := p.Publish(ctx, m); err != nil {
 			t.Fatal(err)
@@ -212,5 +214,13 @@ func TestPublisherReportsAcksAndNoStream(t *testing.T) {
 	}
 	if len(rejs) != 1 || !errors.Is(rejs[0], nats.ErrNoResponders) {
 		t.Fatalf("rejections %v, want one no-responders", rejs)
+	}
+	// Once Run returns, the publisher's ack subscription is gone.
+	cancel()
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	if n := js.Conn().NumSubscriptions(); n != subs {
+		t.Fatalf("%d subscriptions after Run returned, want %d", n, subs)
 	}
 }
