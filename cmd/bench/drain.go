@@ -42,36 +42,13 @@ func (b *bench) drain(ctx context.Context) error {
 			est := time.Duration(float64(o.Events) / math.Max(b.report.median("js_publish_rate"), 1000) * 1.5 * float64(time.Second))
 			profiled = b.profileCPU(ctx, relay, "step2-drain-relay", min(max(est, 2*time.Second), 30*time.Second))
 		}
-		var (
-			first, last time.Time
-			firstCount  uint64
-			snap0       cpuSnap
-		)
 		target := uint64(o.Events)
 		timeout := max(2*time.Minute, time.Duration(o.Events/500)*time.Second)
-		err = waitFor(ctx, timeout, 10*time.Millisecond, "relay drain", func() (bool, error) {
-			if relay.exited() {
-				return false, fmt.Errorf("relay exited: %v\n%s", relay.Err(), relay.tail(20))
-			}
-			n, err := b.streamMsgs(ctx)
-			if err != nil {
-				return false, err
-			}
-			now := time.Now()
-			if n > 0 && first.IsZero() {
-				first, firstCount = now, n
-				snap0 = b.cpuSnapshot(relay, nil)
-			}
-			if n >= target {
-				last = now
-				return true, nil
-			}
-			return false, nil
-		})
+		dw, err := b.waitDrain(ctx, target, timeout, "relay drain", relay)
 		if err != nil {
 			return err
 		}
-		use := snap0.use(b.cpuSnapshot(relay, nil))
+		use := dw.snap0.use(b.cpuSnapshot(relay, nil))
 		// The stream is complete when the server stored the last message;
 		// the relay counts it once its ack has come back.
 		var m promText
@@ -94,12 +71,8 @@ func (b *bench) drain(ctx context.Context) error {
 		if err := relay.stop(30 * time.Second); err != nil {
 			return err
 		}
-		rate := float64(target-firstCount) / last.Sub(first).Seconds()
-		if target == firstCount || math.IsInf(rate, 0) {
-			rate = float64(target) / last.Sub(started).Seconds()
-		}
-		b.report.add(2, "relay_drain_rate", "relay drain rate (first to last message in stream)", "ev/s", rate, "js_publish_rate")
-		b.report.add(2, "relay_drain_startup", "relay start to first message in stream", "ms", first.Sub(started).Seconds()*1e3)
+		b.report.add(2, "relay_drain_rate", "relay drain rate (first to last message in stream)", "ev/s", dw.rate(target, started), "js_publish_rate")
+		b.report.add(2, "relay_drain_startup", "relay start to first message in stream", "ms", dw.first.Sub(started).Seconds()*1e3)
 		b.report.add(2, "relay_drain_cpu", "relay CPU per event (whole run incl. start-up)", "µs", relayCPU/float64(o.Events)*1e6)
 		b.report.add(2, "relay_drain_rss", "relay peak RSS (VmHWM) while draining", "MB", float64(rss)/(1<<20))
 		if rep == 0 {
@@ -109,4 +82,49 @@ func (b *bench) drain(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// drainWindow is when a stream filled up to a target: the first poll that saw
+// a message (the count then, and a CPU snapshot) and the poll that saw them all.
+type drainWindow struct {
+	first, last time.Time
+	firstCount  uint64
+	snap0       cpuSnap
+}
+
+// waitDrain polls the stream every 10 ms until it holds target messages;
+// p (may be nil) is the process under test, which must not exit meanwhile
+// and is included in the CPU snapshot.
+func (b *bench) waitDrain(ctx context.Context, target uint64, timeout time.Duration, what string, p *proc) (drainWindow, error) {
+	var w drainWindow
+	err := waitFor(ctx, timeout, 10*time.Millisecond, what, func() (bool, error) {
+		if p != nil && p.exited() {
+			return false, fmt.Errorf("%s exited: %v\n%s", p.name, p.Err(), p.tail(20))
+		}
+		n, err := b.streamMsgs(ctx)
+		if err != nil {
+			return false, err
+		}
+		now := time.Now()
+		if n > 0 && w.first.IsZero() {
+			w.first, w.firstCount = now, n
+			w.snap0 = b.cpuSnapshot(p, nil)
+		}
+		if n >= target {
+			w.last = now
+			return true, nil
+		}
+		return false, nil
+	})
+	return w, err
+}
+
+// rate is target events over the window, from the first message to the last;
+// from started when one poll saw them all.
+func (w drainWindow) rate(target uint64, started time.Time) float64 {
+	rate := float64(target-w.firstCount) / w.last.Sub(w.first).Seconds()
+	if target == w.firstCount || math.IsInf(rate, 0) {
+		rate = float64(target) / w.last.Sub(started).Seconds()
+	}
+	return rate
 }

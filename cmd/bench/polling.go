@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -159,40 +158,16 @@ func (b *bench) pollDrain(ctx context.Context, js jetstream.JetStream, mode poll
 	}
 	stop := b.startPollers(ctx, js, mode, pollers)
 	started := time.Now()
-	var (
-		first, last time.Time
-		firstCount  uint64
-		snap0       cpuSnap
-	)
 	target := uint64(o.Events)
-	err := waitFor(ctx, max(5*time.Minute, time.Duration(o.Events/200)*time.Second), 10*time.Millisecond, "pollers drain the outbox", func() (bool, error) {
-		n, err := b.streamMsgs(ctx)
-		if err != nil {
-			return false, err
-		}
-		now := time.Now()
-		if n > 0 && first.IsZero() {
-			first, firstCount = now, n
-			snap0 = b.cpuSnapshot(nil, nil)
-		}
-		if n >= target {
-			last = now
-			return true, nil
-		}
-		return false, nil
-	})
-	use := snap0.use(b.cpuSnapshot(nil, nil))
+	dw, err := b.waitDrain(ctx, target, max(5*time.Minute, time.Duration(o.Events/200)*time.Second), "pollers drain the outbox", nil)
+	use := dw.snap0.use(b.cpuSnapshot(nil, nil))
 	if perr := stop(); err == nil {
 		err = perr
 	}
 	if err != nil {
 		return 0, use, err
 	}
-	rate := float64(target-firstCount) / last.Sub(first).Seconds()
-	if target == firstCount || math.IsInf(rate, 0) {
-		rate = float64(target) / last.Sub(started).Seconds()
-	}
-	return rate, use, nil
+	return dw.rate(target, started), use, nil
 }
 
 // pollLatency runs pollers of mode while writers commit 1-row transactions
