@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,59 +15,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
-
-// leastPrivilegeConf gives the users pull and push exactly the NATS
-// permissions the README ("Least privilege") documents for a sink of that
-// CONSUMER_MODE with AUTO_PROVISION=false (app orders, default names).
-// admin provisions, publishes, and runs the operator commands.
-const leastPrivilegeConf = `
-accounts {
-  BRIDGE {
-    jetstream: enabled
-    users: [
-      { user: admin, password: admin }
-      { user: pull, password: pull, permissions: {
-          publish: { allow: [
-            "$JS.API.CONSUMER.MSG.NEXT.jetstream-bridge-stream.orders-workers",
-            "$JS.ACK.jetstream-bridge-stream.orders-workers.>",
-            "orders.sync.dlq"
-          ] }
-          subscribe: { allow: ["_INBOX.>"] }
-      } }
-      { user: push, password: push, permissions: {
-          publish: { allow: ["$JS.ACK.jetstream-bridge-stream.orders-workers.>", "orders.sync.dlq"] }
-          subscribe: { allow: ["_bridge.orders-workers orders-workers", "_INBOX.>"] }
-      } }
-    ]
-  }
-}
-`
 
 // restrictedWorld is a world whose NATS server has the users above and
 // whose log is watched for permission violations.
 type restrictedWorld struct {
 	*world
-	srvLog *violationLog
+	srvLog *testutil.ViolationLog
 }
 
 func newRestrictedWorld(t *testing.T) *restrictedWorld {
 	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(leastPrivilegeConf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n, err := localenv.StartNATS(localenv.NATSOptions{Dir: filepath.Join(dir, "js"), ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Shutdown)
-	w := &restrictedWorld{srvLog: &violationLog{}}
-	n.Server().SetLoggerV2(w.srvLog, false, false, false)
+	n, srvLog := testutil.StartNATSWithConfig(t, testutil.SinkUsersConf) // the README's least-privilege users
+	w := &restrictedWorld{srvLog: srvLog}
 	w.world = newWorldOn(t, n.URL(), nats.UserInfo("admin", "admin"))
 	return w
 }
@@ -181,7 +140,7 @@ func (w *restrictedWorld) checkDone(t *testing.T, events int, mode string, extra
 // handler, which the sink logs).
 func (w *restrictedWorld) checkNoViolations(t *testing.T, procs ...*testutil.Process) {
 	t.Helper()
-	v := w.srvLog.get()
+	v := w.srvLog.Lines()
 	for _, p := range procs {
 		for _, line := range strings.Split(p.Output(), "\n") {
 			if strings.Contains(strings.ToLower(line), "permissions violation") {
@@ -292,31 +251,3 @@ func TestBinary_RestrictedPushScaleOut(t *testing.T) {
 	stopAll(t, b)
 	w.checkNoViolations(t, a, b)
 }
-
-// violationLog is a nats-server logger that keeps the lines about
-// permission violations.
-type violationLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *violationLog) keep(format string, v ...any) {
-	if s := fmt.Sprintf(format, v...); strings.Contains(s, "Violation") {
-		l.mu.Lock()
-		l.lines = append(l.lines, s)
-		l.mu.Unlock()
-	}
-}
-
-func (l *violationLog) get() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-func (l *violationLog) Noticef(format string, v ...any) { l.keep(format, v...) }
-func (l *violationLog) Warnf(format string, v ...any)   { l.keep(format, v...) }
-func (l *violationLog) Fatalf(format string, v ...any)  { l.keep(format, v...) }
-func (l *violationLog) Errorf(format string, v ...any)  { l.keep(format, v...) }
-func (l *violationLog) Debugf(format string, v ...any)  { l.keep(format, v...) }
-func (l *violationLog) Tracef(format string, v ...any)  { l.keep(format, v...) }

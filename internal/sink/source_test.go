@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,62 +15,25 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
 const deliverSubject = "_bridge.orders-workers"
 
-// usersConf is an account with JetStream in which admin may do anything and
-// the users pull and push have exactly the minimum the README documents for
-// a sink of that CONSUMER_MODE with AUTO_PROVISION=false.
-const usersConf = `
-accounts {
-  BRIDGE {
-    jetstream: enabled
-    users: [
-      { user: admin, password: admin }
-      { user: pull, password: pull, permissions: {
-          publish: { allow: [
-            "$JS.API.CONSUMER.MSG.NEXT.jetstream-bridge-stream.orders-workers",
-            "$JS.ACK.jetstream-bridge-stream.orders-workers.>",
-            "orders.sync.dlq"
-          ] }
-          subscribe: { allow: ["_INBOX.>"] }
-      } }
-      { user: push, password: push, permissions: {
-          publish: { allow: ["$JS.ACK.jetstream-bridge-stream.orders-workers.>", "orders.sync.dlq"] }
-          subscribe: { allow: ["_bridge.orders-workers orders-workers", "_INBOX.>"] }
-      } }
-    ]
-  }
-}
-`
-
-// restricted is an env on a server with users (usersConf), whose log is
+// restricted is an env on a server with users (testutil.SinkUsersConf), whose log is
 // watched for permission violations.
 type restricted struct {
 	*env
-	srvLog *violationLog // the server's
+	srvLog *testutil.ViolationLog // the server's
 	mu     sync.Mutex
 	errs   []string // async errors of restricted connections
 }
 
 func newRestrictedEnv(t *testing.T) *restricted {
 	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(usersConf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n, err := localenv.StartNATS(localenv.NATSOptions{Dir: filepath.Join(dir, "js"), ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Shutdown)
-	r := &restricted{srvLog: &violationLog{}}
-	n.Server().SetLoggerV2(r.srvLog, false, false, false)
+	n, srvLog := testutil.StartNATSWithConfig(t, testutil.SinkUsersConf)
+	r := &restricted{srvLog: srvLog}
 	r.env = newEnvOn(t, n.URL(), nats.UserInfo("admin", "admin"))
 	return r
 }
@@ -99,36 +60,8 @@ func (r *restricted) connectAs(t *testing.T, user string) *nats.Conn {
 func (r *restricted) violations() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append(r.srvLog.get(), r.errs...)
+	return append(r.srvLog.Lines(), r.errs...)
 }
-
-// violationLog is a nats-server logger that keeps the lines about
-// permission violations.
-type violationLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *violationLog) keep(format string, v ...any) {
-	if s := fmt.Sprintf(format, v...); strings.Contains(s, "Violation") {
-		l.mu.Lock()
-		l.lines = append(l.lines, s)
-		l.mu.Unlock()
-	}
-}
-
-func (l *violationLog) get() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-func (l *violationLog) Noticef(format string, v ...any) { l.keep(format, v...) }
-func (l *violationLog) Warnf(format string, v ...any)   { l.keep(format, v...) }
-func (l *violationLog) Fatalf(format string, v ...any)  { l.keep(format, v...) }
-func (l *violationLog) Errorf(format string, v ...any)  { l.keep(format, v...) }
-func (l *violationLog) Debugf(format string, v ...any)  { l.keep(format, v...) }
-func (l *violationLog) Tracef(format string, v ...any)  { l.keep(format, v...) }
 
 // TestSink_RestrictedSources runs the sink on RestrictedPull and on Push,
 // connected as a user with only the documented minimum permissions: every
