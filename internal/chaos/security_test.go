@@ -448,16 +448,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 			if mode == "token" || mode == "token-in-urls" {
 				conf = fmt.Sprintf("authorization { token: %s }\n", natsToken)
 			}
-			dir := t.TempDir()
-			confPath := filepath.Join(dir, "nats.conf")
-			if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			ns, err := localenv.StartNATS(localenv.NATSOptions{Dir: filepath.Join(dir, "js"), ConfigFile: confPath})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(ns.Shutdown)
+			ns, _ := testutil.StartNATSWithConfig(t, conf)
 			secrets := map[string]string{"postgres password": pgPass}
 			var natsEnv []string
 			var clientOpt nats.Option

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -200,7 +199,7 @@ func TestSink_ContendingBatchesApplyEveryEventOnce(t *testing.T) {
 		}
 		e.publish(t, m)
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	obs, _ := e.run(t, h, func(o *sink.Options) {
 		o.Concurrency, o.BatchSize, o.TxBatch, o.MaxDeliver = 4, 30, 3, 2 // odd: batches start with either order
 		o.Log = zerolog.New(logs).Level(zerolog.DebugLevel)
@@ -235,22 +234,4 @@ func TestSink_ContendingBatchesApplyEveryEventOnce(t *testing.T) {
 	} else {
 		t.Logf("%d deadlocks broken by Postgres", n)
 	}
-}
-
-// lockedBuffer is an io.Writer safe for a logger used by several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

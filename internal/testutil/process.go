@@ -21,7 +21,7 @@ var ErrStillRunning = errors.New("process still running")
 type Process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{} // closed once the process has exited and err is set
 	err  error
 }
@@ -34,7 +34,7 @@ func StartProcess(tb testing.TB, path string, env []string, args ...string) *Pro
 	p := &Process{
 		name: filepath.Base(path),
 		cmd:  exec.Command(path, args...),
-		out:  &syncBuffer{},
+		out:  &SyncBuffer{},
 		done: make(chan struct{}),
 	}
 	p.cmd.Env = append(os.Environ(), env...)
@@ -106,19 +106,20 @@ func (p *Process) ExitCode() int {
 // Output returns everything the process has written to stdout and stderr so far.
 func (p *Process) Output() string { return p.out.String() }
 
-// syncBuffer is a bytes.Buffer safe for the copying goroutine and readers.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers (a
+// process's output, a logger shared by goroutines).
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
