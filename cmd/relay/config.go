@@ -19,6 +19,7 @@ type Config struct {
 	Publication     string        `env:"PUBLICATION" envDefault:"jetstream_bridge_outbox" help:"publication on the outbox table"`
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
 	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"1024" help:"unacknowledged publishes at most"`
+	BatchLinger     time.Duration `env:"BATCH_LINGER" envDefault:"1ms" help:"under load (thousands of small transactions a second), wait this long for more WAL before reading, so bursts are published and acked together; 0 = never wait"`
 	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
 	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
@@ -81,6 +82,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflight < 1 || c.MaxInflight > 100000 {
 		errs = append(errs, fmt.Errorf("MAX_INFLIGHT=%d: expected a whole number from 1 to 100000", c.MaxInflight))
+	}
+	if c.BatchLinger < 0 || c.BatchLinger > 50*time.Millisecond {
+		errs = append(errs, fmt.Errorf("BATCH_LINGER=%s: expected 0 to 50ms (e.g. 1ms; a bare number is seconds)", c.BatchLinger))
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("STREAM_REPLICAS=%d: expected 1 to 5", c.StreamReplicas))

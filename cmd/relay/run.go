@@ -140,6 +140,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		StatusInterval: c.StatusInterval,
 		DrainTimeout:   c.ShutdownTimeout,
 		Timeout:        c.ReplTimeout,
+		Linger:         c.BatchLinger,
 		Log:            r.log,
 	}, r.tracker)
 	r.pub = publish.New(r.js, publish.Options{

@@ -36,6 +36,7 @@ type Options struct {
 	StatusInterval time.Duration // how often to confirm; default 1s
 	DrainTimeout   time.Duration // on shutdown, how long to wait for in-flight events before the last confirm; default 10s
 	Timeout        time.Duration // a connection silent this long despite requests is dead; default 30s
+	Linger         time.Duration // under load, wait this long for more before reading again; 0 = never (see linger.go)
 	Log            zerolog.Logger
 }
 
@@ -278,6 +279,7 @@ type reader struct {
 	nextStatus time.Time
 	lastSent   pglogrepl.LSN
 	lastHeard  time.Time // when the server last sent anything (or we last stopped reading)
+	linger     *linger
 }
 
 // The server only pings a client that has not reported for half of
@@ -298,6 +300,7 @@ func (r *reader) loop(ctx context.Context) error {
 	netConn := r.conn.Conn()
 	stopHook := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Now()) })
 	defer stopHook()
+	r.linger = newLinger(r.s.opts.Linger, netConn)
 	var deadline time.Time
 	for {
 		if ctx.Err() != nil {
@@ -319,6 +322,9 @@ func (r *reader) loop(ctx context.Context) error {
 			if ctx.Err() != nil { // the hook may have fired before the new deadline
 				continue
 			}
+		}
+		if r.conn.Frontend().ReadBufferLen() == 0 && r.linger.wait(time.Now()) && ctx.Err() != nil {
+			continue
 		}
 		msg, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
@@ -392,6 +398,7 @@ func (r *reader) walData(ctx context.Context, data []byte) error {
 		}
 		r.tx.Commit(m.TransactionEndLSN)
 		r.tx = nil
+		r.linger.committed()
 	case pglogrepl.MessageTypeRelation:
 		var m pglogrepl.RelationMessage
 		if err := m.Decode(data[1:]); err != nil {
