@@ -115,7 +115,7 @@ Flags:
                         one row at a time and waits for its ack, as the Ruby jetstream_bridge
                         gem's flush_outbox (the baseline of the 3× target); tuned publishes the
                         whole batch asynchronously and waits for all acks
-  --max-inflight N      relay MAX_INFLIGHT and the raw publish window (default 1024)
+  --max-inflight N      relay MAX_INFLIGHT and the raw publish window (default 4096, the relay's default)
   --only LIST           steps to run, e.g. 2,3 (step 1 always runs)
   --json FILE           also write the results as JSON
   --quick               tiny sizes, one repetition: a smoke run of every step in seconds
@@ -141,7 +141,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 		Reps: 3, Events: 100_000, SinkEvents: 100_000, Duration: 10 * time.Second, LimitDuration: 5 * time.Second,
 		Writers: 8, Rates: []int{1000, 5000, 0}, E2ERates: []int{1000, 5000}, Concurrency: []int{1, 4, 16},
 		E2EConc: 4, Pollers: []int{1, 4}, PollModes: pollModeNames(), PollBatch: 100, PollInterval: 100 * time.Millisecond,
-		MaxInflight: 1024, Fsync: true,
+		MaxInflight: 4096, Fsync: true,
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)

@@ -18,7 +18,7 @@ type Config struct {
 	ReplicationSlot string        `env:"REPLICATION_SLOT" help:"logical replication slot (default jetstream_bridge_{app}); cluster-wide name"`
 	Publication     string        `env:"PUBLICATION" envDefault:"jetstream_bridge_outbox" help:"publication on the outbox table"`
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
-	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"1024" help:"unacknowledged publishes at most"`
+	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"4096" help:"unacknowledged publishes at most"`
 	BatchLinger     time.Duration `env:"BATCH_LINGER" envDefault:"1ms" help:"under load (thousands of small transactions a second), wait this long for more WAL before reading, so bursts are published and acked together; 0 = never wait"`
 	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
 	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
