@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -39,7 +38,6 @@ const (
 	outboxTable = `public.jetstream_outbox_events`
 	inboxTable  = `public.jetstream_inbox_events`
 	pollTable   = `bench.poll_outbox`
-	modulePath  = "github.com/jetstream-bridge/jetstream-bridge"
 )
 
 // bench is one run: the environment it started and what it measured.
@@ -75,11 +73,8 @@ type bench struct {
 // applies the schemas.
 func (b *bench) setup(ctx context.Context) error {
 	var err error
-	if b.dir, err = os.MkdirTemp("", "jsb-bench-"); err != nil {
-		return fmt.Errorf("create temporary directory: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(b.dir, "logs"), 0o755); err != nil {
-		return fmt.Errorf("create log directory: %w", err)
+	if b.dir, err = localenv.NewWorkDir("jsb-bench-"); err != nil {
+		return err
 	}
 	if b.opts.Profile != "" {
 		if err := os.MkdirAll(b.opts.Profile, 0o755); err != nil {
@@ -111,11 +106,9 @@ func (b *bench) setup(ctx context.Context) error {
 // overlay (the sources are not changed).
 func (b *bench) binaries(ctx context.Context) error {
 	if b.opts.BinDir != "" && b.opts.Profile == "" {
-		b.relayBin, b.sinkBin = filepath.Join(b.opts.BinDir, "relay"), filepath.Join(b.opts.BinDir, "sink")
-		for _, p := range []string{b.relayBin, b.sinkBin} {
-			if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-				return fmt.Errorf("--bin-dir %s: no executable %s", b.opts.BinDir, filepath.Base(p))
-			}
+		var err error
+		if b.relayBin, b.sinkBin, err = localenv.LookBinaries(b.opts.BinDir); err != nil {
+			return fmt.Errorf("--bin-dir %s: %w", b.opts.BinDir, err)
 		}
 		return nil
 	}
@@ -177,36 +170,14 @@ func writePprofOverlay(dir, root string) (string, error) {
 	return path, nil
 }
 
-// moduleRoot finds this repository's go.mod above the working directory.
+// moduleRoot is the root of the source tree to build relay and sink in.
 func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
+	root, err := localenv.SourceRoot()
+	if errors.Is(err, localenv.ErrNoSourceTree) {
+		return "", errors.New("cannot build relay and sink: run the bench inside the repository (go run ./cmd/bench), " +
+			"or pass --bin-dir DIR with relay and sink in it (make build puts them in bin/)")
 	}
-	for {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			ours := false
-			for sc.Scan() {
-				if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, "module ") {
-					ours = strings.Trim(strings.TrimSpace(strings.TrimPrefix(line, "module ")), `"`) == modulePath
-					break
-				}
-			}
-			f.Close()
-			if !ours {
-				break
-			}
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("cannot build relay and sink: run the bench inside the repository (go run ./cmd/bench), " +
-		"or pass --bin-dir DIR with relay and sink in it (make build puts them in bin/)")
+	return root, err
 }
 
 // pgSettings are the local cluster's settings beyond localenv's defaults.
@@ -224,14 +195,9 @@ func (b *bench) pgSettings() map[string]string {
 // startServers starts the local Postgres cluster and JetStream server
 // unless URLs were given.
 func (b *bench) startServers(ctx context.Context) error {
-	if b.opts.NATSURL != "" {
-		b.natsURL = b.opts.NATSURL
-	} else {
-		ns, err := localenv.StartNATS(localenv.NATSOptions{Dir: filepath.Join(b.dir, "jetstream")})
-		if err != nil {
-			return fmt.Errorf("start embedded NATS: %w", err)
-		}
-		b.ns, b.natsURL = ns, ns.URL()
+	var err error
+	if b.ns, b.natsURL, err = localenv.UseOrStartNATS(b.opts.NATSURL, filepath.Join(b.dir, "jetstream")); err != nil {
+		return err
 	}
 	if b.opts.DatabaseURL != "" {
 		b.srcURL, b.dstURL = b.opts.DatabaseURL, b.opts.DatabaseURL
@@ -257,17 +223,13 @@ func (b *bench) connect(ctx context.Context) error {
 		url  string
 		pool **pgxpool.Pool
 	}{{b.srcURL, &b.src}, {b.dstURL, &b.dst}} {
-		cfg, err := pgxpool.ParseConfig(p.url)
-		if err != nil {
-			return fmt.Errorf("parse database URL: %w", err)
-		}
-		cfg.MaxConns = int32(max(b.opts.Writers, 4) + 4)
-		cfg.ConnConfig.RuntimeParams["application_name"] = "jetstream-bridge-bench"
-		// Text timestamps as pgoutput renders them for the relay (the polling baseline reads them).
-		cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
-		cfg.ConnConfig.RuntimeParams["DateStyle"] = "ISO, YMD"
-		if *p.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-			return fmt.Errorf("open database: %w", err)
+		if *p.pool, err = localenv.OpenPool(ctx, p.url, int32(max(b.opts.Writers, 4)+4), map[string]string{
+			"application_name": "jetstream-bridge-bench",
+			// Text timestamps as pgoutput renders them for the relay (the polling baseline reads them).
+			"TimeZone":  "UTC",
+			"DateStyle": "ISO, YMD",
+		}); err != nil {
+			return err
 		}
 	}
 	var walLevel string
@@ -348,30 +310,17 @@ func (b *bench) applySchemas(ctx context.Context) error {
 			}
 		}
 	}
-	outbox, err := migrations.Outbox(migrations.Names{})
+	outbox, inbox, err := localenv.BridgeSchemas()
 	if err != nil {
 		return err
 	}
-	inbox, err := migrations.Inbox(migrations.Names{})
-	if err != nil {
-		return err
-	}
-	if err := applySQL(ctx, b.src, outbox, benchSrcSQL); err != nil {
+	if err := localenv.ApplySQL(ctx, b.src, outbox, benchSrcSQL); err != nil {
 		return fmt.Errorf("source schema: %w", err)
 	}
-	if err := applySQL(ctx, b.dst, inbox, benchDstSQL); err != nil {
+	if err := localenv.ApplySQL(ctx, b.dst, inbox, benchDstSQL); err != nil {
 		return fmt.Errorf("destination schema: %w", err)
 	}
 	return nil
-}
-
-func applySQL(ctx context.Context, pool *pgxpool.Pool, sql ...string) error {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	return migrations.Apply(ctx, conn.Conn(), sql...)
 }
 
 // streamSpec is the stream the relay provisions; steps that publish without
@@ -521,12 +470,8 @@ func (b *bench) close() {
 	if b.dir == "" {
 		return
 	}
-	if b.opts.Keep || b.failed {
-		fmt.Fprintf(b.out, "kept %s (logs in %s)\n", b.dir, filepath.Join(b.dir, "logs"))
-		return
-	}
-	if err := os.RemoveAll(b.dir); err != nil {
-		fmt.Fprintf(b.out, "cleanup: remove %s: %v\n", b.dir, err)
+	if err := localenv.CloseWorkDir(b.out, b.dir, b.opts.Keep || b.failed); err != nil {
+		fmt.Fprintf(b.out, "cleanup: %v\n", err)
 	}
 }
 

@@ -37,7 +37,7 @@ func (b *bench) start(ctx context.Context, name, bin string, env []string, args 
 	n := b.nproc
 	b.mu.Unlock()
 	p := &proc{name: fmt.Sprintf("%s#%d", name, n), addr: addr,
-		logPath: filepath.Join(b.dir, "logs", fmt.Sprintf("%02d-%s.log", n, name))}
+		logPath: filepath.Join(localenv.LogDir(b.dir), fmt.Sprintf("%02d-%s.log", n, name))}
 	env = append(env, "HTTP_ADDR="+addr, "LOG_FORMAT=json", "LOG_LEVEL=info")
 	if b.opts.Profile != "" {
 		if p.pprofAddr, err = freeAddr(); err != nil {

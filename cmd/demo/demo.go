@@ -19,7 +19,6 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
-	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
 const (
@@ -106,11 +105,8 @@ func (d *demo) run(runCtx, waitCtx context.Context) error {
 // applies the schemas and starts the four processes.
 func (d *demo) setup(ctx context.Context) error {
 	var err error
-	if d.dir, err = os.MkdirTemp("", "jsb-demo-"); err != nil {
-		return fmt.Errorf("create temporary directory: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o755); err != nil {
-		return fmt.Errorf("create log directory: %w", err)
+	if d.dir, err = localenv.NewWorkDir("jsb-demo-"); err != nil {
+		return err
 	}
 
 	// Building and starting the servers are independent: do both at once.
@@ -200,7 +196,7 @@ func (d *demo) start(bin, name string, env []string) (*process, error) {
 		"LOG_FORMAT=json",
 		"AUTO_PROVISION=true",
 	)
-	p, err := startProcess(name, bin, filepath.Join(d.dir, "logs", name+".log"), addr, env)
+	p, err := startProcess(name, bin, filepath.Join(localenv.LogDir(d.dir), name+".log"), addr, env)
 	if err != nil {
 		return nil, err
 	}
@@ -211,14 +207,9 @@ func (d *demo) start(bin, name string, env []string) (*process, error) {
 // startServers starts the local Postgres cluster and JetStream server unless
 // the options name external ones.
 func (d *demo) startServers(ctx context.Context) error {
-	if d.opts.NATSURLs != "" {
-		d.natsURLs = d.opts.NATSURLs
-	} else {
-		ns, err := localenv.StartNATS(localenv.NATSOptions{Dir: filepath.Join(d.dir, "jetstream")})
-		if err != nil {
-			return fmt.Errorf("start embedded NATS: %w", err)
-		}
-		d.ns, d.natsURLs = ns, ns.URL()
+	var err error
+	if d.ns, d.natsURLs, err = localenv.UseOrStartNATS(d.opts.NATSURLs, filepath.Join(d.dir, "jetstream")); err != nil {
+		return err
 	}
 	if d.opts.DatabaseA != "" {
 		return nil
@@ -235,14 +226,9 @@ func (d *demo) startServers(ctx context.Context) error {
 // the outbox, inbox and demo schemas (the demo's triggers call
 // jetstream_publish, which the outbox schema creates).
 func (d *demo) prepareDatabase(ctx context.Context, s *side) error {
-	cfg, err := pgxpool.ParseConfig(s.url)
-	if err != nil {
-		return fmt.Errorf("%s: parse database URL: %w", s.name, err)
-	}
-	cfg.MaxConns = 4
-	cfg.ConnConfig.RuntimeParams["application_name"] = "jetstream-bridge-demo"
-	if s.db, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-		return fmt.Errorf("%s: open database: %w", s.name, err)
+	var err error
+	if s.db, err = localenv.OpenPool(ctx, s.url, 4, map[string]string{"application_name": "jetstream-bridge-demo"}); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
 	}
 	var walLevel string
 	if err := s.db.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
@@ -251,20 +237,11 @@ func (d *demo) prepareDatabase(ctx context.Context, s *side) error {
 	if walLevel != "logical" {
 		return fmt.Errorf("%s: wal_level is %q; the relay needs wal_level=logical (ALTER SYSTEM SET wal_level = logical, then restart Postgres)", s.name, walLevel)
 	}
-	outbox, err := migrations.Outbox(migrations.Names{})
+	outbox, inbox, err := localenv.BridgeSchemas()
 	if err != nil {
 		return err
 	}
-	inbox, err := migrations.Inbox(migrations.Names{})
-	if err != nil {
-		return err
-	}
-	conn, err := s.db.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.name, err)
-	}
-	defer conn.Release()
-	if err := migrations.Apply(ctx, conn.Conn(), outbox, inbox, schemaSQL); err != nil {
+	if err := localenv.ApplySQL(ctx, s.db, outbox, inbox, schemaSQL); err != nil {
 		return fmt.Errorf("%s: %w", s.name, err)
 	}
 	return nil
@@ -541,12 +518,8 @@ func (d *demo) close() {
 			"  SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"+
 			"  WHERE slot_name IN ('jetstream_bridge_system_a', 'jetstream_bridge_system_b');")
 	}
-	if d.opts.Keep || d.failed {
-		fmt.Fprintf(d.out, "kept %s (logs in %s)\n", d.dir, filepath.Join(d.dir, "logs"))
-		return
-	}
-	if err := os.RemoveAll(d.dir); err != nil {
-		fmt.Fprintf(d.out, "remove %s: %v\n", d.dir, err)
+	if err := localenv.CloseWorkDir(d.out, d.dir, d.opts.Keep || d.failed); err != nil {
+		fmt.Fprintln(d.out, err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,16 +12,17 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 )
 
-const modulePath = "github.com/jetstream-bridge/jetstream-bridge"
-
 // binaries returns the relay and sink to run: from --bin-dir, built from the
 // module the demo runs in, or found beside the demo's own executable (as
 // `make build` lays them out in bin/).
 func (d *demo) binaries(ctx context.Context) (relay, sink string, err error) {
 	if d.opts.BinDir != "" {
-		return lookBinaries(d.opts.BinDir)
+		if relay, sink, err = localenv.LookBinaries(d.opts.BinDir); err != nil {
+			return "", "", fmt.Errorf("--bin-dir %s: %w", d.opts.BinDir, err)
+		}
+		return relay, sink, nil
 	}
-	if root, ok := moduleRoot(); ok {
+	if root, err := localenv.SourceRoot(); err == nil {
 		out := filepath.Join(d.dir, "bin")
 		fmt.Fprintln(d.out, "building relay and sink (go build ./cmd/relay ./cmd/sink) ...")
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", out+string(filepath.Separator), "./cmd/relay", "./cmd/sink")
@@ -33,49 +33,12 @@ func (d *demo) binaries(ctx context.Context) (relay, sink string, err error) {
 		return filepath.Join(out, "relay"), filepath.Join(out, "sink"), nil
 	}
 	if exe, err := os.Executable(); err == nil {
-		if r, s, err := lookBinaries(filepath.Dir(exe)); err == nil {
+		if r, s, err := localenv.LookBinaries(filepath.Dir(exe)); err == nil {
 			return r, s, nil
 		}
 	}
 	return "", "", errors.New("cannot find the relay and sink binaries: run the demo inside the repository " +
 		"(go run ./cmd/demo), or pass --bin-dir DIR with relay and sink in it (make build puts them in bin/)")
-}
-
-func lookBinaries(dir string) (relay, sink string, err error) {
-	relay, sink = filepath.Join(dir, "relay"), filepath.Join(dir, "sink")
-	for _, p := range []string{relay, sink} {
-		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return "", "", fmt.Errorf("--bin-dir %s: no executable %s", dir, filepath.Base(p))
-		}
-	}
-	return relay, sink, nil
-}
-
-// moduleRoot finds this repository's go.mod above the working directory.
-func moduleRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			ours := false
-			for sc.Scan() {
-				if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, "module ") {
-					ours = strings.Trim(strings.TrimSpace(strings.TrimPrefix(line, "module ")), `"`) == modulePath
-					break
-				}
-			}
-			f.Close()
-			return dir, ours
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
 }
 
 // startPostgres starts the local cluster. When the server binaries are
@@ -90,7 +53,7 @@ func (d *demo) startPostgres(ctx context.Context) (*localenv.Postgres, error) {
 	if _, aptErr := exec.LookPath("apt-get"); d.opts.NoInstall || os.Geteuid() != 0 || aptErr != nil {
 		return nil, fmt.Errorf("%w\n(or run the demo against existing databases: --db-a URL --db-b URL)", err)
 	}
-	logPath := filepath.Join(d.dir, "logs", "apt-get.log")
+	logPath := filepath.Join(localenv.LogDir(d.dir), "apt-get.log")
 	fmt.Fprintf(d.out, "PostgreSQL server binaries not found: installing them with\n"+
 		"  apt-get update && apt-get install -y postgresql\n"+
 		"(one time; output in %s; pass --no-install to skip)\n", logPath)
