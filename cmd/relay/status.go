@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 // Status is what `relay status` prints.
@@ -43,40 +42,23 @@ type StreamState struct {
 }
 
 func (m *Main) status(ctx context.Context, args []string) error {
-	var asJSON bool
-	var watch time.Duration
-	if err := m.Flags("status", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asJSON, "json", false, "print JSON")
-		fs.DurationVar(&watch, "watch", 0, "refresh every interval (e.g. 2s) until interrupted")
-	}); err != nil {
+	flags, err := m.ParseStatusFlags(args)
+	if err != nil {
 		return err
 	}
 	c, err := m.load()
 	if err != nil {
 		return err
 	}
-	nc, err := m.ConnectQuiet(ctx, &c.Common, "status")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	return m.Watch(ctx, watch, !asJSON, func() error {
-		st := collectStatus(ctx, c, js)
-		if asJSON {
-			enc := json.NewEncoder(m.Stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(st)
-		} else {
-			printStatus(m.Stdout, st, time.Now())
-		}
-		if st.DatabaseError != "" {
-			return errors.New("database unreachable")
-		}
-		return nil
+	return config.ShowStatus(ctx, &m.CLI, &c.Common, flags, config.StatusReport[*Status]{
+		Collect: func(ctx context.Context, js jetstream.JetStream) *Status { return collectStatus(ctx, c, js) },
+		Print:   printStatus,
+		Verdict: func(st *Status) error {
+			if st.DatabaseError != "" {
+				return errors.New("database unreachable")
+			}
+			return nil
+		},
 	})
 }
 

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -14,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -56,45 +55,30 @@ type ConsumerState struct {
 var inboxStatuses = []string{sink.StatusProcessed, sink.StatusFailed, sink.StatusDead, sink.StatusStale}
 
 func (m *Main) status(ctx context.Context, args []string) error {
-	var asJSON bool
-	var watch time.Duration
-	if err := m.Flags("status", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asJSON, "json", false, "print JSON")
-		fs.DurationVar(&watch, "watch", 0, "refresh every interval (e.g. 2s) until interrupted")
-	}); err != nil {
+	flags, err := m.ParseStatusFlags(args)
+	if err != nil {
 		return err
 	}
 	c, err := m.load(false)
 	if err != nil {
 		return err
 	}
-	nc, err := m.ConnectQuiet(ctx, &c.Common, "status")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	return m.Watch(ctx, watch, !asJSON, func() error {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		st := collectStatus(sctx, c, js)
-		if asJSON {
-			enc := json.NewEncoder(m.Stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(st)
-		} else {
-			printStatus(m.Stdout, st, time.Now())
-		}
-		switch {
-		case st.DatabaseError != "":
-			return errors.New("database unreachable")
-		case st.ConsumerError != "":
-			return errors.New("consumer unavailable")
-		}
-		return nil
+	return config.ShowStatus(ctx, &m.CLI, &c.Common, flags, config.StatusReport[*Status]{
+		Collect: func(ctx context.Context, js jetstream.JetStream) *Status {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return collectStatus(ctx, c, js)
+		},
+		Print: printStatus,
+		Verdict: func(st *Status) error {
+			switch {
+			case st.DatabaseError != "":
+				return errors.New("database unreachable")
+			case st.ConsumerError != "":
+				return errors.New("consumer unavailable")
+			}
+			return nil
+		},
 	})
 }
 
