@@ -21,20 +21,8 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 // It checks that the run succeeds, that the table and the JSON cover every
 // step and every target, and that nothing is left behind.
 func TestBench_Quick(t *testing.T) {
-	bin := testutil.BuildBinary(t, "bench")
-	// BuildBinary puts every binary in one directory: hand it to the bench
-	// instead of letting it build relay and sink again.
-	testutil.BuildBinary(t, "relay")
-	testutil.BuildBinary(t, "sink")
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
-
-	start := time.Now()
-	p := testutil.StartProcess(t, bin, nil, "--quick", "--bin-dir", filepath.Dir(bin), "--json", jsonPath)
-	if err := p.Wait(60 * time.Second); err != nil {
-		t.Fatalf("bench --quick: %v\n%s", err, p.Output())
-	}
-	t.Logf("bench --quick took %s", time.Since(start).Round(100*time.Millisecond))
-	out := p.Output()
+	out := testutil.RunWithRelayAndSink(t, "bench", 60*time.Second, "--quick", "--json", jsonPath)
 
 	for step := 1; step <= 6; step++ {
 		if !regexp.MustCompile(`(?m)^` + string(rune('0'+step)) + `\s{2,}\S.*\d`).MatchString(out) {

@@ -3,7 +3,6 @@ package main_test
 import (
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,17 +18,7 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 // local Postgres, embedded JetStream, two relays, two sinks, five seconds of
 // writes on both sides, then verification.
 func TestDemo_BoundedRunConverges(t *testing.T) {
-	bin := testutil.BuildBinary(t, "demo")
-	// BuildBinary puts every binary in one directory: hand it to the demo
-	// instead of letting it build relay and sink again.
-	testutil.BuildBinary(t, "relay")
-	testutil.BuildBinary(t, "sink")
-
-	p := testutil.StartProcess(t, bin, nil, "--duration", "5s", "--rate", "40", "--bin-dir", filepath.Dir(bin))
-	if err := p.Wait(90 * time.Second); err != nil {
-		t.Fatalf("demo: %v\n%s", err, p.Output())
-	}
-	out := p.Output()
+	out := testutil.RunWithRelayAndSink(t, "demo", 90*time.Second, "--duration", "5s", "--rate", "40")
 
 	m := regexp.MustCompile(`(?m)^result: converged=(\w+) a_to_b=(\d+) b_to_a=(\d+) loops=(\d+) dead=(\d+) differing_rows=(\d+)$`).FindStringSubmatch(out)
 	if m == nil {

@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 type build struct {
@@ -39,6 +42,26 @@ func BuildBinary(tb testing.TB, name string) string {
 		tb.Fatalf("build %s: %v", name, b.err)
 	}
 	return b.path
+}
+
+// RunWithRelayAndSink builds ./cmd/NAME, relay and sink into one directory
+// (each once per test process, as BuildBinary does), runs NAME with args and
+// --bin-dir naming that directory (the demo and the bench then do not build
+// relay and sink again), and waits at most timeout for it to exit. It fails
+// the test unless NAME exits with status 0, and returns NAME's output.
+func RunWithRelayAndSink(tb testing.TB, name string, timeout time.Duration, args ...string) string {
+	tb.Helper()
+	bin := BuildBinary(tb, name)
+	BuildBinary(tb, "relay")
+	BuildBinary(tb, "sink")
+	cmdline := strings.Join(append([]string{name}, args...), " ")
+	start := time.Now()
+	p := StartProcess(tb, bin, nil, slices.Concat(args, []string{"--bin-dir", filepath.Dir(bin)})...)
+	if err := p.Wait(timeout); err != nil {
+		tb.Fatalf("%s: %v\n%s", cmdline, err, p.Output())
+	}
+	tb.Logf("%s took %s", cmdline, time.Since(start).Round(100*time.Millisecond))
+	return p.Output()
 }
 
 func goBuild(name string) (string, error) {
