@@ -69,7 +69,9 @@ func ShowStatus[S any](ctx context.Context, c *CLI, common *Common, f StatusFlag
 		if f.JSON {
 			enc := json.NewEncoder(c.Stdout)
 			enc.SetIndent("", "  ")
-			enc.Encode(st)
+			if err := enc.Encode(st); err != nil {
+				return fmt.Errorf("write status: %w", err)
+			}
 		} else {
 			r.Print(c.Stdout, st, time.Now())
 		}
