@@ -168,3 +168,45 @@ func TestStatusWatchRefreshes(t *testing.T) {
 		t.Fatalf("status --watch did not exit 0 on SIGINT: %v", err)
 	}
 }
+
+// TestReadCoalescingKeepsEveryEvent: with a linger long enough that a single
+// writer's stream of small transactions counts as busy, reads wait for bursts
+// (the counter moves) and the stream still holds every committed event once,
+// in commit order, while a rolled-back transaction never shows.
+func TestReadCoalescingKeepsEveryEvent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	addr := freeAddr(t)
+	// 20ms: two transactions per 20ms (100/s) make the stream busy.
+	p := h.start("HTTP_ADDR="+addr, "BATCH_LINGER=20ms")
+	waitReplicating(t, p)
+	ctx := context.Background()
+	var txs [][]string
+	var rolledBack []string
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; len(txs) < 2000 || metric(t, addr, "jetstream_bridge_relay_read_lingers_total") < 1; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d transactions the relay never waited for a burst (lingers %v)",
+				len(txs), metric(t, addr, "jetstream_bridge_relay_read_lingers_total"))
+		}
+		rollback := i%500 == 250
+		ids, err := h.insertTx(ctx, 1+i%3, rollback)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rollback {
+			rolledBack = append(rolledBack, ids...)
+			continue
+		}
+		txs = append(txs, ids)
+	}
+	var committed []string
+	for _, tx := range txs {
+		committed = append(committed, tx...)
+	}
+	h.waitCount(subjAB, len(committed), 60*time.Second, p)
+	h.checkExactlyOnce(subjAB, committed, txs, rolledBack, true)
+	if got := metric(t, addr, "jetstream_bridge_relay_read_lingers_total"); got < 1 {
+		t.Fatalf("read_lingers_total = %v", got)
+	}
+}

@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -35,14 +36,15 @@ type linger struct {
 	d       time.Duration
 	pending func() (int, bool) // bytes waiting in the socket; false: unknown
 	sleep   func(time.Duration)
+	waits   *atomic.Uint64 // counts the waits; may be nil
 
 	since time.Time // start of the current measuring window
 	txs   int       // transactions received in it
 	busy  bool      // the last window was busy
 }
 
-func newLinger(d time.Duration, conn net.Conn) *linger {
-	l := &linger{d: d, sleep: time.Sleep}
+func newLinger(d time.Duration, conn net.Conn, waits *atomic.Uint64) *linger {
+	l := &linger{d: d, sleep: time.Sleep, waits: waits}
 	if d > 0 {
 		l.pending = socketPending(conn)
 	}
@@ -70,6 +72,9 @@ func (l *linger) wait(now time.Time) bool {
 	}
 	if n, ok := l.pending(); !ok || n >= lingerFull {
 		return false
+	}
+	if l.waits != nil {
+		l.waits.Add(1)
 	}
 	l.sleep(l.d)
 	return true

@@ -3,6 +3,7 @@ package cdc
 import (
 	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -11,7 +12,7 @@ import (
 // are recorded instead of taken.
 func fakeLinger(d time.Duration, pending *int) (*linger, *[]time.Duration) {
 	var slept []time.Duration
-	l := &linger{d: d, pending: func() (int, bool) { return *pending, true }}
+	l := &linger{d: d, pending: func() (int, bool) { return *pending, true }, waits: new(atomic.Uint64)}
 	l.sleep = func(d time.Duration) { slept = append(slept, d) }
 	return l, &slept
 }
@@ -47,6 +48,9 @@ func TestLingerWaitsOnlyUnderLoad(t *testing.T) {
 	if waited < 150 {
 		t.Fatalf("at 5 tx per linger it waited %d of 200 times, want nearly all", waited)
 	}
+	if got := l.waits.Load(); got != uint64(len(*slept)) || got != uint64(waited) {
+		t.Fatalf("wait counter %d, slept %d times, waited %d", got, len(*slept), waited)
+	}
 	for _, d := range *slept {
 		if d != time.Millisecond {
 			t.Fatalf("slept %s, want the linger 1ms", d)
@@ -81,7 +85,7 @@ func TestLingerOffOrBlind(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if newLinger(time.Millisecond, a).pending != nil {
+	if newLinger(time.Millisecond, a, nil).pending != nil {
 		t.Fatal("a connection without a socket must never wait")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -59,6 +60,8 @@ type Stream struct {
 
 	mu    sync.Mutex
 	state State
+
+	lingers atomic.Uint64
 }
 
 // ErrSlotMissing means the replication slot does not exist (dropped under a
@@ -81,6 +84,9 @@ func NewStream(opts Options, tracker *checkpoint.Tracker) *Stream {
 	s.state = State{Reason: "starting", Since: time.Now()}
 	return s
 }
+
+// Lingers is how many reads waited Options.Linger for a burst.
+func (s *Stream) Lingers() uint64 { return s.lingers.Load() }
 
 // State returns the current state.
 func (s *Stream) State() State {
@@ -300,7 +306,7 @@ func (r *reader) loop(ctx context.Context) error {
 	netConn := r.conn.Conn()
 	stopHook := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Now()) })
 	defer stopHook()
-	r.linger = newLinger(r.s.opts.Linger, netConn)
+	r.linger = newLinger(r.s.opts.Linger, netConn, &r.s.lingers)
 	var deadline time.Time
 	for {
 		if ctx.Err() != nil {
