@@ -162,8 +162,16 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 	}
 	for i := range w.relays {
 		w.relayAddrs[i] = freeAddr(t)
-		w.relays[i] = &service{t: t, name: fmt.Sprintf("relay-%d", i+1), bin: relayBin,
-			env: append(slices.Clone(relayEnv), "HTTP_ADDR="+w.relayAddrs[i])}
+		env := append(slices.Clone(relayEnv), "HTTP_ADDR="+w.relayAddrs[i])
+		if i == 1 {
+			// Read coalescing engages at two transactions per linger: from
+			// 2,000 a second with the default 1ms, from 40 a second with
+			// 50ms, i.e. at CHAOS_RATE 120 and more (~2.9 events per
+			// transaction). The second relay takes it, so that whenever it
+			// is the active one its reads wait for bursts through the faults.
+			env = append(env, "BATCH_LINGER=50ms")
+		}
+		w.relays[i] = &service{t: t, name: fmt.Sprintf("relay-%d", i+1), bin: relayBin, env: env}
 	}
 	for i := range w.sinks {
 		w.sinks[i] = &service{t: t, name: fmt.Sprintf("sink-%d", i+1), bin: sinkBin, env: sinkEnv}
