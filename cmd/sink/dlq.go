@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
@@ -43,15 +41,11 @@ func (m *Main) dlq(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := m.ConnectQuiet(ctx, &c.Common, "dlq")
+	nc, js, err := m.ConnectJetStream(ctx, &c.Common, "dlq")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	match := func(dl *sink.DeadLetter) bool {
 		return (eventID == "" || dl.EventID == eventID) && (class == "" || dl.Class == class)
 	}
@@ -63,9 +57,12 @@ func (m *Main) dlq(ctx context.Context, args []string) error {
 		n++
 		switch {
 		case sub == "list" && asJSON:
-			b, _ := json.Marshal(dl)
-			fmt.Fprintf(m.Stdout, "%s\n", b)
-			return nil
+			b, err := json.Marshal(dl)
+			if err != nil {
+				return fmt.Errorf("encode dead letter %d: %w", dl.Sequence, err)
+			}
+			_, err = fmt.Fprintf(m.Stdout, "%s\n", b)
+			return err
 		case sub == "list":
 			fmt.Fprintf(m.Stdout, "seq %d  %s  event %s (%s)  class %s  deliveries %d  from %s\n  error: %s\n",
 				dl.Sequence, dl.FailedAt, dl.EventID, dl.EventType, dl.Class, dl.Deliveries, dl.OriginalSubject, dl.Error)
