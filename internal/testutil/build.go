@@ -1,7 +1,6 @@
 package testutil
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 )
 
 type build struct {
@@ -100,23 +101,13 @@ func cleanupBuilds() error {
 	return nil
 }
 
-// ModuleRoot returns the directory holding go.mod, found by walking up from
-// the working directory (a test runs in its package directory).
+// ModuleRoot returns the root of the bridge's source tree, found by walking up
+// from the working directory (a test runs in its package directory); see
+// localenv.SourceRoot.
 func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
+	root, err := localenv.SourceRoot()
 	if err != nil {
 		return "", fmt.Errorf("find module root: %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("find module root: %w", err)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("find module root: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return root, nil
 }
