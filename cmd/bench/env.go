@@ -332,6 +332,7 @@ func streamSpec() publish.StreamSpec {
 		Fallback:   []string{subject},
 		Duplicates: 2 * time.Minute,
 		Replicas:   1,
+		AllowBatch: true, // as the relay's AUTO_PROVISION does on nats-server 2.14+
 	}
 }
 

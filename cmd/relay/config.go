@@ -20,6 +20,7 @@ type Config struct {
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
 	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"4096" help:"unacknowledged publishes at most"`
 	BatchLinger     time.Duration `env:"BATCH_LINGER" envDefault:"1ms" help:"under load (thousands of small transactions a second), wait this long for more WAL before reading, so bursts are published and acked together; 0 = never wait"`
+	FastBatch       bool          `env:"FAST_BATCH" envDefault:"true" help:"publish bursts as JetStream fast batches (one ack per few hundred messages) when the stream allows it (allow_batched, nats-server 2.14+; AUTO_PROVISION turns it on)"`
 	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
 	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`

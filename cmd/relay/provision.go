@@ -77,6 +77,7 @@ func (r *Relay) streamSpec() publish.StreamSpec {
 		Fallback:   []string{s.Publish("")},
 		Duplicates: c.DuplicateWindow,
 		Replicas:   c.StreamReplicas,
+		AllowBatch: c.FastBatch && publish.BatchSupported(r.nc.ConnectedServerVersion()),
 	}
 }
 

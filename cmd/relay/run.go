@@ -145,6 +145,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}, r.tracker)
 	r.pub = publish.New(r.js, publish.Options{
 		MaxInflight: c.MaxInflight,
+		Batch:       r.batchSubjects(ctx),
 		Acked:       r.acked,
 		Rejected:    r.rejected,
 		NoStream:    r.noStream,
@@ -219,7 +220,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.log.Info().Str("confirmed_lsn", r.tracker.Safe().String()).Msg("relay stopped")
+	r.log.Info().Str("confirmed_lsn", r.tracker.Safe().String()).Uint64("fast_batched", r.pub.Batched()).Msg("relay stopped")
 	return nil
 }
 
@@ -251,11 +252,40 @@ func (r *Relay) pipeline(ctx context.Context, events <-chan *cdc.Event) error {
 		if m == nil {
 			continue
 		}
+		m.More = len(events) > 0 // another event is ready: they may share a fast batch
 		if err := r.pub.Publish(ctx, m); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// batchSubjects tells the publisher which subjects may go out in fast
+// batches: those of the stream, when it allows them. Without the stream's
+// configuration (no permission to read it, say) every message is acked on
+// its own.
+func (r *Relay) batchSubjects(ctx context.Context) func(string) bool {
+	if !r.cfg.FastBatch {
+		return nil
+	}
+	version := r.nc.ConnectedServerVersion()
+	s, err := r.js.Stream(ctx, r.cfg.StreamName)
+	if err != nil {
+		r.log.Info().Err(err).Str("stream", r.cfg.StreamName).Msg("stream configuration unavailable: publishing with one ack per message")
+		return nil
+	}
+	info := s.CachedInfo()
+	batch := publish.BatchSubjects(info, version)
+	switch {
+	case batch != nil:
+		r.log.Info().Str("stream", r.cfg.StreamName).Msg("publishing bursts as fast batches")
+	case !publish.BatchSupported(version):
+		r.log.Info().Str("server_version", version).Msg("nats-server before 2.14: publishing with one ack per message")
+	default:
+		r.log.Info().Str("stream", r.cfg.StreamName).
+			Msg("the stream does not allow fast batches (allow_batched): publishing with one ack per message")
+	}
+	return batch
 }
 
 func (r *Relay) message(ev *cdc.Event) *publish.Message {

@@ -20,7 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +37,11 @@ type Message struct {
 	Header  nats.Header
 	MsgID   string
 	Ref     any // the caller's handle, given back in Acked and Rejected
+	// More says the caller has another message ready right behind this one:
+	// the two may then share a fast batch (see Options.Batch). A caller that
+	// sets it must publish again without waiting on anything else; the last
+	// message of a burst must have it false, or its ack waits for the next.
+	More bool
 
 	deadLetter bool // a replacement built by Rejected: never rejected again
 }
@@ -46,7 +53,9 @@ type Options struct {
 	MaxBackoff  time.Duration // retry backoff cap; default 5s
 	// Acked is called, in submission order, once each message is stored (or
 	// once its replacement from Rejected is stored). ack is valid only
-	// during the call.
+	// during the call. A message stored as part of a fast batch gets an ack
+	// without its stream sequence (0) and without a duplicate flag: the
+	// server drops duplicates inside a batch without telling which.
 	Acked func(m *Message, ack *jetstream.PubAck)
 	// Rejected is called for a message JetStream can never accept as asked
 	// (too large for the stream, no stream for its subject). It returns the
@@ -56,6 +65,12 @@ type Options struct {
 	// covers the subject (true: reject) rather than JetStream being briefly
 	// unavailable (false: retry). Nil means always retry.
 	NoStream func(ctx context.Context, subject string) bool
+	// Batch reports whether messages to subject may be sent as JetStream
+	// fast batches: the subject belongs to a stream with allow_batched, on
+	// nats-server 2.14 or later. Nil: every message is acked on its own. If
+	// the server turns out not to take batches, the publisher falls back to
+	// single acks by itself.
+	Batch func(subject string) bool
 	// Retried is called for every retry, for metrics.
 	Retried func(m *Message, err error)
 	Log     zerolog.Logger
@@ -102,6 +117,18 @@ type Publisher struct {
 	ack    jetstream.PubAck // the last ack wait returned, owned by Run
 	timer  *time.Timer      // wait's ack timeout, owned by Run
 	stream string           // the last stream name seen in an ack, reused
+
+	// Fast batches, guarded by mu (see batch.go).
+	batches  map[string]*batch
+	open     *batch // the batch new messages join, if any
+	noBatch  bool   // the server refused fast batches: never again
+	replay   bool   // duplicates are likely (a restart re-sends): no batches
+	hold     bool   // a publish failed: send nothing until recovery ran
+	batchID  string // unique prefix of this publisher's batch ids
+	batchN   uint64 // batches opened
+	flow     string // acks every this many messages, at most
+	replyBuf []byte
+	batched  atomic.Uint64
 }
 
 // ackSlot is where the ack of the window message with sequence seq lands.
@@ -128,6 +155,9 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 	for size < opts.MaxInflight+1 {
 		size <<= 1
 	}
+	if opts.MaxInflight < 8 {
+		opts.Batch = nil // flow acks need room for several in the window
+	}
 	return &Publisher{
 		js:     js,
 		nc:     js.Conn(),
@@ -138,16 +168,28 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 		ring:   make([]ackSlot, size),
 		mask:   uint64(size - 1),
 		notify: make(chan struct{}, 1),
+
+		batches: map[string]*batch{},
+		replay:  true,
+		flow:    strconv.Itoa(min(opts.MaxInflight/4, maxBatchFlow)),
 	}
 }
 
 // subscribe starts receiving acks on the publisher's reply prefix.
 func (p *Publisher) subscribe() error {
 	p.subOnce.Do(func() {
-		p.prefix = p.nc.NewInbox() + "." // honours the connection's custom inbox prefix
-		p.sub, p.subErr = p.nc.Subscribe(p.prefix+"*", p.onAck)
+		inbox := p.nc.NewInbox() // honours the connection's custom inbox prefix
+		p.prefix = inbox + "."
+		p.batchID = inbox[strings.LastIndexByte(inbox, '.')+1:] // unique, token-safe
+		p.sub, p.subErr = p.nc.Subscribe(p.prefix+">", p.onAck)
 		if p.subErr != nil {
 			p.subErr = fmt.Errorf("subscribe to publish acks: %w", p.subErr)
+			return
+		}
+		// The window bounds what can be pending; a dropped report (a flow
+		// ack is cumulative, an error is not) must never happen here.
+		if err := p.sub.SetPendingLimits(-1, -1); err != nil {
+			p.subErr = fmt.Errorf("publish acks: %w", err)
 			return
 		}
 		// When the connection drops, acks of the window may never come:
@@ -191,6 +233,9 @@ func (p *Publisher) failAll(err error) {
 			s.done, s.err = true, err
 		}
 	}
+	clear(p.batches) // the server may never answer for them
+	p.open = nil
+	p.hold = true
 	p.mu.Unlock()
 	select {
 	case p.notify <- struct{}{}:
@@ -202,7 +247,18 @@ func (p *Publisher) failAll(err error) {
 // Acks of messages no longer waited for (timed out, re-published) are
 // dropped.
 func (p *Publisher) onAck(msg *nats.Msg) {
-	seq, err := strconv.ParseUint(msg.Subject[len(p.prefix):], 36, 64)
+	rest := msg.Subject[len(p.prefix):]
+	if strings.IndexByte(rest, '.') >= 0 {
+		p.mu.Lock()
+		p.onBatchAck(msg, rest)
+		p.mu.Unlock()
+		select {
+		case p.notify <- struct{}{}:
+		default:
+		}
+		return
+	}
+	seq, err := strconv.ParseUint(rest, 36, 64)
 	if err != nil {
 		return
 	}
@@ -211,6 +267,12 @@ func (p *Publisher) onAck(msg *nats.Msg) {
 	if s.seq == seq && !s.done {
 		s.done = true
 		s.err = p.parseAck(msg, &s.ack)
+		switch {
+		case s.err != nil:
+			p.hold = true
+		case !s.ack.Duplicate:
+			p.replay = false // past what an earlier run may have sent
+		}
 	}
 	p.mu.Unlock()
 	select {
@@ -331,12 +393,32 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) error {
 	p.mu.Lock()
 	s := &p.ring[seq&p.mask]
 	s.seq, s.done, s.err = seq, false, nil
+	var (
+		reply string
+		end   *nats.Msg
+		err   error
+	)
+	if p.hold {
+		// An earlier message failed and waits for Run's recovery: sending
+		// this one now could store it first. Recovery republishes it.
+		err = errHeldBack
+	} else {
+		reply, end = p.replyFor(m, seq)
+	}
 	p.mu.Unlock()
-	err := p.nc.PublishMsg(&nats.Msg{Subject: m.Subject, Reply: p.prefix + strconv.FormatUint(seq, 36), Data: m.Body, Header: m.Header})
+	if end != nil {
+		err = p.nc.PublishMsg(end)
+	}
+	if err == nil {
+		err = p.nc.PublishMsg(&nats.Msg{Subject: m.Subject, Reply: reply, Data: m.Body, Header: m.Header})
+	}
 	p.queue <- pending{m: m, seq: seq, sent: time.Now(), err: err}
 	p.sendMu.Unlock()
 	return nil
 }
+
+// Batched is the number of messages sent as part of a fast batch.
+func (p *Publisher) Batched() uint64 { return p.batched.Load() }
 
 // Inflight is the number of messages submitted and not yet acknowledged.
 func (p *Publisher) Inflight() int { return len(p.slots) }
@@ -439,6 +521,15 @@ func (p *Publisher) recover(ctx context.Context, first pending, firstErr error) 
 	defer p.sendMu.Unlock()
 	p.opts.Log.Warn().Err(firstErr).Str("subject", first.m.Subject).Str("msg_id", first.m.MsgID).
 		Int("inflight", p.Inflight()).Msg("publish failed, re-publishing the window in order")
+	p.endOpenBatch()
+	defer func() {
+		// Every window message was settled: answers still to come for a
+		// batch concern released messages only.
+		p.mu.Lock()
+		clear(p.batches)
+		p.hold = false
+		p.mu.Unlock()
+	}()
 	if err := p.republish(ctx, first.m, firstErr); err != nil {
 		return err
 	}

@@ -19,6 +19,10 @@ type StreamSpec struct {
 	Fallback   []string // used instead of Subjects[i] when a wildcard overlaps another stream (narrower subjects)
 	Duplicates time.Duration
 	Replicas   int
+	// AllowBatch enables fast batch publishing on the stream (allow_batched,
+	// nats-server 2.14+) when creating it or when it lacks it. Never turned
+	// off here: another process may rely on it.
+	AllowBatch bool
 }
 
 // EnsureStream creates the stream or updates it to cover spec's subjects,
@@ -50,6 +54,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 				Retention:  jetstream.LimitsPolicy,
 				Duplicates: spec.Duplicates,
 				Replicas:   spec.Replicas,
+
+				AllowBatchPublish: spec.AllowBatch,
 			}
 			s, err := js.CreateStream(ctx, cfg)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < 5 {
@@ -58,7 +64,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 			if err != nil {
 				return nil, fmt.Errorf("create stream %s: %w", spec.Name, err)
 			}
-			log.Info().Str("stream", spec.Name).Strs("subjects", want).Dur("duplicates", spec.Duplicates).Msg("stream created")
+			log.Info().Str("stream", spec.Name).Strs("subjects", want).Dur("duplicates", spec.Duplicates).
+				Bool("allow_batched", spec.AllowBatch).Msg("stream created")
 			return s.CachedInfo(), nil
 		case err != nil:
 			return nil, fmt.Errorf("look up stream %s: %w", spec.Name, err)
@@ -67,6 +74,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 		merged, changed := mergeSubjects(cfg.Subjects, want)
 		if spec.Duplicates > 0 && cfg.Duplicates != spec.Duplicates {
 			cfg.Duplicates, changed = spec.Duplicates, true
+		}
+		if spec.AllowBatch && !cfg.AllowBatchPublish {
+			cfg.AllowBatchPublish, changed = true, true
 		}
 		if !changed {
 			return info.CachedInfo(), nil
@@ -82,7 +92,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 		}
 		got := s.CachedInfo().Config.Subjects
 		if covered(got, want) {
-			log.Info().Str("stream", spec.Name).Strs("subjects", got).Dur("duplicates", cfg.Duplicates).Msg("stream updated")
+			log.Info().Str("stream", spec.Name).Strs("subjects", got).Dur("duplicates", cfg.Duplicates).
+				Bool("allow_batched", s.CachedInfo().Config.AllowBatchPublish).Msg("stream updated")
 			return s.CachedInfo(), nil
 		}
 		if attempt >= 5 {

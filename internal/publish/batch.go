@@ -1,0 +1,342 @@
+package publish
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Fast batch publishing (nats-server 2.14+, streams with allow_batched).
+//
+// While the caller says more messages follow right behind (Message.More),
+// consecutive window messages form one fast batch: each reply subject carries
+// the batch id and the message's position in the batch, and the server
+// answers with one flow-control ack every few hundred stored messages instead
+// of a PubAck per message. The last message of a burst commits the batch and
+// its PubAck confirms the tail. A message with nothing behind it, when no
+// batch is open, is published alone with its own ack, as without batching.
+//
+// Batches run in "gap ok" mode, which keeps a batch going past a message the
+// server refuses, as single publishes do: the server reports the refused
+// message (or a missing one, as a gap) right away, before the flow ack that
+// covers its position, so a flow ack for position k marks 1..k stored except
+// those already failed. The failed message is republished by Run's in-order
+// recovery like any other; until that recovery has run, new messages are
+// held back and go through it too, so nothing newer is stored before it. A
+// batch-level refusal (no such batch, batches disabled) fails the message
+// and every later one of the batch, which the server does not store. Acks
+// are cumulative, so a lost flow ack costs nothing; the ack subscription has
+// no pending limit, so no report is dropped on the client side.
+//
+// Duplicates inside a batch are dropped without a per-message report. So the
+// publisher starts with single acks, which report each duplicate, and uses
+// batches once a message was stored that was not a duplicate (a restarted
+// relay re-sends what it may have published before); a batch that reports a
+// duplicate switches back.
+//
+// The reply subject is <inbox>.<batch id>.<flow>.ok.<position>.<op>.$FI.
+
+// Reply subject operations of a fast batch.
+const (
+	batchOpStart  = "0"
+	batchOpAppend = "1"
+	batchOpCommit = "2"
+	batchOpEnd    = "3" // commit, this message is only the end marker and is not stored
+	batchSuffix   = ".$FI"
+	maxBatchFlow  = 500 // the server acks at most every 500 messages
+)
+
+// JetStream error codes that mean the stream (or server) does not take fast
+// batches at all: batch publish disabled, invalid pattern, invalid batch id.
+const (
+	errCodeBatchDisabled  = 10205
+	errCodeBatchPattern   = 10206
+	errCodeBatchInvalidID = 10207
+)
+
+// Errors of window messages that were not stored; all are republished.
+var (
+	errBatchEnded = errors.New("fast batch ended before this message")
+	errBatchGap   = errors.New("the server did not receive this fast batch message")
+	errHeldBack   = errors.New("held back until an earlier failed publish is republished")
+)
+
+// batch is one fast batch; guarded by Publisher.mu.
+type batch struct {
+	id      string
+	subject string // of its first message: where the end marker goes
+	base    uint64 // window sequence of batch position 1
+	sent    uint64 // positions 1..sent were sent
+	acked   uint64 // positions 1..acked are stored
+	closed  bool   // committed or broken: nothing more is sent in it
+}
+
+// batching reports whether m may go into a fast batch. p.mu is held.
+func (p *Publisher) batching(m *Message) bool {
+	return p.opts.Batch != nil && !p.noBatch && !p.replay && !m.deadLetter && p.opts.Batch(m.Subject)
+}
+
+// replyFor returns the reply subject for the window message seq, opening,
+// extending or committing a fast batch as m.More asks. When an open batch
+// has to end first (m cannot join it), end is its end marker, to be sent
+// before m. p.mu is held.
+func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Msg) {
+	b := p.open
+	ok := p.batching(m)
+	if b != nil && (b.closed || !ok) {
+		if !b.closed {
+			end = p.endMarker(b)
+		}
+		p.open, b = nil, nil
+	}
+	if b == nil {
+		if !ok || !m.More {
+			return p.prefix + strconv.FormatUint(seq, 36), end
+		}
+		p.batchN++
+		b = &batch{id: p.batchID + strconv.FormatUint(p.batchN, 36), subject: m.Subject, base: seq}
+		p.batches[b.id] = b
+		p.open = b
+	}
+	b.sent++
+	p.batched.Add(1)
+	op := batchOpAppend
+	if b.sent == 1 {
+		op = batchOpStart
+	}
+	if !m.More {
+		op = batchOpCommit
+		b.closed, p.open = true, nil
+	}
+	return p.batchReply(b, b.sent, op), end
+}
+
+// endMarker closes b and returns the message that commits it on the server
+// (not stored; its PubAck confirms b's tail). p.mu is held.
+func (p *Publisher) endMarker(b *batch) *nats.Msg {
+	b.closed = true
+	return &nats.Msg{Subject: b.subject, Reply: p.batchReply(b, b.sent+1, batchOpEnd)}
+}
+
+func (p *Publisher) batchReply(b *batch, pos uint64, op string) string {
+	buf := p.replyBuf[:0]
+	buf = append(buf, p.prefix...)
+	buf = append(buf, b.id...)
+	buf = append(buf, '.')
+	buf = append(buf, p.flow...)
+	buf = append(buf, ".ok."...)
+	buf = strconv.AppendUint(buf, pos, 10)
+	buf = append(buf, '.')
+	buf = append(buf, op...)
+	buf = append(buf, batchSuffix...)
+	p.replyBuf = buf
+	return string(buf)
+}
+
+// endOpenBatch commits the open batch, if any, so that its unacknowledged
+// tail gets confirmed while no new message follows (recovery holds sends
+// back). sendMu is held.
+func (p *Publisher) endOpenBatch() {
+	p.mu.Lock()
+	var end *nats.Msg
+	if b := p.open; b != nil && !b.closed {
+		end = p.endMarker(b)
+	}
+	p.open = nil
+	p.mu.Unlock()
+	if end != nil {
+		if err := p.nc.PublishMsg(end); err != nil {
+			// The tail's acks then time out and recovery republishes it.
+			p.opts.Log.Debug().Err(err).Msg("could not end the open fast batch")
+		}
+	}
+}
+
+// parseBatchReply splits <id>.<flow>.<gap>.<position>.<op>.$FI.
+func parseBatchReply(rest string) (id string, pos uint64, ok bool) {
+	rest, ok = strings.CutSuffix(rest, batchSuffix)
+	if !ok {
+		return "", 0, false
+	}
+	id, rest, ok = strings.Cut(rest, ".")
+	if !ok {
+		return "", 0, false
+	}
+	_, rest, _ = strings.Cut(rest, ".") // flow
+	_, rest, _ = strings.Cut(rest, ".") // gap mode
+	posText, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", 0, false
+	}
+	pos, err := strconv.ParseUint(posText, 10, 64)
+	return id, pos, err == nil && pos > 0
+}
+
+// onBatchAck handles what the server sends to a fast batch reply subject: a
+// flow ack, a gap or error report, an error response, or the PubAck that
+// ends the batch. p.mu is held.
+func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) {
+	id, pos, ok := parseBatchReply(rest)
+	if !ok {
+		return
+	}
+	b := p.batches[id]
+	if b == nil {
+		return // already finished (an end marker's answer, or after a recovery)
+	}
+	data := msg.Data
+	switch {
+	case len(data) == 0:
+		if msg.Header.Get("Status") == "503" {
+			p.endBatch(b, pos, nats.ErrNoResponders)
+		} else {
+			p.endBatch(b, pos, jetstream.ErrInvalidJSAck)
+		}
+	case bytes.Contains(data, []byte(`"type":"ack"`)):
+		if k, ok := jsonUint(data, `"seq":`); ok {
+			p.batchStored(b, k)
+		}
+	case bytes.Contains(data, []byte(`"type":"gap"`)):
+		// Positions last_seq up to seq (excluded) never reached the server.
+		from, ok1 := jsonUint(data, `"last_seq":`)
+		to, ok2 := jsonUint(data, `"seq":`)
+		if !ok1 || !ok2 || to <= from {
+			p.endBatch(b, b.acked+1, fmt.Errorf("%w: %s", jetstream.ErrInvalidJSAck, data))
+			return
+		}
+		for q := from; q < to && q <= b.sent; q++ {
+			p.fill(b.base+q-1, nil, errBatchGap)
+		}
+	case bytes.Contains(data, []byte(`"type":"err"`)):
+		var r struct {
+			Seq   uint64              `json:"seq"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(data, &r); err != nil || r.Seq == 0 || r.Seq > b.sent || r.Error == nil {
+			p.endBatch(b, b.acked+1, fmt.Errorf("%w: %s", jetstream.ErrInvalidJSAck, data))
+			return
+		}
+		p.fill(b.base+r.Seq-1, nil, r.Error) // the batch goes on
+	default:
+		var ack jetstream.PubAck
+		err := p.parseAck(msg, &ack)
+		var apiErr *jetstream.APIError
+		switch {
+		case errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeBatchDisabled ||
+			apiErr.ErrorCode == errCodeBatchPattern || apiErr.ErrorCode == errCodeBatchInvalidID):
+			p.stopBatching(b.subject, apiErr)
+			p.endBatch(b, pos, err)
+		case err != nil:
+			p.endBatch(b, pos, err)
+		case bytes.Contains(data, []byte(`"batch":`)):
+			if ack.Duplicate {
+				p.replay = true // re-sent messages ahead: report them one by one
+			}
+			count, _ := jsonUint(data, `"count":`)
+			p.batchStored(b, count)
+			if b.sent > b.acked {
+				p.endBatch(b, b.acked+1, errBatchEnded)
+			}
+			b.closed = true
+			delete(p.batches, id)
+		default:
+			// A PubAck of the message alone: this server does not know fast
+			// batches and stores each message as a plain publish.
+			p.stopBatching(b.subject, errors.New("the server answered a fast batch message with a plain ack"))
+			p.fill(b.base+pos-1, &ack, nil)
+		}
+	}
+}
+
+// stopBatching turns fast batches off for good. p.mu is held.
+func (p *Publisher) stopBatching(subject string, why error) {
+	if p.noBatch {
+		return
+	}
+	p.noBatch = true
+	p.opts.Log.Warn().Err(why).Str("subject", subject).
+		Msg("JetStream does not take fast batch publishes here; publishing one by one (nats-server 2.14+ and allow_batched on the stream enable them)")
+}
+
+// batchStored marks positions up to k of b as stored. p.mu is held.
+func (p *Publisher) batchStored(b *batch, k uint64) {
+	k = min(k, b.sent)
+	ack := jetstream.PubAck{Stream: p.stream}
+	for pos := b.acked + 1; pos <= k; pos++ {
+		p.fill(b.base+pos-1, &ack, nil)
+	}
+	b.acked = max(b.acked, k)
+}
+
+// endBatch fails position pos of b with err and every later one sent with
+// errBatchEnded: the batch is over on the server, which stores nothing more
+// of it. p.mu is held.
+func (p *Publisher) endBatch(b *batch, pos uint64, err error) {
+	b.closed = true
+	if pos == 0 || pos > b.sent {
+		return
+	}
+	p.fill(b.base+pos-1, nil, err)
+	for q := pos + 1; q <= b.sent; q++ {
+		p.fill(b.base+q-1, nil, errBatchEnded)
+	}
+}
+
+// fill files the outcome of window message seq, unless it was already
+// settled or released. p.mu is held.
+func (p *Publisher) fill(seq uint64, ack *jetstream.PubAck, err error) {
+	s := &p.ring[seq&p.mask]
+	if s.seq != seq || s.done {
+		return
+	}
+	s.done, s.err = true, err
+	if ack != nil {
+		s.ack = *ack
+	}
+	if err != nil {
+		p.hold = true
+	}
+}
+
+// BatchSupported reports whether a nats-server of version (as the client
+// reports it, "2.14.0") takes fast batch publishes.
+func BatchSupported(version string) bool {
+	major, rest, _ := strings.Cut(version, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(strings.TrimLeft(minor, "v"))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > 2 || (ma == 2 && mi >= 14)
+}
+
+// BatchSubjects returns an Options.Batch for a stream: subjects it captures
+// may be batched. Nil when the stream does not allow fast batches or the
+// server is too old for them. The function is not safe for concurrent use
+// (the Publisher calls it under its lock).
+func BatchSubjects(info *jetstream.StreamInfo, serverVersion string) func(subject string) bool {
+	if info == nil || !info.Config.AllowBatchPublish || !BatchSupported(serverVersion) {
+		return nil
+	}
+	filters := slices.Clone(info.Config.Subjects)
+	seen := map[string]bool{} // subjects are few (one per destination); bounded anyway
+	return func(subject string) bool {
+		if ok, found := seen[subject]; found {
+			return ok
+		}
+		ok := slices.ContainsFunc(filters, func(f string) bool { return Covers(f, subject) })
+		if len(seen) >= 4096 {
+			clear(seen)
+		}
+		seen[subject] = ok
+		return ok
+	}
+}
