@@ -262,13 +262,22 @@ func (r *Relay) pipeline(ctx context.Context, events <-chan *cdc.Event) error {
 
 // batchSubjects tells the publisher which subjects may go out in fast
 // batches: those of the stream, when it allows them. Without the stream's
-// configuration (no permission to read it, say) every message is acked on
-// its own.
+// configuration (it cannot be read) every message is acked on its own.
 func (r *Relay) batchSubjects(ctx context.Context) func(string) bool {
 	if !r.cfg.FastBatch {
 		return nil
 	}
 	version := r.nc.ConnectedServerVersion()
+	if !r.cfg.AutoProvision {
+		// No management calls: try the relay's own subjects; a stream that
+		// does not take batches makes the publisher fall back by itself
+		// (with a warning) on the first one.
+		if !publish.BatchSupported(version) {
+			return nil
+		}
+		r.log.Info().Str("stream", r.cfg.StreamName).Msg("publishing bursts as fast batches if the stream allows them (allow_batched)")
+		return publish.BatchFilter(r.streamSpec().Subjects)
+	}
 	s, err := r.js.Stream(ctx, r.cfg.StreamName)
 	if err != nil {
 		r.log.Info().Err(err).Str("stream", r.cfg.StreamName).Msg("stream configuration unavailable: publishing with one ack per message")

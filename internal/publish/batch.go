@@ -326,7 +326,13 @@ func BatchSubjects(info *jetstream.StreamInfo, serverVersion string) func(subjec
 	if info == nil || !info.Config.AllowBatchPublish || !BatchSupported(serverVersion) {
 		return nil
 	}
-	filters := slices.Clone(info.Config.Subjects)
+	return BatchFilter(info.Config.Subjects)
+}
+
+// BatchFilter returns an Options.Batch that batches the subjects filters
+// match. Like BatchSubjects' result, it is not safe for concurrent use.
+func BatchFilter(filters []string) func(subject string) bool {
+	filters = slices.Clone(filters)
 	seen := map[string]bool{} // subjects are few (one per destination); bounded anyway
 	return func(subject string) bool {
 		if ok, found := seen[subject]; found {
