@@ -155,6 +155,12 @@ func TestChaos(t *testing.T) {
 		}
 		s.mu.Unlock()
 	}
+	for i, addr := range w.relayAddrs {
+		// Counters of the relay's current process (they restart with it).
+		fmt.Fprintf(&b, "relay-%d now: %s\n", i+1, relayCounters(addr,
+			"jetstream_bridge_relay_events_published_total", "jetstream_bridge_relay_fast_batched_total",
+			"jetstream_bridge_relay_read_lingers_total", "jetstream_bridge_relay_duplicates_total"))
+	}
 	t.Log("\n" + b.String())
 	if path := os.Getenv("CHAOS_REPORT"); path != "" {
 		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -334,6 +335,29 @@ func (w *world) supervise(ctx context.Context) {
 			s.check(w)
 		}
 	}
+}
+
+// relayCounters reads the named metrics from a relay's /metrics, for the
+// report ("name value, ..."; "unavailable" when the relay does not answer).
+func relayCounters(addr string, names ...string) string {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return "unavailable"
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "unavailable"
+	}
+	var out []string
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if ok && slices.Contains(names, name) {
+			out = append(out, strings.TrimPrefix(name, "jetstream_bridge_relay_")+" "+value)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // activeRelay returns the index of the relay that streams from the slot
