@@ -252,7 +252,7 @@ func (r *Relay) pipeline(ctx context.Context, events <-chan *cdc.Event) error {
 		if m == nil {
 			continue
 		}
-		m.More = len(events) > 0 // another event is ready: they may share a fast batch
+		m.Ahead = len(events) // a burst of ready events may share a fast batch
 		if err := r.pub.Publish(ctx, m); err != nil {
 			return err
 		}

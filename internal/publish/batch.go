@@ -15,13 +15,15 @@ import (
 
 // Fast batch publishing (nats-server 2.14+, streams with allow_batched).
 //
-// While the caller says more messages follow right behind (Message.More),
-// consecutive window messages form one fast batch: each reply subject carries
+// When the caller has a burst ready (Message.Ahead), consecutive window
+// messages form one fast batch: each reply subject carries
 // the batch id and the message's position in the batch, and the server
 // answers with one flow-control ack every few hundred stored messages instead
 // of a PubAck per message. The last message of a burst commits the batch and
-// its PubAck confirms the tail. A message with nothing behind it, when no
-// batch is open, is published alone with its own ack, as without batching.
+// its PubAck confirms the tail. Short bursts (fewer than BatchMinAhead
+// messages behind the first) are published with an ack each: a batch costs
+// the server a start and a commit, and at a few messages per burst acks one by
+// one come back sooner.
 //
 // Batches run in "gap ok" mode, which keeps a batch going past a message the
 // server refuses, as single publishes do: the server reports the refused
@@ -52,6 +54,10 @@ const (
 	batchSuffix   = ".$FI"
 	maxBatchFlow  = 500 // the server acks at most every 500 messages
 )
+
+// BatchMinAhead is how many messages must be ready behind one for it to open
+// a fast batch.
+const BatchMinAhead = 16
 
 // JetStream error codes that mean the stream (or server) does not take fast
 // batches at all: batch publish disabled, invalid pattern, invalid batch id.
@@ -84,7 +90,7 @@ func (p *Publisher) batching(m *Message) bool {
 }
 
 // replyFor returns the reply subject for the window message seq, opening,
-// extending or committing a fast batch as m.More asks. When an open batch
+// extending or committing a fast batch as m.Ahead asks. When an open batch
 // has to end first (m cannot join it), end is its end marker, to be sent
 // before m. p.mu is held.
 func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Msg) {
@@ -97,7 +103,7 @@ func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Ms
 		p.open, b = nil, nil
 	}
 	if b == nil {
-		if !ok || !m.More {
+		if !ok || m.Ahead < BatchMinAhead {
 			return p.prefix + strconv.FormatUint(seq, 36), end
 		}
 		p.batchN++
@@ -111,7 +117,7 @@ func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Ms
 	if b.sent == 1 {
 		op = batchOpStart
 	}
-	if !m.More {
+	if m.Ahead <= 0 {
 		op = batchOpCommit
 		b.closed, p.open = true, nil
 	}

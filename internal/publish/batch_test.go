@@ -58,13 +58,13 @@ func newBatchRig(t *testing.T, js jetstream.JetStream, cfg jetstream.StreamConfi
 	return r
 }
 
-// publishAll publishes ids as one burst per chunk: More is false on the last
-// message of each chunk.
+// publishAll publishes ids as one burst per chunk: Ahead counts the messages
+// left in the chunk.
 func (r *batchRig) publishAll(t *testing.T, ids []string, chunk int, edit func(*publish.Message)) {
 	t.Helper()
 	for i, id := range ids {
 		m := msg("s.x", id)
-		m.More = (i+1)%chunk != 0 && i+1 < len(ids)
+		m.Ahead = min(chunk-1-i%chunk, len(ids)-1-i)
 		if edit != nil {
 			edit(m)
 		}
@@ -124,8 +124,8 @@ func checkOrder(t *testing.T, what string, got, want []string) {
 	}
 }
 
-// TestFastBatchStoresEveryMessageOnceInOrder: bursts of various sizes go out
-// as fast batches; every message is acked once, in submission order, and the
+// TestFastBatchStoresEveryMessageOnceInOrder: bursts of various sizes, the
+// long ones as fast batches; every message is acked once, in submission order, and the
 // stream holds each once, in submission order.
 func TestFastBatchStoresEveryMessageOnceInOrder(t *testing.T) {
 	r := newBatchRig(t, connect(t), jetstream.StreamConfig{AllowBatchPublish: true}, false, publish.Options{MaxInflight: 256})
@@ -136,9 +136,10 @@ func TestFastBatchStoresEveryMessageOnceInOrder(t *testing.T) {
 	r.waitAcked(t, len(ids))
 	checkOrder(t, "acks", r.rec.acked, ids)
 	checkOrder(t, "stream", r.streamIDs(t), ids)
-	// Bursts of 1 go alone; the others are batched once the first ack is in.
-	if b := r.p.Batched(); b < 4000 || b > 4500 {
-		t.Fatalf("%d messages went in fast batches, want the bursts longer than 1 (about 4500)", b)
+	// Bursts shorter than BatchMinAhead go one by one; the longer ones are
+	// batched whole (once the first ack is in).
+	if b := r.p.Batched(); b < 2800 || b > 3000 {
+		t.Fatalf("%d messages went in fast batches, want the bursts of 97 and 2000 (3000)", b)
 	}
 }
 

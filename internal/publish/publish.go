@@ -37,11 +37,13 @@ type Message struct {
 	Header  nats.Header
 	MsgID   string
 	Ref     any // the caller's handle, given back in Acked and Rejected
-	// More says the caller has another message ready right behind this one:
-	// the two may then share a fast batch (see Options.Batch). A caller that
-	// sets it must publish again without waiting on anything else; the last
-	// message of a burst must have it false, or its ack waits for the next.
-	More bool
+	// Ahead is how many more messages the caller has ready right behind
+	// this one: a burst of at least BatchMinAhead opens a fast batch, which
+	// the following messages join while Ahead stays above 0 (see
+	// Options.Batch). A caller that sets it must publish again without
+	// waiting on anything else; the last message of a burst must have 0, or
+	// its ack waits for the next.
+	Ahead int
 
 	deadLetter bool // a replacement built by Rejected: never rejected again
 }
