@@ -59,6 +59,9 @@ type Relay struct {
 	dbName  string
 
 	lsnText lsnText // owned by the pipeline goroutine
+
+	ackTx   *checkpoint.Tx // the transaction of the last acked event, and
+	ackTime time.Time      // when its first event was acked; owned by the ack loop
 }
 
 // lsnText formats commit LSNs, keeping the last one: the events of a
@@ -393,7 +396,12 @@ func (r *Relay) acked(m *publish.Message, ack *jetstream.PubAck) {
 		r.metrics.duplicates.Inc()
 	}
 	if !ev.CommitTime.IsZero() {
-		r.metrics.latency.Observe(time.Since(ev.CommitTime).Seconds())
+		// The events of a transaction are acked one after the other: one
+		// clock reading serves them all.
+		if ev.Tx != r.ackTx {
+			r.ackTx, r.ackTime = ev.Tx, time.Now()
+		}
+		r.metrics.latency.Observe(r.ackTime.Sub(ev.CommitTime).Seconds())
 	}
 }
 

@@ -285,6 +285,8 @@ type reader struct {
 	nextStatus time.Time
 	lastSent   pglogrepl.LSN
 	lastHeard  time.Time // when the server last sent anything (or we last stopped reading)
+	unclocked  int       // messages received since the clock was last read
+	clockDue   bool      // a read timed out (the status is due): read the clock
 	linger     *linger
 }
 
@@ -312,12 +314,25 @@ func (r *reader) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return r.shutdown()
 		}
-		if silent := time.Since(r.lastHeard); silent > r.s.opts.Timeout {
-			return fmt.Errorf("no message from the server for %s despite requests", silent.Round(time.Second))
-		}
-		if !time.Now().Before(r.nextStatus) {
-			if err := r.sendStatus(false); err != nil {
-				return err
+		// The clock (for the silence limit, the status and the linger) is
+		// read before each read from the socket, and every 64 messages while
+		// a backlog streams in through the read buffer: a clock read per
+		// change would cost more than decoding it. Messages received since
+		// the last reading count as heard now.
+		buffered := r.conn.Frontend().ReadBufferLen() > 0
+		var now time.Time
+		if !buffered || r.unclocked >= 64 || r.clockDue {
+			now, r.clockDue = time.Now(), false
+			if r.unclocked > 0 {
+				r.lastHeard, r.unclocked = now, 0
+			}
+			if silent := now.Sub(r.lastHeard); silent > r.s.opts.Timeout {
+				return fmt.Errorf("no message from the server for %s despite requests", silent.Round(time.Second))
+			}
+			if !now.Before(r.nextStatus) {
+				if err := r.sendStatus(false); err != nil {
+					return err
+				}
 			}
 		}
 		if !deadline.Equal(r.nextStatus) {
@@ -329,17 +344,18 @@ func (r *reader) loop(ctx context.Context) error {
 				continue
 			}
 		}
-		if r.conn.Frontend().ReadBufferLen() == 0 && r.linger.wait(time.Now()) && ctx.Err() != nil {
+		if !buffered && r.linger.wait(now) && ctx.Err() != nil {
 			continue
 		}
 		msg, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) || ctx.Err() != nil {
+				r.clockDue = true // a partial message may still be buffered
 				continue
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
-		r.lastHeard = time.Now()
+		r.unclocked++
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := r.copyData(ctx, msg.Data); err != nil {
