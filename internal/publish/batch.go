@@ -40,8 +40,7 @@ import (
 // Duplicates inside a batch are dropped without a per-message report. So the
 // publisher starts with single acks, which report each duplicate, and uses
 // batches once a message was stored that was not a duplicate (a restarted
-// relay re-sends what it may have published before); a batch that reports a
-// duplicate switches back.
+// relay re-sends what it may have published before).
 //
 // The reply subject is <inbox>.<batch id>.<flow>.ok.<position>.<op>.$FI.
 
@@ -160,7 +159,7 @@ func (p *Publisher) endOpenBatch() {
 	if end != nil {
 		if err := p.nc.PublishMsg(end); err != nil {
 			// The tail's acks then time out and recovery republishes it.
-			p.opts.Log.Debug().Err(err).Msg("could not end the open fast batch")
+			p.opts.Log.Warn().Err(err).Msg("could not end the open fast batch; its unacknowledged messages will time out and be republished")
 		}
 	}
 }
@@ -242,9 +241,6 @@ func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) {
 		case err != nil:
 			p.endBatch(b, pos, err)
 		case bytes.Contains(data, []byte(`"batch":`)):
-			if ack.Duplicate {
-				p.replay = true // re-sent messages ahead: report them one by one
-			}
 			count, _ := jsonUint(data, `"count":`)
 			p.batchStored(b, count)
 			if b.sent > b.acked {
@@ -292,22 +288,6 @@ func (p *Publisher) endBatch(b *batch, pos uint64, err error) {
 	p.fill(b.base+pos-1, nil, err)
 	for q := pos + 1; q <= b.sent; q++ {
 		p.fill(b.base+q-1, nil, errBatchEnded)
-	}
-}
-
-// fill files the outcome of window message seq, unless it was already
-// settled or released. p.mu is held.
-func (p *Publisher) fill(seq uint64, ack *jetstream.PubAck, err error) {
-	s := &p.ring[seq&p.mask]
-	if s.seq != seq || s.done {
-		return
-	}
-	s.done, s.err = true, err
-	if ack != nil {
-		s.ack = *ack
-	}
-	if err != nil {
-		p.hold = true
 	}
 }
 

@@ -239,6 +239,11 @@ func (p *Publisher) failAll(err error) {
 	p.open = nil
 	p.hold = true
 	p.mu.Unlock()
+	p.wake()
+}
+
+// wake tells Run that an ack arrived.
+func (p *Publisher) wake() {
 	select {
 	case p.notify <- struct{}{}:
 	default:
@@ -250,36 +255,34 @@ func (p *Publisher) failAll(err error) {
 // dropped.
 func (p *Publisher) onAck(msg *nats.Msg) {
 	rest := msg.Subject[len(p.prefix):]
-	if strings.IndexByte(rest, '.') >= 0 {
-		p.mu.Lock()
-		p.onBatchAck(msg, rest)
-		p.mu.Unlock()
-		select {
-		case p.notify <- struct{}{}:
-		default:
-		}
-		return
-	}
-	seq, err := strconv.ParseUint(rest, 36, 64)
-	if err != nil {
-		return
-	}
 	p.mu.Lock()
-	s := &p.ring[seq&p.mask]
-	if s.seq == seq && !s.done {
-		s.done = true
-		s.err = p.parseAck(msg, &s.ack)
-		switch {
-		case s.err != nil:
-			p.hold = true
-		case !s.ack.Duplicate:
+	if strings.IndexByte(rest, '.') >= 0 {
+		p.onBatchAck(msg, rest)
+	} else if seq, err := strconv.ParseUint(rest, 36, 64); err == nil {
+		var ack jetstream.PubAck
+		err := p.parseAck(msg, &ack)
+		if err == nil && !ack.Duplicate {
 			p.replay = false // past what an earlier run may have sent
 		}
+		p.fill(seq, &ack, err)
 	}
 	p.mu.Unlock()
-	select {
-	case p.notify <- struct{}{}:
-	default:
+	p.wake()
+}
+
+// fill files the outcome of window message seq, unless it was already
+// settled or released. p.mu is held.
+func (p *Publisher) fill(seq uint64, ack *jetstream.PubAck, err error) {
+	s := &p.ring[seq&p.mask]
+	if s.seq != seq || s.done {
+		return
+	}
+	s.done, s.err = true, err
+	if ack != nil && err == nil {
+		s.ack = *ack
+	}
+	if err != nil {
+		p.hold = true
 	}
 }
 
