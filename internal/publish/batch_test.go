@@ -147,15 +147,7 @@ func TestFastBatchStoresEveryMessageOnceInOrder(t *testing.T) {
 // loses no message and stores none twice or out of order.
 func TestFastBatchSurvivesServerRestart(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectTo(t, srv.URL(), reconnecting...)
 	r := newBatchRig(t, js, jetstream.StreamConfig{AllowBatchPublish: true, Storage: jetstream.FileStorage}, false,
 		publish.Options{MaxInflight: 256, AckTimeout: 2 * time.Second})
 	ids := seqIDs(0, 4000)

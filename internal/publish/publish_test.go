@@ -47,15 +47,7 @@ func msg(subject, id string) *publish.Message {
 // stream holds each id once.
 func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, publish.JetStreamOptions(64, 2*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectTo(t, srv.URL(), reconnecting...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "s", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage}); err != nil {

@@ -44,8 +44,13 @@ func TestCoversAndOverlap(t *testing.T) {
 }
 
 func connect(t *testing.T) jetstream.JetStream {
-	n := testutil.StartNATS(t)
-	nc, err := nats.Connect(n.URL())
+	return connectTo(t, testutil.StartNATS(t).URL())
+}
+
+// connectTo connects to url; opts are the connection's options.
+func connectTo(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +61,10 @@ func connect(t *testing.T) jetstream.JetStream {
 	}
 	return js
 }
+
+// reconnecting are connection options for tests that restart the server:
+// reconnect at once and forever, fail publishes while disconnected.
+var reconnecting = []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), nats.ReconnectBufSize(-1)}
 
 // TestEnsureStreamMergesBothSides: two apps share one stream; each adds its
 // wildcard, a narrower subject already present is replaced, and re-running
