@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 // TestBench_Quick runs the CI smoke: every step at tiny sizes against a local
-// Postgres and an embedded JetStream, relay and sink as separate processes.
+// Postgres and JetStream, relay and sink as separate processes.
 // It checks that the run succeeds, that the table and the JSON cover every
 // step and every target, and that nothing is left behind.
 func TestBench_Quick(t *testing.T) {

@@ -20,9 +20,10 @@ const clockTicks = 100 // USER_HZ; 100 on every Linux we run on
 
 // cpuSnap is cumulative CPU time, in seconds, at one moment.
 type cpuSnap struct {
-	at                     time.Time
-	relay, sink, pg, bench float64
-	busy                   float64 // the whole machine, all cores
+	at                    time.Time
+	relay, sink, pg, nats float64
+	bench                 float64
+	busy                  float64 // the whole machine, all cores
 }
 
 // CPUUse is where CPU went between two snapshots, in percent of one core
@@ -32,7 +33,8 @@ type CPUUse struct {
 	Relay    float64 `json:"relay_pct"`
 	Sink     float64 `json:"sink_pct"`
 	Postgres float64 `json:"postgres_pct"`
-	Bench    float64 `json:"bench_nats_pct"`
+	NATS     float64 `json:"nats_pct"`
+	Bench    float64 `json:"bench_pct"`
 	Machine  float64 `json:"machine_busy_pct"`
 	Others   float64 `json:"others_pct"`
 	Cores    int     `json:"cores"`
@@ -40,15 +42,18 @@ type CPUUse struct {
 
 // cpuSnapshot reads the CPU times of relay and sink (nil when not running),
 // of our Postgres cluster (postmaster, its children and the children it
-// reaped), of this process (load generator and embedded NATS server) and of
-// the machine.
+// reaped), of our JetStream server, of this process (the load generator) and
+// of the machine.
 func (b *bench) cpuSnapshot(relay, sink *proc) cpuSnap {
-	s := cpuSnap{at: time.Now(), relay: math.NaN(), sink: math.NaN(), pg: math.NaN()}
+	s := cpuSnap{at: time.Now(), relay: math.NaN(), sink: math.NaN(), pg: math.NaN(), nats: math.NaN()}
 	if relay != nil && !relay.exited() {
 		s.relay, _ = procCPU(relay.pid(), false)
 	}
 	if sink != nil && !sink.exited() {
 		s.sink, _ = procCPU(sink.pid(), false)
+	}
+	if pid := b.natsPID(); pid > 0 {
+		s.nats, _ = procCPU(pid, false)
 	}
 	s.bench, _ = procCPU(os.Getpid(), false)
 	if pm := b.postmasterPID(); pm > 0 {
@@ -68,9 +73,9 @@ func (s cpuSnap) use(e cpuSnap) CPUUse {
 		return (b - a) / wall * 100
 	}
 	u := CPUUse{Relay: pct(s.relay, e.relay), Sink: pct(s.sink, e.sink), Postgres: pct(s.pg, e.pg),
-		Bench: pct(s.bench, e.bench), Machine: pct(s.busy, e.busy), Cores: runtime.NumCPU()}
+		NATS: pct(s.nats, e.nats), Bench: pct(s.bench, e.bench), Machine: pct(s.busy, e.busy), Cores: runtime.NumCPU()}
 	ours := 0.0
-	for _, v := range []float64{u.Relay, u.Sink, u.Postgres, u.Bench} {
+	for _, v := range []float64{u.Relay, u.Sink, u.Postgres, u.NATS, u.Bench} {
 		if !math.IsNaN(v) {
 			ours += v
 		}
@@ -90,7 +95,8 @@ func (u CPUUse) String() string {
 	add("relay", u.Relay)
 	add("sink", u.Sink)
 	add("postgres", u.Postgres)
-	add("bench+nats", u.Bench)
+	add("nats", u.NATS)
+	add("bench", u.Bench)
 	add("others", u.Others)
 	s := fmt.Sprintf("cpu (%% of one core, %d cores): %s; machine busy %.0f%%", u.Cores, strings.Join(parts, ", "), u.Machine)
 	if u.Others >= 50 {

@@ -47,7 +47,7 @@ type bench struct {
 
 	dir            string // temporary: binaries, Postgres, JetStream store, logs
 	pg             *localenv.Postgres
-	ns             *localenv.NATS
+	natsProc       *proc // the JetStream server; nil with --nats-url
 	srcURL, dstURL string
 	natsURL        string
 	src, dst       *pgxpool.Pool
@@ -196,7 +196,9 @@ func (b *bench) pgSettings() map[string]string {
 // unless URLs were given.
 func (b *bench) startServers(ctx context.Context) error {
 	var err error
-	if b.ns, b.natsURL, err = localenv.UseOrStartNATS(b.opts.NATSURL, filepath.Join(b.dir, "jetstream")); err != nil {
+	if b.opts.NATSURL != "" {
+		b.natsURL = b.opts.NATSURL
+	} else if err := b.startNATS(ctx); err != nil {
 		return err
 	}
 	if b.opts.DatabaseURL != "" {
@@ -465,8 +467,10 @@ func (b *bench) close() {
 			fmt.Fprintf(b.out, "cleanup: stop postgres: %v\n", err)
 		}
 	}
-	if b.ns != nil {
-		b.ns.Shutdown()
+	if b.natsProc != nil {
+		if err := b.natsProc.stop(30 * time.Second); err != nil {
+			fmt.Fprintf(b.out, "cleanup: stop nats: %v\n", err)
+		}
 	}
 	if b.dir == "" {
 		return
@@ -483,6 +487,9 @@ func (b *bench) printTails() {
 	defer b.mu.Unlock()
 	for _, p := range b.procs {
 		fmt.Fprintf(b.out, "--- %s (last lines of %s)\n%s\n", p.name, p.logPath, p.tail(15))
+	}
+	if b.natsProc != nil {
+		fmt.Fprintf(b.out, "--- nats (last lines of %s)\n%s\n", b.natsProc.logPath, b.natsProc.tail(15))
 	}
 	if b.pg != nil {
 		fmt.Fprintf(b.out, "--- postgres\n%s\n", b.pg.LogTail(15))

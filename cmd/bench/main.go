@@ -5,9 +5,9 @@
 //	go run ./cmd/bench --quick             tiny sizes, seconds (CI smoke)
 //	go run ./cmd/bench --only 2,3 --reps 5 some steps only (step 1 always runs)
 //
-// It starts a throwaway Postgres cluster and an embedded JetStream server (or
-// uses --database-url / --nats-url), builds the relay and the sink and runs
-// them as separate processes, as in production, then prints a table of the
+// It starts a throwaway Postgres cluster and a JetStream server (this binary
+// again, in a process of its own; or uses --database-url / --nats-url), builds
+// the relay and the sink and runs them as separate processes, as in production, then prints a table of the
 // median of --reps repetitions with MET / NOT MET against the project's
 // targets, and writes the same as JSON with --json. docs/BENCHMARKS.md
 // explains the method and the results.
@@ -29,6 +29,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == serveNATSCommand {
+		if err := serveNATS(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr}
@@ -122,7 +129,7 @@ Flags:
   --database-url URL    use this Postgres database instead of a local cluster; it must be a
                         scratch database (the bench creates, truncates and drops the bridge's
                         tables, publication and a replication slot in it); wal_level=logical
-  --nats-url URL        use this NATS server instead of an embedded one (stream jsb-bench is
+  --nats-url URL        use this NATS server instead of starting one (stream jsb-bench is
                         created and deleted)
   --fsync=false         local cluster with fsync, full_page_writes off (default: on, as in production)
   --keep                keep the temporary directory (logs, data)
@@ -130,9 +137,9 @@ Flags:
   --relay-env K=V       extra environment for every relay, e.g. GOGC=400 or STATUS_INTERVAL=100ms
                         (repeatable)
   --sink-env K=V        extra environment for every sink, e.g. BATCH_SIZE=100 (repeatable)
-  --profile DIR         write CPU profiles of the relay, the sink and the bench process (which
-                        hosts the embedded NATS server) during steps 2-4, and relay heap
-                        profiles, to DIR (builds relay and sink with a pprof listener)
+  --profile DIR         write CPU profiles of the relay, the sink, the NATS server and the
+                        bench process during steps 2-4, and relay heap profiles, to DIR
+                        (builds relay and sink with a pprof listener)
 `
 
 // parse reads the flags.

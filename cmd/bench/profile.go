@@ -14,21 +14,23 @@ import (
 )
 
 // With --profile the relay and the sink are built with a pprof listener
-// (see pprofOverlay) and the bench saves, for one window per step, a CPU
-// profile of the process under test and one of the bench process itself
-// (load generator and embedded NATS server).
+// (see pprofOverlay), the JetStream server (serve-nats) gets one too, and the
+// bench saves, for one window per step, CPU profiles of the process under
+// test, of the JetStream server and of the bench process itself (the load
+// generator).
 
-var benchProfileMu sync.Mutex
+var benchProfileMu, natsProfileMu sync.Mutex
 
-// profileCPU starts CPU profiles of p (nil: only the bench) for d and
-// returns a function that waits until both are written.
+// profileCPU starts CPU profiles of p (nil: none), of the JetStream server
+// and of the bench for d and returns a function that waits until they are
+// written.
 func (b *bench) profileCPU(ctx context.Context, p *proc, name string, d time.Duration) (wait func()) {
 	if b.opts.Profile == "" {
 		return func() {}
 	}
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
 	var wg sync.WaitGroup
-	if p != nil && p.pprofAddr != "" {
+	fetch := func(p *proc, file string, done func()) {
 		// The listener starts with the process: wait for it, so that the
 		// profile covers the window that begins now.
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -38,11 +40,18 @@ func (b *bench) profileCPU(ctx context.Context, p *proc, name string, d time.Dur
 			}
 		}
 		wg.Go(func() {
+			defer done()
 			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprofAddr, secs)
-			if err := fetchTo(ctx, url, filepath.Join(b.opts.Profile, name+".cpu.pprof"), time.Duration(secs+30)*time.Second); err != nil {
-				fmt.Fprintf(b.out, "  profile %s: %v\n", name, err)
+			if err := fetchTo(ctx, url, filepath.Join(b.opts.Profile, file), time.Duration(secs+30)*time.Second); err != nil {
+				fmt.Fprintf(b.out, "  profile %s: %v\n", file, err)
 			}
 		})
+	}
+	if p != nil && p.pprofAddr != "" {
+		fetch(p, name+".cpu.pprof", func() {})
+	}
+	if ns := b.natsProc; ns != nil && ns.pprofAddr != "" && natsProfileMu.TryLock() { // one at a time
+		fetch(ns, name+".nats.cpu.pprof", natsProfileMu.Unlock)
 	}
 	wg.Go(func() {
 		if !benchProfileMu.TryLock() {

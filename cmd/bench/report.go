@@ -84,7 +84,7 @@ func (r *report) begin(b *bench) {
 	r.Machine = machineFacts()
 	r.Machine["postgres"] = b.pgVersion
 	r.Machine["nats_server"] = server.VERSION
-	if b.ns == nil {
+	if b.natsProc == nil {
 		r.Machine["nats_server"] = "external"
 	}
 	o := b.opts
@@ -92,10 +92,7 @@ func (r *report) begin(b *bench) {
 	if o.DatabaseURL != "" {
 		pgMode = "given database"
 	}
-	natsMode := "embedded in the bench process, file storage"
-	if o.NATSURL != "" {
-		natsMode = "given server"
-	}
+	natsMode := b.natsDescription()
 	r.Settings = map[string]any{
 		"reps": o.Reps, "events": o.Events, "sink_events": o.SinkEvents, "duration": o.Duration.String(),
 		"limit_duration": o.LimitDuration.String(), "writers": o.Writers, "rates": o.Rates, "e2e_rates": o.E2ERates,
