@@ -73,6 +73,8 @@ type Message struct {
 	Body    []byte
 	Header  nats.Header
 	MsgID   string // the event id, also in Header[HeaderMsgID]
+
+	vals []string // backing array of Header's values, kept for BuildInto
 }
 
 // RowError reports an outbox row that can never be published as asked: the
@@ -172,23 +174,37 @@ func (b *Builder) config() *builderConfig {
 // case-insensitively) make the row a *RowError: it is dead-lettered with the
 // reason rather than published without a header its writer counted on.
 func (b *Builder) Build(r *Row, pos Position) (Message, error) {
+	var m Message
+	if err := b.BuildInto(&m, r, pos); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
+
+// BuildInto is Build writing into dst, whose body and header storage it
+// reuses: a caller that publishes many messages can hand back those that are
+// done with (acknowledged) instead of allocating new ones. The message dst
+// held before is overwritten; after an error dst holds no message (keep it
+// for reuse, do not publish it).
+func (b *Builder) BuildInto(dst *Message, r *Row, pos Position) error {
+	dst.Subject, dst.MsgID = "", ""
 	cfg := b.config()
 	if cfg.err != nil {
-		return Message{}, cfg.err
+		return cfg.err
 	}
 	if err := checkPosition(pos); err != nil {
-		return Message{}, err
+		return err
 	}
 
 	// Identity and type.
 	if r.EventID == "" {
-		return Message{}, rowErr(r, "event_id is empty")
+		return rowErr(r, "event_id is empty")
 	}
 	if !validID(r.EventID) {
-		return Message{}, rowErr(r, "event_id must be valid UTF-8 without control characters")
+		return rowErr(r, "event_id must be valid UTF-8 without control characters")
 	}
 	if r.EventType == "" {
-		return Message{}, rowErr(r, "event_type is empty")
+		return rowErr(r, "event_type is empty")
 	}
 
 	// Subject: the row's override, else the row's destination, else the
@@ -197,31 +213,31 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	switch {
 	case r.Subject != "":
 		if err := ValidatePublishSubject(r.Subject); err != nil {
-			return Message{}, rowErr(r, "subject override: %v", err)
+			return rowErr(r, "subject override: %v", err)
 		}
 		if r.Subject == cfg.dlq {
-			return Message{}, rowErr(r, "subject override %q is the dead-letter subject", r.Subject)
+			return rowErr(r, "subject override %q is the dead-letter subject", r.Subject)
 		}
 		subject = r.Subject
 	case r.Destination != "":
 		if err := validToken(r.Destination); err != nil {
-			return Message{}, rowErr(r, "destination %q: %v", r.Destination, err)
+			return rowErr(r, "destination %q: %v", r.Destination, err)
 		}
 		if r.Destination == dlqToken {
-			return Message{}, rowErr(r, "destination %q is the dead-letter subject", r.Destination)
+			return rowErr(r, "destination %q is the dead-letter subject", r.Destination)
 		}
 		if cfg.subjects.Dest == r.Destination {
 			subject = cfg.subject
 		} else {
 			subject = cfg.subjects.Publish(r.Destination)
 			if len(subject) > MaxSubjectLen {
-				return Message{}, rowErr(r, "destination %q makes a subject over %d bytes", r.Destination, MaxSubjectLen)
+				return rowErr(r, "destination %q makes a subject over %d bytes", r.Destination, MaxSubjectLen)
 			}
 		}
 	case cfg.subject != "":
 		subject = cfg.subject
 	default:
-		return Message{}, rowErr(r, "no subject: the row has no subject or destination and DESTINATION_APP is not set")
+		return rowErr(r, "no subject: the row has no subject or destination and DESTINATION_APP is not set")
 	}
 
 	// Payload: one pass validates it and finds the resource id fallback,
@@ -235,7 +251,7 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	if !trusted {
 		var err error
 		if payload, idVal, err = scanPayload(r.Payload); err != nil {
-			return Message{}, rowErr(r, "%v", err)
+			return rowErr(r, "%v", err)
 		}
 	}
 
@@ -243,7 +259,7 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	// the map once its size is known.
 	rh, err := scanRowHeaders(r.Headers)
 	if err != nil {
-		return Message{}, rowErr(r, "headers: %v", err)
+		return rowErr(r, "headers: %v", err)
 	}
 	traceHeader := ""
 	if !rh.hasTraceparent && isTraceparent(r.TraceID) {
@@ -251,7 +267,7 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	}
 
 	if r.OccurredAt == "" {
-		return Message{}, rowErr(r, "occurred_at is empty")
+		return rowErr(r, "occurred_at is empty")
 	}
 
 	resourceType := r.ResourceType
@@ -262,7 +278,10 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	// The body, sized so that escaping-free rows need one allocation.
 	size := 192 + len(r.EventID) + len(r.EventType) + len(cfg.prod) + len(resourceType) +
 		len(r.ResourceID) + len(idVal) + len(r.TraceID) + len(payload)
-	body := make([]byte, 0, size)
+	body := dst.Body[:0]
+	if cap(body) < size {
+		body = make([]byte, 0, size)
+	}
 	body = append(body, `{"event_id":`...)
 	body = appendJSONString(body, r.EventID)
 	body = append(body, `,"schema_version":1,"event_type":`...)
@@ -289,7 +308,7 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 	body = append(body, `,"occurred_at":"`...)
 	body, err = appendTimestamp(body, r.OccurredAt)
 	if err != nil {
-		return Message{}, rowErr(r, "occurred_at %q: %v", r.OccurredAt, err)
+		return rowErr(r, "occurred_at %q: %v", r.OccurredAt, err)
 	}
 	body = append(body, `","trace_id":`...)
 	switch {
@@ -321,11 +340,11 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 		hdrSize += headerLen(HeaderTraceparent, traceHeader)
 	}
 	if b.MaxPayload > 0 && len(body)+hdrSize > b.MaxPayload {
-		return Message{}, rowErr(r, "message is %d bytes (body %d + headers %d), over the server's max_payload of %d",
+		return rowErr(r, "message is %d bytes (body %d + headers %d), over the server's max_payload of %d",
 			len(body)+hdrSize, len(body), hdrSize, b.MaxPayload)
 	}
 
-	f := newHeaderFiller(n)
+	f := reuseHeaderFiller(dst, n)
 	if rh.n > 0 {
 		f.addRowHeaders(&rh)
 	}
@@ -339,7 +358,8 @@ func (b *Builder) Build(r *Row, pos Position) (Message, error) {
 		f.set(HeaderTraceparent, traceHeader)
 	}
 
-	return Message{Subject: subject, Body: body, Header: f.h, MsgID: r.EventID}, nil
+	dst.Subject, dst.Body, dst.Header, dst.MsgID, dst.vals = subject, body, f.h, r.EventID, f.vals
+	return nil
 }
 
 // The NATS header block: "NATS/1.0\r\n", "Name: value\r\n" per value, "\r\n".
@@ -542,6 +562,20 @@ type headerFiller struct {
 
 func newHeaderFiller(n int) headerFiller {
 	return headerFiller{h: make(nats.Header, n), vals: make([]string, 0, n)}
+}
+
+// reuseHeaderFiller fills m's header map and value array again when there
+// are any (emptied first), else new ones.
+func reuseHeaderFiller(m *Message, n int) headerFiller {
+	if m.Header == nil {
+		return newHeaderFiller(n)
+	}
+	clear(m.Header)
+	vals := m.vals[:0]
+	if cap(vals) < n {
+		vals = make([]string, 0, n)
+	}
+	return headerFiller{h: m.Header, vals: vals}
 }
 
 func (f *headerFiller) set(name, value string) {

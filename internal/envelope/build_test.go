@@ -762,3 +762,55 @@ func TestBuildJSONBPayloadNotScanned(t *testing.T) {
 	r.ResourceID = "" // the fallback needs the scan
 	assertRowError(t, newBuilder(), r, "valid JSON")
 }
+
+// TestBuildIntoReusesStorage builds rows with different headers into one
+// Message in turn: each result equals Build's (no header of an earlier row
+// left behind), and once the storage is large enough nothing is allocated.
+func TestBuildIntoReusesStorage(t *testing.T) {
+	b := newBuilder()
+	many := newRow()
+	many.Headers = []byte(`{"X-Tenant":"acme","X-Region":"eu","X-Try":3,"X-Flag":true,"X-Skip":null}`)
+	many.TraceID = testTraceparent
+	none := newRow()
+	none.EventID = "1c9e4f2a-0000-4000-8000-000000000001"
+	none.Payload = []byte(`{"id": 7, "note": "a longer payload than the first row's, so that the body grows"}`)
+	other := newRow()
+	other.Headers = []byte(`{"X-Other":"1"}`)
+	other.Subject = "custom.subject"
+
+	var dst envelope.Message
+	for i, r := range []*envelope.Row{many, none, other, many, none} {
+		want := MustBuild(t, b, r, testPos)
+		if err := b.BuildInto(&dst, r, testPos); err != nil {
+			t.Fatalf("row %d: BuildInto: %v", i, err)
+		}
+		if !bytes.Equal(dst.Body, want.Body) || !reflect.DeepEqual(dst.Header, want.Header) ||
+			dst.Subject != want.Subject || dst.MsgID != want.MsgID {
+			t.Fatalf("row %d: BuildInto gave\n%s %v %s\nBuild gave\n%s %v %s", i,
+				dst.Body, dst.Header, dst.Subject, want.Body, want.Header, want.Subject)
+		}
+	}
+
+	bad := newRow()
+	bad.EventType = ""
+	if err := b.BuildInto(&dst, bad, testPos); err == nil {
+		t.Fatal("BuildInto accepted a row without event_type")
+	}
+	if dst.Subject != "" || dst.MsgID != "" {
+		t.Fatalf("after an error dst still looks publishable: subject %q, msg id %q", dst.Subject, dst.MsgID)
+	}
+
+	// Rows without headers of their own (a row's headers take one copy).
+	plain := newRow()
+	plain.Subject = "custom.subject"
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, r := range []*envelope.Row{none, plain} {
+			if err := b.BuildInto(&dst, r, testPos); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("BuildInto with reused storage: %.1f allocations per 2 rows, want 0", allocs)
+	}
+}

@@ -35,6 +35,7 @@ func FuzzBuild(f *testing.F) {
 	f.Add("e4", "x", "", "y", []byte(`{"a":}`), []byte(`{"Nats-Msg-Id":"x"}`), "", "", "", "2026-02-30 00:00:00+00", uint16(2))
 
 	b := &envelope.Builder{Producer: "shop", Subjects: envelope.Subjects{Env: "prod", App: "shop", Dest: "billing"}, MaxPayload: 1 << 20}
+	var reused envelope.Message // carries the storage of earlier inputs into BuildInto
 	f.Fuzz(func(t *testing.T, eventID, resourceType, resourceID, eventType string, payload, headers []byte,
 		subject, destination, traceID, occurredAt string, txIndex uint16) {
 		r := &envelope.Row{
@@ -44,6 +45,15 @@ func FuzzBuild(f *testing.F) {
 		}
 		pos := envelope.Position{CommitLSN: "16/B374D848", TxIndex: int(txIndex)}
 		m, err := b.Build(r, pos)
+		// Reused storage must give the same message or the same error.
+		erri := b.BuildInto(&reused, r, pos)
+		if fmt.Sprint(erri) != fmt.Sprint(err) {
+			t.Fatalf("BuildInto: %v, Build: %v", erri, err)
+		}
+		if err == nil && (!bytes.Equal(reused.Body, m.Body) || !reflect.DeepEqual(reused.Header, m.Header) ||
+			reused.Subject != m.Subject || reused.MsgID != m.MsgID) {
+			t.Fatalf("BuildInto into reused storage differs:\n%q %v\n%q %v", reused.Body, reused.Header, m.Body, m.Header)
+		}
 		if json.Valid(payload) {
 			// Any valid JSON could have come from a jsonb column: the fast
 			// path must give the same message or the same error.
