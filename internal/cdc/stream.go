@@ -1,9 +1,11 @@
 package cdc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +65,9 @@ type Stream struct {
 
 	lingers atomic.Uint64
 }
+
+// readAheadSize is the replication connection's read-ahead buffer.
+const readAheadSize = 64 << 10
 
 // ErrSlotMissing means the replication slot does not exist (dropped under a
 // running relay, or never provisioned with AUTO_PROVISION=false).
@@ -214,6 +219,14 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 	if err != nil {
 		return err
 	}
+	// Postgres sends each change as its own small message; a backlog arrives
+	// faster than one read of pgconn's 8 kB buffer per system call can take
+	// it. A larger read-ahead buffer takes whatever has arrived in one read.
+	var readAhead *bufio.Reader
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		readAhead = bufio.NewReaderSize(r, readAheadSize)
+		return pgproto3.NewFrontend(readAhead, w)
+	}
 	connectCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	conn, err := pgconn.ConnectConfig(connectCtx, cfg)
 	cancel()
@@ -249,7 +262,7 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 	s.log.Info().Str("slot", s.opts.Slot).Str("from_lsn", start.String()).Msg("replicating")
 	s.setState(State{Replicating: true})
 
-	r := reader{s: s, conn: conn, out: out, rels: map[uint32]*relation{}}
+	r := reader{s: s, conn: conn, readAhead: readAhead, out: out, rels: map[uint32]*relation{}}
 	defer func() {
 		if r.tx != nil { // connection lost inside a transaction: Postgres re-sends it whole
 			r.tx.Abandon()
@@ -272,10 +285,11 @@ func activePID(ctx context.Context, conn *pgconn.PgConn, slot string) int {
 
 // reader is the state of one session's receive loop.
 type reader struct {
-	s    *Stream
-	conn *pgconn.PgConn
-	out  chan<- *Event
-	rels map[uint32]*relation
+	s         *Stream
+	conn      *pgconn.PgConn
+	readAhead *bufio.Reader // below the connection's own read buffer
+	out       chan<- *Event
+	rels      map[uint32]*relation
 
 	tx         *checkpoint.Tx // open transaction, nil between transactions
 	commitLSN  pglogrepl.LSN
@@ -319,7 +333,7 @@ func (r *reader) loop(ctx context.Context) error {
 		// a backlog streams in through the read buffer: a clock read per
 		// change would cost more than decoding it. Messages received since
 		// the last reading count as heard now.
-		buffered := r.conn.Frontend().ReadBufferLen() > 0
+		buffered := r.conn.Frontend().ReadBufferLen() > 0 || r.readAhead.Buffered() > 0
 		var now time.Time
 		if !buffered || r.unclocked >= 64 || r.clockDue {
 			now, r.clockDue = time.Now(), false
