@@ -434,7 +434,6 @@ func (r *Relay) acked(m *publish.Message, ack *jetstream.PubAck) {
 		r.metrics.deadLetters.Inc()
 		return
 	}
-	defer recycle(m)
 	r.metrics.published.Inc()
 	if ack.Duplicate {
 		r.metrics.duplicates.Inc()
@@ -447,6 +446,7 @@ func (r *Relay) acked(m *publish.Message, ack *jetstream.PubAck) {
 		}
 		r.metrics.latency.Observe(r.ackTime.Sub(ev.CommitTime).Seconds())
 	}
+	recycle(m)
 }
 
 // rejected builds the dead letter for a message JetStream refuses for good.
