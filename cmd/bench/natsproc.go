@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 )
@@ -94,41 +92,23 @@ func (b *bench) startNATS(ctx context.Context) error {
 		return err
 	}
 	b.natsProc, b.natsURL = p, "nats://"+addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// Stop waiting as soon as the child exits.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.Done():
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	if err := localenv.WaitJetStream(wctx, b.natsURL, 30*time.Second); err != nil {
 		if p.exited() {
 			return fmt.Errorf("start nats: exited: %v\n%s", p.Err(), p.tail(20))
 		}
-		err := jetStreamAnswers(ctx, b.natsURL)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("start nats: JetStream on %s not ready within 30s: %v\n%s", b.natsURL, err, p.tail(20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		return fmt.Errorf("start nats: %w\n%s", err, p.tail(20))
 	}
-}
-
-// jetStreamAnswers connects to url and asks JetStream for the account's info.
-func jetStreamAnswers(ctx context.Context, url string) error {
-	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(ctx)
-	return err
+	return nil
 }
 
 // natsPID is the JetStream server's process id; 0 when the server was given.

@@ -309,7 +309,7 @@ func (r *Relay) message(ev *cdc.Event) *publish.Message {
 			o.pub = publish.Message{Subject: o.env.Subject, Body: o.env.Body, Header: o.env.Header, MsgID: o.env.MsgID, Ref: o}
 			return &o.pub
 		}
-		outgoingPool.Put(o)
+		putOutgoing(o)
 		ev.Err = err
 	}
 	return r.rowDeadLetter(ev)
@@ -346,8 +346,14 @@ func eventOf(m *publish.Message) *cdc.Event {
 // an outgoing message itself (a dead letter that replaced one may share its
 // body).
 func recycle(m *publish.Message) {
-	o, ok := m.Ref.(*outgoing)
-	if !ok || &o.pub != m || cap(o.env.Body) > maxPooledBody {
+	if o, ok := m.Ref.(*outgoing); ok && &o.pub == m {
+		putOutgoing(o)
+	}
+}
+
+// putOutgoing empties o and pools it, unless its body is oversized.
+func putOutgoing(o *outgoing) {
+	if cap(o.env.Body) > maxPooledBody {
 		return
 	}
 	o.pub, o.ev = publish.Message{}, nil

@@ -236,28 +236,44 @@ func (c *Cluster) Shutdown() {
 // waitMetaLeader waits until JetStream answers account info, which needs an
 // elected meta leader.
 func (c *Cluster) waitMetaLeader() error {
-	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	if err := WaitJetStream(context.Background(), c.URLs(), clusterReadyTimeout); err != nil {
+		return fmt.Errorf("wait for nats cluster meta leader: %w", err)
+	}
+	return nil
+}
+
+// WaitJetStream waits until a server at urls (comma-separated) accepts a
+// connection and JetStream answers account info, or timeout passes or ctx
+// ends; it then returns the last error.
+func WaitJetStream(ctx context.Context, urls string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect to nats cluster: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("open jetstream on nats cluster: %w", err)
-	}
 	for {
-		attempt, cancelAttempt := context.WithTimeout(ctx, 2*time.Second)
-		_, err := js.AccountInfo(attempt)
-		cancelAttempt()
+		err := jetStreamAnswers(ctx, urls)
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for nats cluster meta leader: %w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("jetstream at %s not ready: %w (last error: %v)", urls, ctx.Err(), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// jetStreamAnswers connects to urls once and asks JetStream for the account's info.
+func jetStreamAnswers(ctx context.Context, urls string) error {
+	nc, err := nats.Connect(urls, nats.Timeout(time.Second), nats.NoReconnect())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err
 }
