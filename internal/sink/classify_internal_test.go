@@ -47,33 +47,33 @@ func TestClassify_BySQLSTATEClass(t *testing.T) {
 		code                   string
 		inbox, handler, commit string
 	}{
-		{"08006", infra, infra, infra},           // connection failure
-		{"53100", infra, infra, infra},           // disk full
-		{"53300", infra, infra, infra},           // too many connections
-		{"57P01", infra, infra, infra},           // admin shutdown
-		{"58030", infra, infra, infra},           // io error
-		{"25006", infra, infra, infra},           // read-only: connected to a standby
-		{"40001", infra, infra, infra},           // serialization failure
-		{"40P01", infra, infra, infra},           // deadlock
-		{"57014", infra, attempt, attempt},       // statement_timeout
-		{"55P03", infra, attempt, attempt},       // lock_timeout
-		{"22P02", poison, attempt, permanent},    // invalid input (a SQL handler makes it permanent itself)
-		{"22021", poison, attempt, permanent},    // NUL in text
-		{"23503", poison, attempt, attempt},      // foreign key violation (deferred: at COMMIT)
-		{"23505", poison, attempt, attempt},      // unique violation
-		{"23514", poison, attempt, attempt},      // check violation
-		{"54000", poison, attempt, attempt},      // index row too large
-		{"P0001", poison, attempt, attempt},      // RAISE EXCEPTION (a trigger)
-		{"JBDLQ", fatal, attempt, permanent},     // the refusal code, raised at COMMIT by a constraint trigger
-		{"42703", fatal, attempt, attempt},       // undefined column
-		{"42P01", fatal, attempt, attempt},       // undefined table
-		{"42501", fatal, attempt, attempt},       // insufficient privilege
-		{"0A000", fatal, attempt, attempt},       // feature not supported
-		{"XX000", fatal, attempt, attempt},       // internal error
-		{"XX001", fatal, attempt, attempt},       // data corrupted
-		{"25P02", fatal, attempt, attempt},       // in failed transaction
-		{"55000", fatal, attempt, attempt},       // object not in prerequisite state
-		{"ZZ999", fatal, attempt, attempt},       // unknown
+		{"08006", infra, infra, infra},        // connection failure
+		{"53100", infra, infra, infra},        // disk full
+		{"53300", infra, infra, infra},        // too many connections
+		{"57P01", infra, infra, infra},        // admin shutdown
+		{"58030", infra, infra, infra},        // io error
+		{"25006", infra, infra, infra},        // read-only: connected to a standby
+		{"40001", infra, infra, infra},        // serialization failure
+		{"40P01", infra, infra, infra},        // deadlock
+		{"57014", infra, attempt, attempt},    // statement_timeout
+		{"55P03", infra, attempt, attempt},    // lock_timeout
+		{"22P02", poison, attempt, permanent}, // invalid input (a SQL handler makes it permanent itself)
+		{"22021", poison, attempt, permanent}, // NUL in text
+		{"23503", poison, attempt, attempt},   // foreign key violation (deferred: at COMMIT)
+		{"23505", poison, attempt, attempt},   // unique violation
+		{"23514", poison, attempt, attempt},   // check violation
+		{"54000", poison, attempt, attempt},   // index row too large
+		{"P0001", poison, attempt, attempt},   // RAISE EXCEPTION (a trigger)
+		{"JBDLQ", fatal, attempt, permanent},  // the refusal code, raised at COMMIT by a constraint trigger
+		{"42703", fatal, attempt, attempt},    // undefined column
+		{"42P01", fatal, attempt, attempt},    // undefined table
+		{"42501", fatal, attempt, attempt},    // insufficient privilege
+		{"0A000", fatal, attempt, attempt},    // feature not supported
+		{"XX000", fatal, attempt, attempt},    // internal error
+		{"XX001", fatal, attempt, attempt},    // data corrupted
+		{"25P02", fatal, attempt, attempt},    // in failed transaction
+		{"55000", fatal, attempt, attempt},    // object not in prerequisite state
+		{"ZZ999", fatal, attempt, attempt},    // unknown
 	} {
 		pgErr := &pgconn.PgError{Code: tc.code, Message: "m"}
 		if got := kindOf(classifyDB(ctx, "write inbox row", pgErr)); got != tc.inbox {
