@@ -314,9 +314,13 @@ type tries struct {
 // still held is handed back with what was left of its wait, which the rest
 // of its lane gets too, so that they do not overtake it.
 func (s *Sink) applyAlone(ctx context.Context, stop <-chan struct{}, d *dispatcher, claims []claim) {
-	pend := make([]tries, len(claims))
-	for i, c := range claims {
-		pend[i] = tries{c: c, infraWait: 250 * time.Millisecond}
+	var one [1]tries // the common case, a single event, without an allocation
+	pend := one[:0]
+	if len(claims) > 1 {
+		pend = make([]tries, 0, len(claims))
+	}
+	for _, c := range claims {
+		pend = append(pend, tries{c: c, infraWait: 250 * time.Millisecond})
 	}
 	for len(pend) > 0 {
 		next := 0
