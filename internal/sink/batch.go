@@ -26,9 +26,14 @@ import (
 // transaction back; the event whose statement failed is applied on its own
 // through the one-event path (sink.go), which sorts it out — ack a
 // duplicate, retry, dead-letter — and the others go again as a batch. A
-// failure that names no event (connection lost, commit failed) sends every
-// event down the one-event path, where an event whose commit did go through
-// is found processed and acked.
+// failure that names no event sends every event down the one-event path:
+// when the connection was lost, an event whose commit did go through is
+// found processed and acked; when COMMIT itself was refused (a deferred
+// constraint or constraint trigger, a serialization failure), the one-event
+// path finds which event it was. The events sent down that path each get
+// their first attempt at once and the failing one waits out its BACKOFF on
+// its own (applyAlone, sink.go), so that one bad event neither holds the
+// others of its batch nor retries for ever as an outage.
 
 // statementHandler is a handler that is one SQL statement taking the
 // message body as $1, so that it can join a batch.
@@ -77,9 +82,7 @@ func (s *Sink) applyBatch(ctx context.Context, stop <-chan struct{}, d *dispatch
 		alone = append(alone, claims[bad])
 		claims = append(claims[:bad:bad], claims[bad+1:]...)
 	}
-	for _, c := range alone {
-		s.handleClaim(ctx, stop, d, c)
-	}
+	s.applyAlone(ctx, stop, d, alone)
 }
 
 // batchTx applies claims' events in one transaction. On failure it returns

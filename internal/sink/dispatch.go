@@ -33,7 +33,7 @@ func newItem(msg Msg) *item {
 	if meta, err := msg.Metadata(); err == nil {
 		it.stream, it.seq, it.delivered = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)
 	}
-	it.env, it.poison = envelope.Parse(msg.Data())
+	it.env, it.poison = parseEnvelope(msg.Data())
 	it.pos, it.hasPos = envelope.ParsePosition(msg.Headers())
 	switch {
 	case it.poison != nil:

@@ -32,16 +32,32 @@
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ
 //
-// Error classes are decided once, in sink.go: a body that is not an envelope
-// (or that Postgres cannot store) is poison and is dead-lettered at once; a
-// *PermanentError from a handler is dead-lettered at once (class handler); any
-// other handler error is retried after BACKOFF, in place, while later events
-// of the same key wait, until MAX_DELIVER attempts (class exhausted).
-// Failures of the bridge's own machinery (database unreachable, connection
-// lost, commit failed, shutdown) are not attempts: they are retried without
-// counting, so an outage never dead-letters healthy events. A handler failing
-// with a deadlock or a serialization failure (SQLSTATE class 40) is treated
-// the same way: Postgres rolled it back for what ran beside it.
+// Error classes are decided once, in sink.go, from what the attempt failed
+// with; database errors are sorted by SQLSTATE kind (internal/sqlstate; the
+// table is in inbox.go). A body that is not an envelope, whose keys exceed
+// the inbox's bounds (MaxEventIDLen and the others), or that an inbox
+// statement refuses for its values (SQLSTATE classes 22, 23, 54, P0) is
+// poison and is dead-lettered at once. A *PermanentError from a handler is
+// dead-lettered at once (class handler). Any other handler error, and a
+// COMMIT that Postgres refused (a deferred foreign key, unique constraint or
+// constraint trigger), is an attempt of that event: retried after BACKOFF,
+// in place, while later events of the same key wait, until MAX_DELIVER
+// attempts (class exhausted). When a batch's COMMIT is refused, its events
+// are applied one by one, each at once, so that only the one at fault waits
+// for its retries.
+//
+// Failures of the bridge's own machinery are not attempts: a database that
+// is unreachable, out of resources or shutting down (classes 08, 53, 57,
+// 58), a connection lost (a COMMIT without an answer: its outcome is
+// unknown, and the retry finds a committed event processed), a shutdown.
+// They are retried without counting, so an outage never dead-letters
+// healthy events. A deadlock or a serialization failure (class 40) is
+// treated the same way: Postgres rolled the transaction back for what ran
+// beside it. An inbox statement failing with anything else (an undefined
+// column or table, a missing privilege, an internal error, a SQLSTATE
+// nobody expects) would fail every event alike: the sink hands its
+// messages back and Run returns the error, naming the SQLSTATE, rather
+// than retry in silence or dead-letter healthy events.
 //
 // Attempts are counted across local retries, server redeliveries
 // (NumDelivered) and processes (the inbox row's processing_attempts), and the

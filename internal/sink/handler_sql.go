@@ -20,6 +20,12 @@ import (
 // permanent too: the same event would fail the same way every time.
 const PermanentSQLState = "JBDLQ"
 
+// permanentSQLState reports whether a SQL handler failing with code refuses
+// the event for good.
+func permanentSQLState(code string) bool {
+	return code == PermanentSQLState || strings.HasPrefix(code, "22")
+}
+
 // Querier is what looking a handler up needs: a pool, a connection or a
 // transaction.
 type Querier interface {
@@ -105,7 +111,7 @@ func (h *SQLHandler) Handle(ctx context.Context, tx pgx.Tx, ev *Event) error {
 		return nil
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == PermanentSQLState || strings.HasPrefix(pgErr.Code, "22")) {
+	if errors.As(err, &pgErr) && permanentSQLState(pgErr.Code) {
 		return &PermanentError{Reason: h.name + ": " + pgErr.Message + " (SQLSTATE " + pgErr.Code + ")", Err: err}
 	}
 	return fmt.Errorf("%s: %w", h.name, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sqlstate"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -122,6 +123,42 @@ func newInbox(table string) (*inbox, error) {
 	}, nil
 }
 
+// Bounds on the envelope fields the inbox keys on, in bytes. Postgres
+// refuses a btree entry over about 2700 bytes (a third of a page), and the
+// inbox indexes event_id, the positions table (resource_type, resource_id);
+// the bounds keep every key well under that, so an event is refused for
+// its size, with a reason, before any statement runs. event_type is
+// bounded like a subject (it is one token of one).
+const (
+	MaxEventIDLen      = 1024
+	MaxEventTypeLen    = envelope.MaxSubjectLen
+	MaxResourceTypeLen = 255
+	MaxResourceIDLen   = 1024
+)
+
+// parseEnvelope parses body and checks that the inbox can store it: a
+// field over its bound makes the message poison.
+func parseEnvelope(body []byte) (*envelope.Envelope, error) {
+	env, err := envelope.Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range [...]struct {
+		name, v string
+		max     int
+	}{
+		{"event_id", env.EventID, MaxEventIDLen},
+		{"event_type", env.EventType, MaxEventTypeLen},
+		{"resource_type", env.ResourceType, MaxResourceTypeLen},
+		{"resource_id", env.ResourceID, MaxResourceIDLen},
+	} {
+		if len(f.v) > f.max {
+			return nil, fmt.Errorf("%w: %s is %d bytes, over the inbox's %d-byte limit", envelope.ErrInvalid, f.name, len(f.v), f.max)
+		}
+	}
+	return env, nil
+}
+
 // outcome is how an attempt ended without error.
 type outcome int
 
@@ -137,26 +174,41 @@ const (
 // fail with is one of these.
 type (
 	// infraError: the bridge's own machinery failed (database unreachable,
-	// connection lost, commit failed, shutting down). Not an attempt of the
-	// handler: retried without counting.
+	// connection lost, commit outcome unknown, shutting down), or Postgres
+	// rolled the transaction back for what ran beside it. Not an attempt
+	// of the handler: retried without counting.
 	infraError struct{ err error }
-	// poisonError: the event can never be stored or processed.
-	poisonError struct{ reason string }
+	// poisonError: the event can never be stored or processed. err is the
+	// Postgres error, when one said so.
+	poisonError struct {
+		reason string
+		err    error
+	}
 	// exhaustedError: the attempts were used up before this one started
 	// (earlier deliveries failed or died with the process).
 	exhaustedError struct {
 		attempts int
 		last     string
 	}
-	// handlerError: the handler failed; retry unless permanent.
+	// handlerError: the handler failed, or the commit of its writes did;
+	// retry unless permanent.
 	handlerError struct{ err error }
+	// fatalError: an inbox statement failed in a way that every event
+	// would (the table does not fit the statements, a privilege is
+	// missing, Postgres failed internally, a SQLSTATE nobody expects). No
+	// retry mends it and dead-lettering would only move healthy events
+	// aside, so the sink stops and says why.
+	fatalError struct{ err error }
 )
 
 func (e *infraError) Error() string   { return e.err.Error() }
 func (e *infraError) Unwrap() error   { return e.err }
 func (e *poisonError) Error() string  { return e.reason }
+func (e *poisonError) Unwrap() error  { return e.err }
 func (e *handlerError) Error() string { return e.err.Error() }
 func (e *handlerError) Unwrap() error { return e.err }
+func (e *fatalError) Error() string   { return e.err.Error() }
+func (e *fatalError) Unwrap() error   { return e.err }
 func (e *exhaustedError) Error() string {
 	if e.last == "" {
 		return "delivered " + strconv.Itoa(e.attempts) + " times without being applied"
@@ -246,7 +298,7 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 			return 0, classifyDB(ctx, "mark inbox row stale", err)
 		}
 		if err := tx.Commit(ctx); err != nil {
-			return 0, &infraError{fmt.Errorf("commit stale inbox row: %w", err)}
+			return 0, classifyDB(ctx, "commit stale inbox row", err)
 		}
 		return outStale, nil
 	}
@@ -261,15 +313,7 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 		if ctx.Err() != nil || tx.Conn().IsClosed() {
 			return 0, &infraError{fmt.Errorf("handler interrupted: %w", herr)}
 		}
-		// Neither is a deadlock or a serialization failure (SQLSTATE class
-		// 40): Postgres rolled the transaction back because of what ran next
-		// to it, and the same event succeeds when tried again. Not counted
-		// as an attempt, so contention never dead-letters a healthy event.
-		var pgErr *pgconn.PgError
-		if errors.As(herr, &pgErr) && strings.HasPrefix(pgErr.Code, "40") {
-			return 0, &infraError{fmt.Errorf("handler: transaction rolled back by Postgres, retrying: %w", herr)}
-		}
-		return 0, &handlerError{herr}
+		return 0, classifyHandler("handler", herr)
 	}
 	if !inserted { // a row from an earlier delivery: failed, dead or in flight elsewhere
 		if _, err := tx.Exec(ctx, s.inbox.processed, env.EventID, it.stream, int64(it.seq), it.delivered, lsn, txIndex); err != nil {
@@ -277,28 +321,78 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		// Whether it committed is unknown; retrying is safe either way: a
-		// committed event is found processed.
-		return 0, &infraError{fmt.Errorf("commit inbox transaction: %w", err)}
+		return 0, classifyCommit(ctx, err)
 	}
 	return outApplied, nil
 }
 
-// classifyDB sorts an error of the inbox's own statements: data Postgres
-// refuses to store (invalid text, NUL characters, bad JSON for jsonb: SQLSTATE
-// class 22) makes the event poison; a unique violation is passed through
-// (attempt handles the one it can); anything else is infrastructure.
-func classifyDB(ctx context.Context, what string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && ctx.Err() == nil {
-		switch {
-		case strings.HasPrefix(pgErr.Code, "22"):
-			return &poisonError{reason: "inbox refuses the event: " + pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"}
-		case pgErr.Code == "23505":
-			return err
-		}
+// Errors are sorted by SQLSTATE kind (package sqlstate), differently for
+// the statements the sink owns and for the handler's:
+//
+//	kind                       handler or its commit          inbox statements
+//	unavailable (08 53 57 58)  retry, not counted              retry, not counted
+//	rollback (40)              retry, not counted              retry, not counted
+//	timeout (57014 55P03)      attempt: BACKOFF, MAX_DELIVER   retry, not counted
+//	data (22 23 54 44)         attempt (SQL handler: 22 and    poison
+//	                           JBDLQ are permanent)
+//	raised (P0 38 39 09 27 2F) attempt                         poison
+//	config (42 0A 28 3D 3F 2B) attempt                         stop the sink
+//	internal (XX), state,      attempt                         stop the sink
+//	unknown
+//
+// The handler's errors are its own business: whatever it fails with counts
+// as an attempt, unless the server or the connection failed under it. The
+// inbox's statements are always the same; when they fail on an event's
+// values, the event is poison; when they fail for anything but an outage,
+// every event would fail alike, so the sink stops with the error instead of
+// retrying in silence or dead-lettering healthy events.
+
+// classifyHandler sorts an error of the handler: the server or connection
+// in trouble, or a transaction rolled back by Postgres for what ran beside
+// it, is not the handler's fault and is not counted; anything else is an
+// attempt that failed.
+func classifyHandler(what string, err error) error {
+	if _, kind, ok := sqlstate.Classify(err); ok && kind.Retryable() {
+		return &infraError{fmt.Errorf("%s: rolled back by Postgres (%s), retrying: %w", what, kind, err)}
 	}
-	return &infraError{fmt.Errorf("%s: %w", what, err)}
+	return &handlerError{err}
+}
+
+// classifyCommit sorts an error of COMMIT. When Postgres answered with an
+// error, the transaction was rolled back and the outcome is known: a
+// deferred constraint or constraint trigger refused the handler's writes,
+// which is the handler's failure like any other (a SQLSTATE a SQL handler
+// would treat as permanent is permanent here too). Only when no answer came
+// (the connection was lost, the context ended) is the outcome unknown;
+// retrying is safe then: a committed event is found processed.
+func classifyCommit(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	if ctx.Err() != nil || !errors.As(err, &pgErr) {
+		return &infraError{fmt.Errorf("commit inbox transaction: %w", err)}
+	}
+	if permanentSQLState(pgErr.Code) {
+		return &handlerError{&PermanentError{Reason: "commit refused: " + pgErr.Message + " (SQLSTATE " + pgErr.Code + ")", Err: err}}
+	}
+	return classifyHandler("commit", fmt.Errorf("commit refused: %w", err))
+}
+
+// classifyDB sorts an error of the inbox's own statements: see the table
+// above. A unique violation of the stream sequence stays visible through
+// the *poisonError (attempt mends the one it can).
+func classifyDB(ctx context.Context, what string, err error) error {
+	code, kind, ok := sqlstate.Classify(err)
+	if !ok || ctx.Err() != nil {
+		return &infraError{fmt.Errorf("%s: %w", what, err)}
+	}
+	switch kind {
+	case sqlstate.Unavailable, sqlstate.Rollback, sqlstate.Timeout:
+		return &infraError{fmt.Errorf("%s: %w", what, err)}
+	case sqlstate.Data, sqlstate.Raised:
+		var pgErr *pgconn.PgError
+		errors.As(err, &pgErr)
+		return &poisonError{reason: "inbox refuses the event: " + pgErr.Message + " (SQLSTATE " + code + ")", err: err}
+	}
+	return &fatalError{fmt.Errorf("%s: %w (SQLSTATE %s, %s): every event would fail alike; check the inbox tables (sink provision) and the sink's privileges", what, err, code, kind)}
 }
 
 // recordFailure records a failed attempt in its own short transaction and
@@ -331,7 +425,7 @@ func (s *Sink) recordDead(ctx context.Context, it *item, attempts int, reason st
 		id, eventType, resourceType, resourceID, payload = env.EventID, env.EventType, env.ResourceType, env.ResourceID, env.Payload
 	} else {
 		id = it.msg.Headers().Get(envelope.HeaderMsgID)
-		if id == "" {
+		if id == "" || len(id) > MaxEventIDLen { // no key the inbox can store
 			return nil
 		}
 	}

@@ -97,6 +97,10 @@ type Sink struct {
 
 	obs Observer
 	log zerolog.Logger
+
+	// halt stops consuming with a cause that Run returns: an inbox
+	// statement failed in a way no retry mends (see fatalError).
+	halt func(error)
 }
 
 // New checks the options and returns a Sink.
@@ -185,7 +189,9 @@ func (s *Sink) Ready() error { return s.src.ready() }
 // handlers finish (at most ShutdownTimeout, after which their transactions
 // are cancelled and their messages handed back) and returns nil. It returns
 // an error only when consuming cannot go on: the consumer is gone
-// (ErrConsumerMissing), or the server refused the push subscription.
+// (ErrConsumerMissing), the server refused the push subscription, or the
+// inbox refuses every event alike (its table does not fit, the sink's role
+// lacks a privilege: an error naming the SQLSTATE).
 func (s *Sink) Run(ctx context.Context) error {
 	// Handlers and acks run under work, which outlives ctx by at most the
 	// shutdown timeout, so that in-flight events can finish.
@@ -193,6 +199,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer cancelWork()
 	stop := make(chan struct{}) // closed when shutting down: retry waits end and hand their message back
 	d := newDispatcher()
+	consumeCtx, halt := context.WithCancelCause(ctx)
+	defer halt(nil)
+	s.halt = halt
 
 	var workers sync.WaitGroup
 	for range s.concurrency {
@@ -202,7 +211,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	var hb sync.WaitGroup
 	hb.Go(func() { s.beat(hbCtx, d) })
 
-	err := s.src.consume(ctx, s, d)
+	err := s.src.consume(consumeCtx, s, d)
 
 	close(stop)
 	back := d.close()
@@ -219,6 +228,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	stopHeartbeat()
 	hb.Wait()
+	if cause := context.Cause(consumeCtx); ctx.Err() == nil && cause != nil {
+		err = cause
+	}
 	s.log.Info().Msg("sink stopped")
 	return err
 }
@@ -257,7 +269,7 @@ func (s *Sink) work(ctx context.Context, stop <-chan struct{}, d *dispatcher) {
 
 // handleClaim takes a lane's head to its end on its own and releases the lane.
 func (s *Sink) handleClaim(ctx context.Context, stop <-chan struct{}, d *dispatcher, c claim) {
-	s.release(d, c, s.handle(ctx, stop, d, c.it))
+	s.applyAlone(ctx, stop, d, []claim{c})
 }
 
 // release gives a lane back once its head is settled; when the sink is
@@ -284,72 +296,141 @@ func (s *Sink) handBack(items []*item, delay time.Duration) {
 	}
 }
 
-// handle takes one message to its end: acked (applied, duplicate, stale),
-// dead-lettered and terminated, or handed back. It returns the delay it was
-// handed back with (0 when not handed back), which the rest of its lane gets
-// too, so that they do not overtake it.
-func (s *Sink) handle(ctx context.Context, stop <-chan struct{}, d *dispatcher, it *item) time.Duration {
-	if it.poison != nil {
-		return s.deadLetter(ctx, d, it, envelope.ClassPoison, it.poison.Error(), it.delivered)
+// tries is one message's attempts in this worker.
+type tries struct {
+	c         claim
+	local     int           // attempts of this message counted here
+	infraWait time.Duration // grows while the machinery keeps failing
+	due       time.Time     // when the next attempt may start; zero: at once
+}
+
+// applyAlone takes each claim's head to its end, each event in a
+// transaction of its own, and releases each lane once its head is settled:
+// acked (applied, duplicate, stale), dead-lettered and terminated, or handed
+// back. Every event gets its first attempt at once; an event whose attempt
+// fails waits for its retry while the others go on, so that after a batch
+// rolled back, its healthy events are applied promptly and only the failing
+// one waits out BACKOFF. When the sink stops during a wait, every message
+// still held is handed back with what was left of its wait, which the rest
+// of its lane gets too, so that they do not overtake it.
+func (s *Sink) applyAlone(ctx context.Context, stop <-chan struct{}, d *dispatcher, claims []claim) {
+	var one [1]tries // the common case, a single event, without an allocation
+	pend := one[:0]
+	if len(claims) > 1 {
+		pend = make([]tries, 0, len(claims))
 	}
-	local := 0                          // attempts of this message counted here
-	infraWait := 250 * time.Millisecond // grows while the machinery keeps failing
-	for {
-		prior := max(it.delivered-1, local)
-		out, err := s.attempt(ctx, it, prior)
-		if err == nil {
-			s.settle(d, it, out)
-			return 0
+	for _, c := range claims {
+		pend = append(pend, tries{c: c, infraWait: 250 * time.Millisecond})
+	}
+	for len(pend) > 0 {
+		next := 0
+		for i := range pend {
+			if pend[i].due.Before(pend[next].due) {
+				next = i
+			}
 		}
-		var (
-			pe    *poisonError
-			ee    *exhaustedError
-			he    *handlerError
-			perm  *PermanentError
-			delay time.Duration
-		)
+		t := &pend[next]
+		if wait := time.Until(t.due); !t.due.IsZero() && wait > 0 {
+			if _, stopped := s.sleep(ctx, stop, wait); stopped {
+				for i := range pend {
+					s.handBackHeld(d, &pend[i])
+				}
+				return
+			}
+		}
+		end, back, delay := s.try(ctx, d, t)
+		if !end {
+			t.due = time.Now().Add(delay)
+			continue
+		}
+		s.release(d, t.c, back)
+		pend = append(pend[:next], pend[next+1:]...)
+	}
+}
+
+// handBackHeld hands a waiting message back with what is left of its wait
+// and releases its lane.
+func (s *Sink) handBackHeld(d *dispatcher, t *tries) {
+	left := max(time.Until(t.due), 0)
+	d.finish(t.c.it)
+	if err := t.c.it.msg.NakWithDelay(left); err != nil {
+		s.event(s.log.Warn(), t.c.it).Err(err).Msg("cannot hand message back; it is redelivered after the ack wait")
+	}
+	s.release(d, t.c, left)
+}
+
+// try makes one attempt of t's message. end reports that the message is
+// settled, with back the delay it was handed back with (0 when acked or
+// terminated); otherwise the next attempt may start after delay.
+func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back, delay time.Duration) {
+	it := t.c.it
+	if it.poison != nil {
+		return true, s.deadLetter(ctx, d, it, envelope.ClassPoison, it.poison.Error(), it.delivered), 0
+	}
+	prior := max(it.delivered-1, t.local)
+	out, err := s.attempt(ctx, it, prior)
+	if err == nil {
+		s.settle(d, it, out)
+		return true, 0, 0
+	}
+	var (
+		pe   *poisonError
+		ee   *exhaustedError
+		fe   *fatalError
+		he   *handlerError
+		perm *PermanentError
+	)
+	switch {
+	case errors.As(err, &pe):
+		return true, s.deadLetter(ctx, d, it, envelope.ClassPoison, pe.reason, it.delivered), 0
+	case errors.As(err, &ee):
+		return true, s.deadLetter(ctx, d, it, envelope.ClassExhausted, ee.Error(), ee.attempts), 0
+	case errors.As(err, &fe):
+		s.stopOn(d, it, fe)
+		return true, 0, 0
+	case errors.As(err, &he) && errors.Is(he.err, ErrNoRoute):
+		// Unroutable is poison (SPEC guarantee 6): no handler can ever take it.
+		return true, s.deadLetter(ctx, d, it, envelope.ClassPoison, ErrNoRoute.Error(), prior+1), 0
+	case errors.As(err, &he) && errors.As(he.err, &perm):
+		return true, s.deadLetter(ctx, d, it, envelope.ClassHandler, perm.Reason, prior+1), 0
+	case errors.As(err, &he):
+		n, ok, rerr := s.recordFailure(ctx, it, prior+1, he.Error())
 		switch {
-		case errors.As(err, &pe):
-			return s.deadLetter(ctx, d, it, envelope.ClassPoison, pe.reason, it.delivered)
-		case errors.As(err, &ee):
-			return s.deadLetter(ctx, d, it, envelope.ClassExhausted, ee.Error(), ee.attempts)
-		case errors.As(err, &he) && errors.Is(he.err, ErrNoRoute):
-			// Unroutable is poison (SPEC guarantee 6): no handler can ever take it.
-			return s.deadLetter(ctx, d, it, envelope.ClassPoison, ErrNoRoute.Error(), prior+1)
-		case errors.As(err, &he) && errors.As(he.err, &perm):
-			return s.deadLetter(ctx, d, it, envelope.ClassHandler, perm.Reason, prior+1)
-		case errors.As(err, &he):
-			n, ok, rerr := s.recordFailure(ctx, it, prior+1, he.Error())
-			switch {
-			case rerr != nil:
-				s.event(s.log.Warn(), it).Err(rerr).Msg("cannot record the failed attempt; counting it here")
-				n = prior + 1
-			case !ok:
-				// Applied meanwhile by another process: the next attempt finds it.
-				continue
-			}
-			local = n
-			if n >= s.maxDeliver {
-				return s.deadLetter(ctx, d, it, envelope.ClassExhausted, he.Error(), n)
-			}
-			delay = s.backoff[min(n, len(s.backoff))-1]
-			s.obs.Result(ResultRetried)
-			s.event(s.log.Warn(), it).Err(he.err).Int("attempt", n).Int("max_deliver", s.maxDeliver).
-				Dur("retry_in", delay).Msg("handler failed, retrying")
-		default:
-			delay = infraWait
-			infraWait = min(infraWait*2, s.backoff[len(s.backoff)-1])
-			if ctx.Err() == nil {
-				s.event(s.log.Warn(), it).Err(err).Dur("retry_in", delay).Msg("cannot apply event, retrying")
-			}
+		case rerr != nil:
+			s.event(s.log.Warn(), it).Err(rerr).Msg("cannot record the failed attempt; counting it here")
+			n = prior + 1
+		case !ok:
+			// Applied meanwhile by another process: the next attempt finds it.
+			return false, 0, 0
 		}
-		if left, stopped := s.sleep(ctx, stop, delay); stopped {
-			d.finish(it)
-			if err := it.msg.NakWithDelay(left); err != nil {
-				s.event(s.log.Warn(), it).Err(err).Msg("cannot hand message back; it is redelivered after the ack wait")
-			}
-			return left
+		t.local = n
+		if n >= s.maxDeliver {
+			return true, s.deadLetter(ctx, d, it, envelope.ClassExhausted, he.Error(), n), 0
 		}
+		delay = s.backoff[min(n, len(s.backoff))-1]
+		s.obs.Result(ResultRetried)
+		s.event(s.log.Warn(), it).Err(he.err).Int("attempt", n).Int("max_deliver", s.maxDeliver).
+			Dur("retry_in", delay).Msg("handler failed, retrying")
+		return false, 0, delay
+	default:
+		delay = t.infraWait
+		t.infraWait = min(t.infraWait*2, s.backoff[len(s.backoff)-1])
+		if ctx.Err() == nil {
+			s.event(s.log.Warn(), it).Err(err).Dur("retry_in", delay).Msg("cannot apply event, retrying")
+		}
+		return false, 0, delay
+	}
+}
+
+// stopOn stops the sink because an inbox statement failed in a way every
+// event would: the consumer stops, every message held is handed back, and
+// Run returns the error.
+func (s *Sink) stopOn(d *dispatcher, it *item, fe *fatalError) {
+	s.halt(fe)
+	s.handBack(d.close(), 0)
+	d.finish(it)
+	if err := it.msg.Nak(); err != nil {
+		s.event(s.log.Warn(), it).Err(err).Msg("cannot hand message back; it is redelivered after the ack wait")
 	}
 }
 
