@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -181,6 +182,33 @@ type CLI struct {
 	Stdout, Stderr io.Writer
 	Environ        map[string]string // nil = the process environment
 	Config         any               // pointer to a zero configuration, for the environment list
+}
+
+// Check reports mistakes in the command table: no commands, a name given
+// twice, a command without Run or Summary, a variable in Env that the
+// configuration does not have. Each binary's tests call it.
+func (c *CLI) Check() error {
+	if len(c.Commands) == 0 {
+		return errors.New("no commands")
+	}
+	known := EnvNames(c.Config)
+	seen := map[string]bool{}
+	var errs []error
+	for _, cmd := range c.Commands {
+		if seen[cmd.Name] {
+			errs = append(errs, fmt.Errorf("command %q given twice", cmd.Name))
+		}
+		seen[cmd.Name] = true
+		if cmd.Run == nil || cmd.Summary == "" {
+			errs = append(errs, fmt.Errorf("command %q: Run and Summary are required", cmd.Name))
+		}
+		for _, n := range cmd.Env {
+			if !slices.Contains(known, n) {
+				errs = append(errs, fmt.Errorf("command %q: Env names %s, which the configuration does not have", cmd.Name, n))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Dispatch runs the command args name (the first command when args is

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Common holds the variables both binaries read.
@@ -77,6 +78,10 @@ func (c *Common) Validate() error {
 	if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") &&
 		!strings.Contains(c.DatabaseURL, "=") {
 		errs = append(errs, errors.New("DATABASE_URL: expected postgres://user:pass@host:5432/db or a key=value connection string"))
+	} else if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+		// Parsed here, not first when connecting, so a bad port or sslmode
+		// is a configuration error like any other (the message hides the password).
+		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
 	}
 	return errors.Join(errs...)
 }
