@@ -108,13 +108,13 @@ func TestBench_Usage(t *testing.T) {
 	}{
 		{args: []string{"--help"}, wantCode: 0, want: "--sink-events N"},
 		{args: []string{"--help"}, wantCode: 0, want: "--poll-modes LIST"},
-		{args: []string{"--only", "7"}, wantCode: 1, want: "step 7 does not exist"},
-		{args: []string{"--rates", "fast"}, wantCode: 1, want: "positive whole numbers or max"},
-		{args: []string{"--reps", "0"}, wantCode: 1, want: "--reps 0"},
-		{args: []string{"--relay-env", "GOGC"}, wantCode: 1, want: "KEY=VALUE"},
-		{args: []string{"--poll-modes", "gem"}, wantCode: 1, want: "expected classic and/or tuned"},
-		{args: []string{"--poll-modes", "tuned,tuned"}, wantCode: 1, want: "tuned given twice"},
-		{args: []string{"extra"}, wantCode: 1, want: `unexpected argument "extra"`},
+		{args: []string{"--only", "7"}, wantCode: 2, want: "step 7 does not exist"},
+		{args: []string{"--rates", "fast"}, wantCode: 2, want: "positive whole numbers or max"},
+		{args: []string{"--reps", "0"}, wantCode: 2, want: "--reps 0"},
+		{args: []string{"--relay-env", "GOGC"}, wantCode: 2, want: "KEY=VALUE"},
+		{args: []string{"--poll-modes", "gem"}, wantCode: 2, want: "expected classic and/or tuned"},
+		{args: []string{"--poll-modes", "tuned,tuned"}, wantCode: 2, want: "tuned given twice"},
+		{args: []string{"extra"}, wantCode: 2, want: `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 func main() {
@@ -37,15 +39,10 @@ func main() {
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr}
-	if err := m.Run(ctx, os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	err := m.Run(ctx, os.Args[1:])
+	stop()
+	os.Exit(config.Report(os.Stderr, "bench", err))
 }
 
 // Main runs the benchmark.
@@ -92,6 +89,9 @@ project's targets (MET / NOT MET).
 
 Usage:
   go run ./cmd/bench [flags]        (or: make bench)
+  bench version                     print the version, VCS revision and Go version (also --version)
+
+Exit status: 0 success, 1 runtime failure, 2 usage error (a bad flag or value).
 
 Steps (--only takes a comma list; step 1 always runs, the others are ratios to it):
   1  limits: raw Postgres outbox inserts (1-row and 10-row transactions,
@@ -151,8 +151,6 @@ func (m *Main) parse(args []string) (*Options, error) {
 		MaxInflight: 4096, Fsync: true,
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(m.Stderr)
-	fs.Usage = func() { fmt.Fprint(m.Stdout, usageText) }
 	set := map[string]bool{}
 	fs.IntVar(&o.Reps, "reps", o.Reps, "")
 	fs.IntVar(&o.Events, "events", o.Events, "")
@@ -190,7 +188,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 	fs.Func("relay-env", "", envFlag(&o.RelayEnv))
 	fs.Func("sink-env", "", envFlag(&o.SinkEnv))
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args, func() { fmt.Fprint(m.Stdout, usageText) }); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -293,9 +291,12 @@ func parseList(s string, allowMax bool) ([]int, error) {
 // Run runs the selected steps and prints the report. It returns an error when
 // a step could not be measured; unmet targets are reported, not errors.
 func (m *Main) Run(ctx context.Context, args []string) error {
+	if config.PrintVersion(m.Stdout, "bench", args) {
+		return nil
+	}
 	o, err := m.parse(args)
 	if err != nil {
-		return err
+		return config.AsUsage(err)
 	}
 	b := &bench{opts: o, out: m.Stdout}
 	defer b.close()

@@ -59,11 +59,11 @@ func TestDemo_Usage(t *testing.T) {
 		want     string
 	}{
 		{args: []string{"--help"}, wantCode: 0, want: "--duration D"},
-		{args: []string{"--db-a", "postgres://x/a"}, wantCode: 1, want: "go together"},
-		{args: []string{"--db-a", "postgres://x/a", "--db-b", "postgres://x/a"}, wantCode: 1, want: "same database"},
-		{args: []string{"--rate", "0"}, wantCode: 1, want: "--rate 0"},
-		{env: []string{"DEMO_DURATION=soon"}, wantCode: 1, want: "DEMO_DURATION"},
-		{args: []string{"extra"}, wantCode: 1, want: `unexpected argument "extra"`},
+		{args: []string{"--db-a", "postgres://x/a"}, wantCode: 2, want: "go together"},
+		{args: []string{"--db-a", "postgres://x/a", "--db-b", "postgres://x/a"}, wantCode: 2, want: "same database"},
+		{args: []string{"--rate", "0"}, wantCode: 2, want: "--rate 0"},
+		{env: []string{"DEMO_DURATION=soon"}, wantCode: 2, want: "DEMO_DURATION"},
+		{args: []string{"extra"}, wantCode: 2, want: `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append(tt.env, tt.args...), " "), func(t *testing.T) {

@@ -33,13 +33,7 @@ func main() {
 	interrupts := make(chan os.Signal, 4)
 	signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Interrupts: interrupts}
-	if err := m.Run(context.Background(), os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
-	}
+	os.Exit(config.Report(os.Stderr, "demo", m.Run(context.Background(), os.Args[1:])))
 }
 
 // Main runs the demo.
@@ -77,11 +71,13 @@ NATS JetStream: system_a and system_b, each a Postgres database with a relay
 
 Usage:
   go run ./cmd/demo [flags]        (or: make demo)
+  demo version                     print the version, VCS revision and Go version (also --version)
 
 Without --duration it writes until Ctrl-C; then it waits for both sides to
 converge, prints a summary and shuts everything down. A second Ctrl-C skips
 the wait. Exit status 0 means: every event applied on the other side, both
 databases hold the same rows, nothing dead-lettered, no event echoed back.
+Status 1 means it did not converge or failed to run; 2, a bad flag or variable.
 (After Ctrl-C, ` + "`go run`" + ` itself exits 1 whatever the demo returns; the last line,
 "result: converged=...", is the verdict. A built binary exits with the demo's status.)
 
@@ -150,8 +146,6 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(m.Stderr)
-	fs.Usage = func() { fmt.Fprint(m.Stdout, usageText) }
 	fs.Func("duration", "", func(s string) (err error) { o.Duration, err = config.ParseDuration(s); return })
 	fs.IntVar(&o.Rate, "rate", o.Rate, "")
 	fs.Func("converge-timeout", "", func(s string) (err error) { o.ConvergeTimeout, err = config.ParseDuration(s); return })
@@ -161,7 +155,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	fs.StringVar(&o.DatabaseB, "db-b", o.DatabaseB, "")
 	fs.StringVar(&o.NATSURLs, "nats", o.NATSURLs, "")
 	fs.BoolVar(&o.NoInstall, "no-install", false, "")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args, func() { fmt.Fprint(m.Stdout, usageText) }); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -183,9 +177,12 @@ func (m *Main) parse(args []string) (*Options, error) {
 
 // Run runs the demo. It returns nil only when both sides converged.
 func (m *Main) Run(ctx context.Context, args []string) error {
+	if config.PrintVersion(m.Stdout, "demo", args) {
+		return nil
+	}
 	o, err := m.parse(args)
 	if err != nil {
-		return err
+		return config.AsUsage(err)
 	}
 	// Phase contexts: the first interrupt ends setup and writing, the second
 	// the wait for convergence. Shutdown runs on its own bounded contexts.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"sync/atomic"
@@ -34,12 +33,12 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 	from := time.Time{}
 	switch since {
 	case "":
-		return errors.New("backfill: --since RFC3339-time or --since all is required")
+		return config.Usagef("backfill: --since RFC3339-time or --since all is required (see relay backfill --help)")
 	case "all":
 	default:
 		t, err := time.Parse(time.RFC3339, since)
 		if err != nil {
-			return fmt.Errorf("backfill: --since %q: expected RFC 3339 such as 2026-01-02T15:04:05Z, or all", since)
+			return config.Usagef("backfill: --since %q: expected RFC 3339 such as 2026-01-02T15:04:05Z, or all", since)
 		}
 		from = t
 	}

@@ -5,6 +5,10 @@
 //	relay provision  create schema, publication, slot and stream once, then exit
 //	relay status     print slot and stream state (--json, --watch)
 //	relay backfill   republish outbox rows from the table (--since)
+//	relay version    print the build
+//
+// Every command answers --help; the exit status is 0 on success, 1 on a
+// runtime failure and 2 on a usage or configuration error.
 package main
 
 import (
@@ -13,6 +17,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
@@ -43,27 +48,47 @@ func main() {
 type Main struct{ config.CLI }
 
 func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
-	return &Main{config.CLI{Name: "relay", Summary: usage, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
+	m := &Main{config.CLI{Name: "relay", Summary: summary, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
+	m.Commands = []config.Command{{
+		Name:    "run",
+		Summary: "stream the outbox (default)",
+		Detail: `Streams every committed outbox insert to JetStream until SIGTERM or SIGINT, then
+waits up to SHUTDOWN_TIMEOUT for in-flight acks and confirms the acked position.
+With AUTO_PROVISION=true (default) it first does what provision does.`,
+		Example: "DATABASE_URL=postgres://bridge@db:5432/app APP_NAME=orders DESTINATION_APP=billing relay run",
+		Run:     m.run,
+	}, {
+		Name:    "provision",
+		Summary: "create schema, publication, slot and stream, then exit",
+		Detail:  "Idempotent: what exists is kept (the stream's subjects are extended when needed).",
+		Example: "DATABASE_URL=postgres://admin@db:5432/app APP_NAME=orders DESTINATION_APP=billing relay provision",
+		Run:     m.provision,
+	}, {
+		Name:    "status",
+		Args:    "[--json] [--watch=2s]",
+		Summary: "print slot and stream state",
+		Detail:  "Exits 1 when the database is unreachable, so it can serve as a check.",
+		Env:     slices.Concat(config.OneShotEnv, []string{"OUTBOX_TABLE", "REPLICATION_SLOT", "PUBLICATION"}),
+		Example: "relay status --watch=2s",
+		Run:     m.status,
+	}, {
+		Name:    "backfill",
+		Args:    "--since TIME|all [--dry-run]",
+		Summary: "republish outbox rows from the table",
+		Detail: `Republishes rows the replication slot never streamed: rows older than the slot,
+or committed while a lost slot was recreated. Each row keeps its event id, so
+JetStream and the sinks' inboxes drop copies: running it twice is safe.`,
+		Env:     slices.Concat(config.OneShotEnv, []string{"OUTBOX_TABLE", "MAX_INFLIGHT", "USE_DLQ"}),
+		Example: "relay backfill --since 2026-01-02T15:04:05Z --dry-run\nrelay backfill --since 2026-01-02T15:04:05Z",
+		Run:     m.backfill,
+	}}
+	return m
 }
 
-// Run runs the subcommand named by args[0] (run when absent).
-func (m *Main) Run(ctx context.Context, args []string) error {
-	return m.Dispatch(ctx, args, map[string]func(context.Context, []string) error{
-		"run": m.run, "provision": m.provision, "status": m.status, "backfill": m.backfill,
-	})
-}
+// Run runs the command args name (run when absent).
+func (m *Main) Run(ctx context.Context, args []string) error { return m.Dispatch(ctx, args) }
 
-const usage = `relay streams committed outbox inserts from Postgres to NATS JetStream.
-
-Usage:
-  relay [run]               stream the outbox (default)
-  relay provision           create schema, publication, slot and stream, then exit
-  relay status [--json] [--watch=2s]
-                            print slot and stream state
-  relay backfill --since TIME|all [--dry-run]
-                            republish outbox rows from the table (rows older than
-                            the slot, or lost with a lost slot); sinks dedupe
-`
+const summary = `relay streams committed outbox inserts from Postgres to NATS JetStream.`
 
 // load reads and validates the configuration.
 func (m *Main) load() (*Config, error) {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
 )
 
 type metrics struct {
@@ -28,7 +31,9 @@ func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
 			Help:    "Time from the Postgres commit to the JetStream acknowledgement.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
 	}
-	reg.MustRegister(m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency,
+	b := config.ReadBuild()
+	reg.MustRegister(ops.NewBuildInfo("jetstream_bridge_relay_build_info", b.Version, b.Revision, b.GoVersion),
+		m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_inflight",
 			Help: "Publishes awaiting a JetStream acknowledgement."}, func() float64 { return float64(r.pub.Inflight()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jetstream_bridge_relay_read_lingers_total",

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -114,6 +115,13 @@ func TestMetricsMoveAndStatusReports(t *testing.T) {
 		}
 		return nil
 	})
+	// The build is exposed as the version command prints it.
+	_, body := httpStatus("http://" + addr + "/metrics")
+	buildInfo := `(?m)^jetstream_bridge_relay_build_info\{goversion="` + regexp.QuoteMeta(runtime.Version()) +
+		`",revision="[^"]+",version="[^"]+"\} 1$`
+	if !regexp.MustCompile(buildInfo).MatchString(body) {
+		t.Errorf("/metrics lacks %s", buildInfo)
+	}
 
 	s := testutil.StartProcess(t, h.bin, h.env, "status", "--json")
 	if err := s.Wait(30 * time.Second); err != nil {

@@ -81,7 +81,7 @@ func (c *lsnText) format(lsn pglogrepl.LSN) string {
 func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error) {
 	log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", config.RedactNATSURLs(c.NATSURLs)).
 		Str("slot", c.Slot()).Str("table", c.OutboxTable).Str("stream", c.StreamName).
-		Bool("auto_provision", c.AutoProvision).Msg("starting relay")
+		Bool("auto_provision", c.AutoProvision).Str("version", config.ReadBuild().String()).Msg("starting relay")
 	pcfg, err := pgxpool.ParseConfig(c.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)

@@ -3,21 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"time"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
-// dlq runs `sink dlq list` and `sink dlq replay`.
-func (m *Main) dlq(ctx context.Context, args []string) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		m.Usage()
-		return errors.New("sink dlq: expected list or replay")
-	}
-	sub, args := args[0], args[1:]
+// dlq runs `sink dlq list` and `sink dlq replay` (sub).
+func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 	var (
 		asJSON, all, dryRun bool
 		eventID, class      string
@@ -35,7 +30,7 @@ func (m *Main) dlq(ctx context.Context, args []string) error {
 		return err
 	}
 	if sub == "replay" && eventID == "" && class == "" && !all {
-		return errors.New("sink dlq replay: choose what to replay with --event-id, --class or --all")
+		return config.Usagef("dlq replay: choose what to replay with --event-id, --class or --all (see sink dlq replay --help)")
 	}
 	c, err := m.load(false)
 	if err != nil {

@@ -9,12 +9,17 @@
 //	sink dlq list [--json]       print dead letters
 //	sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
 //	                             republish dead letters to their original subject
+//	sink version                 print the build
+//
+// Every command answers --help; the exit status is 0 on success, 1 on a
+// runtime failure and 2 on a usage or configuration error.
 package main
 
 import (
 	"context"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
@@ -27,27 +32,61 @@ func main() {
 type Main struct{ config.CLI }
 
 func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
-	return &Main{config.CLI{Name: "sink", Summary: usage, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
+	m := &Main{config.CLI{Name: "sink", Summary: summary, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
+	// run and provision read the whole configuration; provision does not need
+	// HANDLER or ROUTES_FILE.
+	handlerless := slices.DeleteFunc(config.EnvNames(&Config{}), func(n string) bool { return n == "HANDLER" || n == "ROUTES_FILE" })
+	m.Commands = []config.Command{{
+		Name:    "run",
+		Summary: "consume and apply (default)",
+		Detail: `Applies each event in one transaction with its inbox row and acknowledges it
+after the commit, until SIGTERM or SIGINT; then in-flight handlers get up to
+SHUTDOWN_TIMEOUT. With AUTO_PROVISION=true (default) it first does what
+provision does. HANDLER or ROUTES_FILE is required.`,
+		Example: "DATABASE_URL=postgres://bridge@db:5432/billing APP_NAME=billing DESTINATION_APP=orders \\\n" +
+			"  HANDLER=sql:public.apply_event sink run",
+		Run: m.run,
+	}, {
+		Name:    "provision",
+		Summary: "create inbox schema, stream and consumer, then exit",
+		Detail:  "Idempotent: the stream is extended to the sink's subjects, the consumer created or updated.",
+		Env:     handlerless,
+		Example: "DATABASE_URL=postgres://admin@db:5432/billing APP_NAME=billing DESTINATION_APP=orders sink provision",
+		Run:     m.provision,
+	}, {
+		Name:    "status",
+		Args:    "[--json] [--watch=2s]",
+		Summary: "print consumer and inbox state",
+		Detail:  "Exits 1 when the database is unreachable or the consumer unavailable, so it can serve as a check.",
+		Env: slices.Concat(config.OneShotEnv, []string{"INBOX_TABLE", "DURABLE_NAME", "FILTER_SUBJECT", "CONSUMER_MODE",
+			"DELIVER_SUBJECT", "MAX_DELIVER", "ACK_WAIT", "BACKOFF", "BATCH_SIZE", "CONCURRENCY"}),
+		Example: "sink status --json",
+		Run:     m.status,
+	}, {
+		Name:    "dlq list",
+		Args:    "[--json] [--class C] [--event-id ID]",
+		Summary: "print dead letters",
+		Env:     config.OneShotEnv,
+		Example: "sink dlq list --class handler",
+		Run:     func(ctx context.Context, args []string) error { return m.dlq(ctx, "list", args) },
+	}, {
+		Name:    "dlq replay",
+		Args:    "(--event-id ID | --class C | --all) [--dry-run]",
+		Summary: "republish dead letters to their original subject",
+		Detail: `Republishes each dead letter's body and original headers to its original subject.
+The inbox applies a replayed event even when its row is dead; replaying the same
+dead letter twice within the stream's duplicate window stores it once.`,
+		Env:     config.OneShotEnv,
+		Example: "sink dlq replay --class handler --dry-run\nsink dlq replay --event-id 0b7e6a52-5f1c-4c1e-9a51-7d0f3c2e9b11",
+		Run:     func(ctx context.Context, args []string) error { return m.dlq(ctx, "replay", args) },
+	}}
+	return m
 }
 
-// Run runs the subcommand named by args[0] (run when absent).
-func (m *Main) Run(ctx context.Context, args []string) error {
-	return m.Dispatch(ctx, args, map[string]func(context.Context, []string) error{
-		"run": m.run, "provision": m.provision, "status": m.status, "dlq": m.dlq,
-	})
-}
+// Run runs the command args name (run when absent).
+func (m *Main) Run(ctx context.Context, args []string) error { return m.Dispatch(ctx, args) }
 
-const usage = `sink applies JetStream events to Postgres exactly once (inbox + handler in one transaction).
-
-Usage:
-  sink [run]                consume and apply (default)
-  sink provision            create inbox schema, stream and consumer, then exit
-  sink status [--json]      print consumer and inbox state
-  sink dlq list [--json] [--class C] [--event-id ID]
-                            print dead letters
-  sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
-                            republish dead letters to their original subject
-`
+const summary = `sink applies JetStream events to Postgres exactly once (inbox + handler in one transaction).`
 
 // load reads and validates the configuration; forRun also requires and
 // checks the handler (HANDLER or ROUTES_FILE), which only `sink run` uses.

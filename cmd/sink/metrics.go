@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
@@ -32,7 +34,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_pending",
 			Help: "Messages in the stream not yet delivered to the consumer (from consumer info every 10s; AUTO_PROVISION=true only)."}),
 	}
-	reg.MustRegister(events, m.handler, m.pending)
+	b := config.ReadBuild()
+	reg.MustRegister(events, m.handler, m.pending,
+		ops.NewBuildInfo("jetstream_bridge_sink_build_info", b.Version, b.Revision, b.GoVersion))
 	return m
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,6 +66,12 @@ func TestBinary_ReadinessFollowsDependenciesAndMetricsMove(t *testing.T) {
 		}
 		return nil
 	})
+	// The build is exposed as the version command prints it.
+	buildInfo := `(?m)^jetstream_bridge_sink_build_info\{goversion="` + regexp.QuoteMeta(runtime.Version()) +
+		`",revision="[^"]+",version="[^"]+"\} 1$`
+	if body := scrape(addr, "/metrics"); !regexp.MustCompile(buildInfo).MatchString(body) {
+		t.Errorf("/metrics lacks %s", buildInfo)
+	}
 
 	natsProxy.Down()
 	ready(503, "nats")

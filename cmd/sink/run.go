@@ -48,7 +48,8 @@ func newApp(ctx context.Context, c *Config, log zerolog.Logger) (*App, error) {
 	ev := log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", config.RedactNATSURLs(c.NATSURLs)).
 		Str("stream", c.StreamName).Str("consumer", c.Durable()).Str("filter_subject", c.Filter()).
 		Str("consumer_mode", c.ConsumerMode).Str("inbox", c.InboxTable).Str("handler", handlerForLog(c)).
-		Int("concurrency", c.Concurrency).Bool("auto_provision", c.AutoProvision).Bool("skip_stale", c.SkipStale)
+		Int("concurrency", c.Concurrency).Bool("auto_provision", c.AutoProvision).Bool("skip_stale", c.SkipStale).
+		Str("version", config.ReadBuild().String())
 	if c.Push() {
 		ev = ev.Str("deliver_subject", c.Deliver())
 	}

@@ -173,8 +173,8 @@ func TestBinary_RefusesInjectedHandlerBeforeConnecting(t *testing.T) {
 		p := testutil.StartProcess(t, bin, []string{"DATABASE_URL=postgres://nobody@127.0.0.1:1/none",
 			"NATS_URLS=nats://127.0.0.1:1", "APP_NAME=orders", "DESTINATION_APP=billing", "HANDLER=" + h, "ROUTES_FILE="})
 		var exitErr *exec.ExitError
-		if err := p.Wait(20 * time.Second); !errors.As(err, &exitErr) || p.ExitCode() != 1 {
-			t.Fatalf("HANDLER=%q: %v, want exit status 1", h, err)
+		if err := p.Wait(20 * time.Second); !errors.As(err, &exitErr) || p.ExitCode() != 2 {
+			t.Fatalf("HANDLER=%q: %v, want exit status 2 (configuration error)", h, err)
 		}
 		if out := p.Output(); !strings.Contains(out, "HANDLER=") || strings.Contains(out, "connect") {
 			t.Fatalf("HANDLER=%q output:\n%s", h, out)

@@ -12,12 +12,14 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Common holds the variables both binaries read.
@@ -76,6 +78,10 @@ func (c *Common) Validate() error {
 	if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") &&
 		!strings.Contains(c.DatabaseURL, "=") {
 		errs = append(errs, errors.New("DATABASE_URL: expected postgres://user:pass@host:5432/db or a key=value connection string"))
+	} else if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+		// Parsed here, not first when connecting, so a bad port or sslmode
+		// is a configuration error like any other (the message hides the password).
+		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -179,22 +185,37 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // Usage writes every variable of cfg (a pointer to a config struct) with its
 // default and description.
-func Usage(w io.Writer, cfg any) {
+func Usage(w io.Writer, cfg any) { UsageOf(w, cfg, nil) }
+
+// UsageOf writes the variables of cfg named in names as Usage does, in the
+// order of cfg; nil names means every variable.
+func UsageOf(w io.Writer, cfg any, names []string) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	writeUsage(tw, reflect.TypeOf(cfg).Elem())
+	writeUsage(tw, reflect.TypeOf(cfg).Elem(), func(key string) bool { return names == nil || slices.Contains(names, key) })
 	tw.Flush()
 }
 
-func writeUsage(w io.Writer, t reflect.Type) {
+// EnvNames lists the variables of cfg (a pointer to a config struct).
+func EnvNames(cfg any) []string {
+	keys := fieldKeys(reflect.TypeOf(cfg).Elem())
+	names := make([]string, 0, len(keys))
+	for _, k := range keys {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func writeUsage(w io.Writer, t reflect.Type, keep func(key string) bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := f.Tag.Get("env")
 		if f.Type.Kind() == reflect.Struct && tag == "" {
-			writeUsage(w, f.Type)
+			writeUsage(w, f.Type, keep)
 			continue
 		}
 		key, opts, _ := strings.Cut(tag, ",")
-		if key == "" {
+		if key == "" || !keep(key) {
 			continue
 		}
 		def := f.Tag.Get("envDefault")

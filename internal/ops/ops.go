@@ -39,6 +39,17 @@ func NewRegistry() *prometheus.Registry {
 	return r
 }
 
+// NewBuildInfo returns the gauge name, always 1, labelled with the build's
+// version, VCS revision and Go version: a query can join it to any other
+// series of the process to tell which build produced them.
+func NewBuildInfo(name, version, revision, goVersion string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name,
+		Help:        "Always 1; the labels name the build: module version, VCS revision, Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion}})
+	g.Set(1)
+	return g
+}
+
 // Handler returns the endpoints' handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
