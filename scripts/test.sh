@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs go vet and the whole test suite against real, throwaway Postgres
 # clusters and embedded NATS JetStream servers (see internal/localenv).
-# Installs the PostgreSQL server binaries first if they are missing.
+# Installs the PostgreSQL server binaries first if they are missing (with
+# apt-get; without it, the tests run Postgres in containers when a Docker
+# engine answers), and promtool for the checks of deploy/.
 # Extra arguments go to `go test`, e.g. scripts/test.sh -run TestRelay -v
 set -euo pipefail
 
@@ -20,10 +22,31 @@ as_root() {
 
 if [[ -n "${PG_BIN:-}" ]]; then
 	[[ -x "$PG_BIN/initdb" ]] || { echo "test.sh: PG_BIN=$PG_BIN has no initdb" >&2; exit 1; }
+elif [[ "${TEST_POSTGRES:-}" == "container" ]]; then
+	echo "test.sh: TEST_POSTGRES=container: Postgres runs in containers" >&2
 elif ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
-	echo "test.sh: PostgreSQL server binaries not found; installing them" >&2
-	as_root apt-get update
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+	if command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: PostgreSQL server binaries not found; installing them" >&2
+		as_root apt-get update
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+	else
+		# No package manager we know (macOS, say): the tests start Postgres in
+		# containers when a Docker engine answers, and say so when none does.
+		echo "test.sh: PostgreSQL server binaries not found and no apt-get; tests run Postgres in containers if Docker answers" >&2
+	fi
+fi
+
+# promtool checks deploy/'s alert rules and dashboard queries (deploy's tests).
+# CI installs it (Debian's prometheus package); elsewhere it is installed only
+# when that is easy, and the checks are skipped without it.
+if ! command -v promtool >/dev/null 2>&1; then
+	if command -v apt-get >/dev/null 2>&1 && { [[ "${CI:-}" == "true" ]] || [[ "$(id -u)" -eq 0 ]]; }; then
+		{ as_root apt-get update >/dev/null 2>&1 &&
+			as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; } ||
+			echo "test.sh: could not install promtool (prometheus package)" >&2
+	else
+		echo "test.sh: promtool not found; the rule checks in deploy/ are skipped (apt-get install prometheus)" >&2
+	fi
 fi
 
 go vet ./...

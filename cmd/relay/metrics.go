@@ -11,6 +11,7 @@ type metrics struct {
 	published, duplicates, retries, deadLetters prometheus.Counter
 	slotLag, slotRetained                       prometheus.Gauge
 	latency                                     prometheus.Histogram
+	walStatus                                   *prometheus.GaugeVec
 }
 
 func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
@@ -30,10 +31,25 @@ func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_relay_commit_to_ack_seconds",
 			Help:    "Time from the Postgres commit to the JetStream acknowledgement.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+		// The slot label lets alerts group the active and the standby of one
+		// slot, which the unlabelled gauges above cannot.
+		walStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_wal_status",
+			Help:        "1 for the slot's current wal_status in pg_replication_slots (reserved, extended, unreserved, lost), 0 for the others.",
+			ConstLabels: prometheus.Labels{"slot": r.cfg.Slot()}}, []string{"status"}),
 	}
+	for _, s := range walStatuses {
+		m.walStatus.WithLabelValues(s)
+	}
+	slot := prometheus.Labels{"slot": r.cfg.Slot()}
 	b := config.ReadBuild()
 	reg.MustRegister(ops.NewBuildInfo("jetstream_bridge_relay_build_info", b.Version, b.Revision, b.GoVersion),
-		m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency,
+		m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency, m.walStatus,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_active", ConstLabels: slot,
+			Help: "1 while this relay streams its slot (the active relay), 0 otherwise; sum by slot is the number of active relays."},
+			func() float64 { return boolGauge(r.stream.State().Replicating) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_standby", ConstLabels: slot,
+			Help: "1 while this relay waits as hot standby because another relay holds its slot, 0 otherwise."},
+			func() float64 { return boolGauge(r.stream.State().Standby) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_inflight",
 			Help: "Publishes awaiting a JetStream acknowledgement."}, func() float64 { return float64(r.pub.Inflight()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jetstream_bridge_relay_read_lingers_total",
@@ -53,4 +69,21 @@ func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
 		}),
 	)
 	return m
+}
+
+// walStatuses are the wal_status values of pg_replication_slots.
+var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
+
+// setWALStatus marks status as the slot's current one.
+func (m *metrics) setWALStatus(status string) {
+	for _, s := range walStatuses {
+		m.walStatus.WithLabelValues(s).Set(boolGauge(s == status))
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -557,6 +557,7 @@ func (r *Relay) metrics0(info *cdc.SlotInfo) {
 	if r.metrics != nil {
 		r.metrics.slotLag.Set(float64(info.LagBytes))
 		r.metrics.slotRetained.Set(float64(info.RetainedBytes))
+		r.metrics.setWALStatus(info.WALStatus)
 	}
 }
 

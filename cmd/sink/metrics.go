@@ -14,7 +14,7 @@ import (
 type metrics struct {
 	applied, duplicate, retried, dead, stale prometheus.Counter
 	handler                                  prometheus.Histogram
-	pending                                  prometheus.Gauge
+	pending, ackPending, redelivered         prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -33,9 +33,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_pending",
 			Help: "Messages in the stream not yet delivered to the consumer (from consumer info every 10s; AUTO_PROVISION=true only)."}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_ack_pending",
+			Help: "Messages delivered to the consumer and not yet acknowledged (from consumer info every 10s; AUTO_PROVISION=true only)."}),
+		redelivered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_redelivered",
+			Help: "Unacknowledged messages that were delivered more than once (from consumer info every 10s; AUTO_PROVISION=true only)."}),
 	}
 	b := config.ReadBuild()
-	reg.MustRegister(events, m.handler, m.pending,
+	reg.MustRegister(events, m.handler, m.pending, m.ackPending, m.redelivered,
 		ops.NewBuildInfo("jetstream_bridge_sink_build_info", b.Version, b.Revision, b.GoVersion))
 	return m
 }

@@ -247,6 +247,8 @@ func (a *App) watchPending(ctx context.Context, met *metrics) {
 		cancel()
 		if err == nil {
 			met.pending.Set(float64(info.NumPending))
+			met.ackPending.Set(float64(info.NumAckPending))
+			met.redelivered.Set(float64(info.NumRedelivered))
 		} else if ctx.Err() == nil {
 			a.log.Debug().Err(err).Msg("consumer info failed")
 		}

@@ -49,6 +49,7 @@ type Postgres struct {
 	binDir  string
 	port    int
 	cred    *syscall.Credential // server user when running as root; nil otherwise
+	ext     Server              // set for a server localenv does not run itself (AttachPostgres)
 
 	mu     sync.Mutex
 	closed bool
@@ -222,6 +223,9 @@ func (p *Postgres) Close() error {
 		return nil
 	}
 	p.closed = true
+	if p.ext != nil {
+		return p.ext.Remove()
+	}
 	if !p.running() {
 		return nil
 	}
@@ -233,6 +237,9 @@ func (p *Postgres) Close() error {
 
 // LogTail returns the last n lines of the server log.
 func (p *Postgres) LogTail(n int) string {
+	if p.ext != nil {
+		return p.ext.LogTail(n)
+	}
 	b, err := os.ReadFile(p.logFile)
 	if err != nil {
 		return fmt.Sprintf("(no postgres log: %v)", err)
@@ -247,6 +254,9 @@ func (p *Postgres) LogTail(n int) string {
 // running reports whether pg_ctl finds a live postmaster. It is not a
 // readiness check: a running server may still be in recovery.
 func (p *Postgres) running() bool {
+	if p.ext != nil {
+		return p.ext.Running()
+	}
 	// pg_ctl status exits 0 when running, 3 when not, 4 without a data dir.
 	return p.command(context.Background(), "pg_ctl", "status", "-D", p.dataDir).Run() == nil
 }
@@ -392,6 +402,9 @@ func (p *Postgres) writeFile(name, content string) error {
 }
 
 func (p *Postgres) pgctl(ctx context.Context, args ...string) error {
+	if p.ext != nil {
+		return externalPgctl(ctx, p.ext, args...)
+	}
 	return p.run(ctx, "pg_ctl", args...)
 }
 

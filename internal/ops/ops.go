@@ -59,7 +59,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	if s.Registry != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
 	}
 	if s.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)

@@ -92,7 +92,7 @@ func SharedPostgres(tb testing.TB) *localenv.Postgres {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		sharedPG, sharedPGErr = localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: sharedPGDir})
+		sharedPG, sharedPGErr = startPostgres(ctx, localenv.PostgresOptions{Dir: sharedPGDir})
 	})
 	if sharedPGErr != nil {
 		tb.Fatalf("shared postgres: %v", sharedPGErr)
@@ -187,7 +187,7 @@ func StartPostgres(tb testing.TB) *localenv.Postgres {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: tb.TempDir()})
+	pg, err := startPostgres(ctx, localenv.PostgresOptions{Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatalf("start postgres: %v", err)
 	}
