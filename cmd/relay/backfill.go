@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
@@ -73,17 +74,25 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 	}
 	defer rows.Close()
 
-	var submitted, acked, dead atomic.Int64
-	pub := publish.New(r.js, publish.Options{
-		MaxInflight: c.MaxInflight,
-		Acked: func(m *publish.Message, _ *jetstream.PubAck) {
-			if m.Header.Get(envelope.HeaderErrorClass) != "" {
-				dead.Add(1)
-			}
-			acked.Add(1)
-		},
-		Log: log,
-	})
+	// The same decisions as the live relay: a row refused for good (too
+	// large, no stream for its subject, outside the NATS user's publish
+	// permissions) is dead-lettered with the reason and the rest go on.
+	var submitted, acked, dead, skipped atomic.Int64
+	opts := r.publishOptions()
+	opts.Acked = func(m *publish.Message, _ *jetstream.PubAck) {
+		if m.Header.Get(envelope.HeaderErrorClass) != "" {
+			dead.Add(1)
+		}
+		acked.Add(1)
+	}
+	opts.Rejected = func(m *publish.Message, cause error) (*publish.Message, error) {
+		dl, err := r.rejected(m, cause)
+		if dl == nil && err == nil {
+			skipped.Add(1) // USE_DLQ=false: logged, the row stays in the table
+		}
+		return dl, err
+	}
+	pub := publish.New(r.js, opts)
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pubDone := make(chan error, 1)
@@ -107,11 +116,12 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 				continue
 			}
 			pm = ev
+			pm.Ref = &cdc.Event{Row: row}
 		} else {
 			// Backfilled rows have no WAL position: sinks never treat them as stale.
 			msg.Header.Del(envelope.HeaderCommitLSN)
 			msg.Header.Del(envelope.HeaderTxIndex)
-			pm = &publish.Message{Subject: msg.Subject, Body: msg.Body, Header: msg.Header, MsgID: msg.MsgID}
+			pm = &publish.Message{Subject: msg.Subject, Body: msg.Body, Header: msg.Header, MsgID: msg.MsgID, Ref: &cdc.Event{Row: row}}
 		}
 		submitted.Add(1)
 		if dryRun {
@@ -128,7 +138,7 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.Stdout, "dry run: %d rows would be republished\n", submitted.Load())
 		return nil
 	}
-	for acked.Load() < submitted.Load() {
+	for acked.Load()+skipped.Load() < submitted.Load() {
 		select {
 		case err := <-pubDone:
 			return fmt.Errorf("backfill stopped after %d of %d: %w", acked.Load(), submitted.Load(), err)
@@ -137,6 +147,6 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	fmt.Fprintf(m.Stdout, "backfill: %d rows republished (%d dead-lettered)\n", acked.Load(), dead.Load())
+	fmt.Fprintf(m.Stdout, "backfill: %d rows republished (%d dead-lettered, %d skipped)\n", acked.Load(), dead.Load(), skipped.Load())
 	return nil
 }

@@ -23,6 +23,7 @@ type Config struct {
 	FastBatch       bool          `env:"FAST_BATCH" envDefault:"true" help:"publish bursts as JetStream fast batches (one ack per few hundred messages) when the stream allows it (allow_batched, nats-server 2.14+; AUTO_PROVISION turns it on)"`
 	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
 	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
+	NoStreamTimeout time.Duration `env:"NO_STREAM_TIMEOUT" envDefault:"30s" help:"with AUTO_PROVISION=false, a row whose subject has been answered 'no responders' this long, while the stream answers on the DLQ subject, is dead-lettered (no stream covers it)"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
 	StatusInterval  time.Duration `env:"STATUS_INTERVAL" envDefault:"1s" help:"how often the acked position is confirmed to Postgres"`
 	ReplTimeout     time.Duration `env:"REPLICATION_TIMEOUT" envDefault:"30s" help:"a replication connection silent this long is dropped and reopened"`
@@ -95,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OutboxRetention > 0 && c.PruneInterval < time.Second {
 		errs = append(errs, fmt.Errorf("OUTBOX_PRUNE_INTERVAL=%s: must be at least 1s", c.PruneInterval))
+	}
+	if c.NoStreamTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("NO_STREAM_TIMEOUT=%s: must be at least 1s (e.g. 30s)", c.NoStreamTimeout))
 	}
 	if c.ReplTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("REPLICATION_TIMEOUT=%s: must be at least 1s", c.ReplTimeout))

@@ -57,6 +57,7 @@ type Relay struct {
 	builder envelope.Builder
 	metrics *metrics
 	dbName  string
+	refuse  *refusals
 
 	lsnText lsnText // owned by the pipeline goroutine
 
@@ -97,7 +98,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error
 		pool.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(nc, publish.JetStreamOptions(c.MaxInflight, 10*time.Second)...)
+	js, err := jetstream.New(nc, publish.JetStreamOptions(c.MaxInflight, ackTimeout)...)
 	if err != nil {
 		nc.Close()
 		pool.Close()
@@ -105,6 +106,9 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error
 	}
 	r := &Relay{cfg: c, log: log, pool: pool, nc: nc, js: js, dbName: pcfg.ConnConfig.Database}
 	r.builder = envelope.Builder{Producer: c.AppName, Subjects: c.Subjects(), MaxPayload: int(nc.MaxPayload())}
+	r.refuse = &refusals{r: r}
+	r.refuse.watch(nc)
+	r.metrics = newMetrics(ops.NewRegistry(), r)
 	return r, nil
 }
 
@@ -146,15 +150,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		Linger:         c.BatchLinger,
 		Log:            r.log,
 	}, r.tracker)
-	r.pub = publish.New(r.js, publish.Options{
-		MaxInflight: c.MaxInflight,
-		Batch:       r.batchSubjects(ctx),
-		Acked:       r.acked,
-		Rejected:    r.rejected,
-		NoStream:    r.noStream,
-		Retried:     func(*publish.Message, error) { r.metrics.retries.Inc() },
-		Log:         r.log,
-	})
+	opts := r.publishOptions()
+	opts.Batch, opts.Acked = r.batchSubjects(ctx), r.acked
+	r.pub = publish.New(r.js, opts)
 	reg := ops.NewRegistry()
 	r.metrics = newMetrics(reg, r)
 	srv := &ops.Server{Addr: c.HTTPAddr, Pprof: c.Pprof, Registry: reg, Log: r.log, Checks: map[string]ops.Check{
@@ -462,7 +460,9 @@ func (r *Relay) rejected(m *publish.Message, cause error) (*publish.Message, err
 		r.log.Error().Err(cause).Str("event_id", ev.Row.EventID).Str("subject", m.Subject).
 			Msg("JetStream refused the event and USE_DLQ=false: skipped (the row stays in the outbox table)")
 		r.metrics.deadLetters.Inc()
-		ev.Tx.Done()
+		if ev.Tx != nil { // nil in backfill
+			ev.Tx.Done()
+		}
 		return nil, nil
 	}
 	r.log.Warn().Err(cause).Str("event_id", ev.Row.EventID).Str("subject", m.Subject).Msg("JetStream refused the event, dead-lettering it")
@@ -478,17 +478,17 @@ func (r *Relay) rejected(m *publish.Message, cause error) (*publish.Message, err
 	return &publish.Message{Subject: r.builder.Subjects.DLQ(), Body: body, Header: h, MsgID: h.Get(envelope.HeaderMsgID)}, nil
 }
 
-// noStream asks JetStream whether any stream covers subject. Only with
-// AUTO_PROVISION, since it is a management call.
-func (r *Relay) noStream(ctx context.Context, subject string) bool {
-	if !r.cfg.AutoProvision {
-		r.log.Error().Str("subject", subject).Msg("no JetStream stream answered for subject; retrying (check the stream's subjects)")
-		return false
+// publishOptions are the publisher's decisions shared by the live relay and
+// `relay backfill`: what is refused for good and how it is dead-lettered.
+func (r *Relay) publishOptions() publish.Options {
+	return publish.Options{
+		MaxInflight: r.cfg.MaxInflight,
+		AckTimeout:  ackTimeout,
+		Rejected:    r.rejected,
+		Refused:     r.refuse.refused,
+		Retried:     func(*publish.Message, error) { r.metrics.retries.Inc() },
+		Log:         r.log,
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := r.js.StreamNameBySubject(cctx, subject)
-	return errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // checkSlot verifies the slot at start.
@@ -599,8 +599,39 @@ func (r *Relay) guard(ctx context.Context) error {
 	}
 }
 
-// prune deletes outbox rows older than OUTBOX_RETENTION in small batches.
-// Rows are relayed from the WAL, so deleting them never affects delivery.
+// prune deletes outbox rows older than OUTBOX_RETENTION in small batches,
+// but only rows whose events the slot has confirmed: the rows are the only
+// copy `relay backfill` can recover from after a lost slot, so a row whose
+// transaction the slot may still have to stream is never deleted.
+//
+// A row does not record its transaction's commit position, so the bound is
+// taken in two steps (a mark, then a delete once the slot passed it):
+//
+//  1. Mark: read X0, the oldest transaction id still running (the xmin of a
+//     fresh snapshot), then L0, the WAL insert position. A transaction whose
+//     id precedes X0 had ended when the snapshot was taken; if it committed,
+//     its commit record was written before it became visible, so before L0.
+//     A subtransaction's id follows its parent's, so this holds for rows
+//     inserted in subtransactions too.
+//  2. Delete: once the slot's confirmed_flush_lsn is at or past L0, every
+//     transaction that committed before L0 has been streamed and its events
+//     acknowledged by JetStream (the relay never confirms past an unacked
+//     publish). So every visible row whose xmin precedes X0 is published:
+//     those older than the retention go.
+//
+// Transaction ids have no order operator; age() measures both from the same
+// point, so age(xmin) > age(X0) means xmin precedes X0. A row frozen so long
+// ago that its raw xmin has wrapped compares as newer and is kept: the error
+// is always on the safe side.
+//
+// Only the relay that holds the slot and streams prunes (a standby knows
+// nothing of the slot's progress), and only while the slot exists with its
+// WAL reserved: a lost or missing slot means rows may have to be backfilled.
+// Any of those resets the mark. A long-running transaction anywhere in the
+// cluster holds X0 back, which delays pruning but never makes it unsafe.
+// Rows committed before the slot existed are never streamed; they are
+// pruned like the others once older than the retention, so backfill them
+// before enabling it (the relay warns about them at start).
 func (r *Relay) prune(ctx context.Context) error {
 	if r.cfg.OutboxRetention <= 0 {
 		return nil
@@ -608,21 +639,60 @@ func (r *Relay) prune(ctx context.Context) error {
 	table, _ := migrations.QuoteQualified(r.cfg.OutboxTable) // validated at start
 	t := time.NewTicker(r.cfg.PruneInterval)
 	defer t.Stop()
+	var mark *pruneMark
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		var err error
+		mark, err = r.pruneStep(ctx, table, mark)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn().Err(err).Msg("outbox prune failed")
+		}
+	}
+}
+
+// pruneMark is a point after which every transaction older than xmin is
+// known to have committed (or aborted) before lsn.
+type pruneMark struct {
+	xmin string // a 32-bit transaction id, as text
+	lsn  pglogrepl.LSN
+}
+
+// pruneStep deletes what mark allows once the slot has passed it, and
+// returns the mark to wait for next.
+func (r *Relay) pruneStep(ctx context.Context, table string, mark *pruneMark) (*pruneMark, error) {
+	skip := func(reason string) (*pruneMark, error) {
+		r.log.Debug().Str("reason", reason).Msg("outbox prune skipped")
+		return nil, nil
+	}
+	if !r.stream.State().Replicating {
+		return skip("this relay does not hold the slot")
+	}
+	info, err := cdc.ReadSlot(ctx, r.pool, r.cfg.Slot())
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read slot: %w", err)
+	case info == nil:
+		return skip("slot missing")
+	case info.WALStatus != "reserved" && info.WALStatus != "extended":
+		return skip("slot wal_status " + info.WALStatus)
+	}
+	if mark != nil {
+		if info.ConfirmedLSN < mark.lsn {
+			r.log.Debug().Str("confirmed_lsn", info.ConfirmedLSN.String()).Str("waiting_for", mark.lsn.String()).
+				Msg("outbox prune waits for the slot to confirm")
+			return mark, nil
+		}
 		total := int64(0)
 		for ctx.Err() == nil {
 			tag, err := r.pool.Exec(ctx, `DELETE FROM `+table+` WHERE id IN (SELECT id FROM `+table+
-				` WHERE occurred_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 1000)`, r.cfg.OutboxRetention.Seconds())
+				` WHERE occurred_at < now() - make_interval(secs => $1) AND age(xmin) > age($2::text::xid) ORDER BY id LIMIT 1000)`,
+				r.cfg.OutboxRetention.Seconds(), mark.xmin)
 			if err != nil {
-				if ctx.Err() == nil {
-					r.log.Warn().Err(err).Msg("outbox prune failed")
-				}
-				break
+				return mark, fmt.Errorf("delete outbox rows: %w", err)
 			}
 			total += tag.RowsAffected()
 			if tag.RowsAffected() < 1000 {
@@ -630,9 +700,24 @@ func (r *Relay) prune(ctx context.Context) error {
 			}
 		}
 		if total > 0 {
-			r.log.Info().Int64("rows", total).Dur("retention", r.cfg.OutboxRetention).Msg("pruned outbox")
+			r.log.Info().Int64("rows", total).Dur("retention", r.cfg.OutboxRetention).Str("confirmed_lsn", info.ConfirmedLSN.String()).
+				Msg("pruned outbox")
 		}
 	}
+	// In this order: the snapshot first, then the WAL position.
+	next := &pruneMark{}
+	if err := r.pool.QueryRow(ctx, `SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296)::text`).
+		Scan(&next.xmin); err != nil {
+		return nil, fmt.Errorf("read oldest running transaction: %w", err)
+	}
+	var lsn string
+	if err := r.pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn); err != nil {
+		return nil, fmt.Errorf("read wal position: %w", err)
+	}
+	if next.lsn, err = pglogrepl.ParseLSN(lsn); err != nil {
+		return nil, fmt.Errorf("read wal position: %w", err)
+	}
+	return next, nil
 }
 
 func isFatal(err error) bool {

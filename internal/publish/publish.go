@@ -67,6 +67,12 @@ type Options struct {
 	// covers the subject (true: reject) rather than JetStream being briefly
 	// unavailable (false: retry). Nil means always retry.
 	NoStream func(ctx context.Context, subject string) bool
+	// Refused, when set, is asked about every failed publish before the
+	// message is retried: a non-nil error says why it can never be
+	// published as asked (say, the connection reported a permission
+	// violation for its subject), and the message is rejected with that
+	// error as the cause. Nil: retry.
+	Refused func(ctx context.Context, m *Message, err error) error
 	// Batch reports whether messages to subject may be sent as JetStream
 	// fast batches: the subject belongs to a stream with allow_batched, on
 	// nats-server 2.14 or later. Nil: every message is acked on its own. If
@@ -565,11 +571,11 @@ func (p *Publisher) republish(ctx context.Context, m *Message, err error) error 
 		if ctx.Err() != nil {
 			return nil
 		}
-		if p.permanent(ctx, m, err) {
+		if cause := p.permanent(ctx, m, err); cause != nil {
 			if m.deadLetter {
-				return fmt.Errorf("dead letter %s on %s cannot be published: %w", m.MsgID, m.Subject, err)
+				return fmt.Errorf("dead letter %s on %s cannot be published: %w", m.MsgID, m.Subject, cause)
 			}
-			return p.reject(ctx, m, err)
+			return p.reject(ctx, m, cause)
 		}
 		if p.opts.Retried != nil {
 			p.opts.Retried(m, err)
@@ -599,17 +605,26 @@ func (p *Publisher) republish(ctx context.Context, m *Message, err error) error 
 	}
 }
 
-func (p *Publisher) permanent(ctx context.Context, m *Message, err error) bool {
+// permanent returns why m can never be published as asked, or nil when the
+// failure err is worth retrying.
+func (p *Publisher) permanent(ctx context.Context, m *Message, err error) error {
+	if p.opts.Refused != nil {
+		if cause := p.opts.Refused(ctx, m, err); cause != nil {
+			return cause
+		}
+	}
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
-		return true
+		return err
 	case errors.Is(err, nats.ErrMaxPayload):
-		return true
+		return err
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return p.opts.NoStream != nil && p.opts.NoStream(ctx, m.Subject)
+		if p.opts.NoStream != nil && p.opts.NoStream(ctx, m.Subject) {
+			return err
+		}
 	}
-	return false
+	return nil
 }
 
 func (p *Publisher) reject(ctx context.Context, m *Message, cause error) error {

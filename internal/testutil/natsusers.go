@@ -87,3 +87,23 @@ func (l *ViolationLog) Fatalf(format string, v ...any)  { l.keep(format, v...) }
 func (l *ViolationLog) Errorf(format string, v ...any)  { l.keep(format, v...) }
 func (l *ViolationLog) Debugf(format string, v ...any)  { l.keep(format, v...) }
 func (l *ViolationLog) Tracef(format string, v ...any)  { l.keep(format, v...) }
+
+// RelayUsersConf is a NATS account with JetStream in which admin may do
+// anything and relay has the least privilege the README documents for a
+// relay of app app_a with AUTO_PROVISION=false (publish app_a.sync.>,
+// subscribe _INBOX.>), plus elsewhere.>, which the relay may publish to but
+// no stream of the bridge covers.
+const RelayUsersConf = `
+accounts {
+  BRIDGE {
+    jetstream: enabled
+    users: [
+      { user: admin, password: adminpw }
+      { user: relay, password: relaypw, permissions: {
+          publish: ["app_a.sync.>", "elsewhere.>"]
+          subscribe: ["_INBOX.>"]
+      } }
+    ]
+  }
+}
+`
