@@ -76,7 +76,8 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 
 	var submitted, acked, dead atomic.Int64
 	pub := publish.New(r.js, publish.Options{
-		MaxInflight: c.MaxInflight,
+		MaxInflight:      c.MaxInflight,
+		MaxInflightBytes: c.MaxInflightBytes,
 		Acked: func(m *publish.Message, _ *jetstream.PubAck) {
 			if m.Header.Get(envelope.HeaderErrorClass) != "" {
 				dead.Add(1)

@@ -147,13 +147,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		Log:            r.log,
 	}, r.tracker)
 	r.pub = publish.New(r.js, publish.Options{
-		MaxInflight: c.MaxInflight,
-		Batch:       r.batchSubjects(ctx),
-		Acked:       r.acked,
-		Rejected:    r.rejected,
-		NoStream:    r.noStream,
-		Retried:     func(*publish.Message, error) { r.metrics.retries.Inc() },
-		Log:         r.log,
+		MaxInflight:      c.MaxInflight,
+		MaxInflightBytes: c.MaxInflightBytes,
+		Batch:            r.batchSubjects(ctx),
+		Acked:            r.acked,
+		Rejected:         r.rejected,
+		NoStream:         r.noStream,
+		Retried:          func(*publish.Message, error) { r.metrics.retries.Inc() },
+		Log:              r.log,
 	})
 	reg := ops.NewRegistry()
 	r.metrics = newMetrics(reg, r)

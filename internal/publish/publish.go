@@ -5,10 +5,18 @@
 // acknowledgements strictly in submission order. When a publish fails it stops
 // sending new messages, re-publishes every failed message of the window in its
 // original order with the same message id (JetStream deduplicates those that
-// did get stored), and only then resumes. So in the normal path the stream
-// order is the submission order, and no message is ever skipped: a message is
-// either acknowledged, replaced by a dead letter the caller built, or the
-// publisher stops with an error.
+// did get stored), and only then resumes. No message is ever skipped: a
+// message is either acknowledged, replaced by a dead letter the caller built,
+// or the publisher stops with an error.
+//
+// The stream order is the submission order as long as the server never
+// stores a message after refusing or losing an earlier one. Fast batches
+// (batch.go) guarantee that on the server's side. A message acked on its own
+// cannot be made to depend on the one before it, so the window is bounded in
+// bytes (MaxInflightBytes) below the server's ingest queue per stream: a
+// single publisher then never gets a publish refused for load. Several
+// publishers whose windows together exceed that queue, or an ack lost
+// across a stream leader change, can still reorder such messages.
 //
 // It knows nothing of Postgres or LSNs.
 package publish
