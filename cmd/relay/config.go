@@ -19,6 +19,7 @@ type Config struct {
 	Publication     string        `env:"PUBLICATION" envDefault:"jetstream_bridge_outbox" help:"publication on the outbox table"`
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
 	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"4096" help:"unacknowledged publishes at most"`
+	MaxInflightBytes int           `env:"MAX_INFLIGHT_BYTES" envDefault:"33554432" help:"bytes of unacknowledged publishes at most; keep it under the server's ingest queue per stream (max_buffered_size, 128 MiB by default) divided by the publishers on the stream"`
 	BatchLinger     time.Duration `env:"BATCH_LINGER" envDefault:"1ms" help:"under load (thousands of small transactions a second), wait this long for more WAL before reading, so bursts are published and acked together; 0 = never wait"`
 	FastBatch       bool          `env:"FAST_BATCH" envDefault:"true" help:"publish bursts as JetStream fast batches (one ack per few hundred messages) when the stream allows it (allow_batched, nats-server 2.14+; AUTO_PROVISION turns it on)"`
 	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
@@ -84,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflight < 1 || c.MaxInflight > 100000 {
 		errs = append(errs, fmt.Errorf("MAX_INFLIGHT=%d: expected a whole number from 1 to 100000", c.MaxInflight))
+	}
+	if c.MaxInflightBytes < 64<<10 || c.MaxInflightBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("MAX_INFLIGHT_BYTES=%d: expected 65536 to 1073741824 (default 32 MiB)", c.MaxInflightBytes))
 	}
 	if c.BatchLinger < 0 || c.BatchLinger > 50*time.Millisecond {
 		errs = append(errs, fmt.Errorf("BATCH_LINGER=%s: expected 0 to 50ms (e.g. 1ms; a bare number is seconds)", c.BatchLinger))

@@ -482,12 +482,13 @@ func (r *Relay) rejected(m *publish.Message, cause error) (*publish.Message, err
 // `relay backfill`: what is refused for good and how it is dead-lettered.
 func (r *Relay) publishOptions() publish.Options {
 	return publish.Options{
-		MaxInflight: r.cfg.MaxInflight,
-		AckTimeout:  ackTimeout,
-		Rejected:    r.rejected,
-		Refused:     r.refuse.refused,
-		Retried:     func(*publish.Message, error) { r.metrics.retries.Inc() },
-		Log:         r.log,
+		MaxInflight:      r.cfg.MaxInflight,
+		MaxInflightBytes: r.cfg.MaxInflightBytes,
+		AckTimeout:       ackTimeout,
+		Rejected:         r.rejected,
+		Refused:          r.refuse.refused,
+		Retried:          func(*publish.Message, error) { r.metrics.retries.Inc() },
+		Log:              r.log,
 	}
 }
 

@@ -25,24 +25,34 @@ import (
 // the server a start and a commit, and at a few messages per burst acks one by
 // one come back sooner.
 //
-// Batches run in "gap ok" mode, which keeps a batch going past a message the
-// server refuses, as single publishes do: the server reports the refused
-// message (or a missing one, as a gap) right away, before the flow ack that
-// covers its position, so a flow ack for position k marks 1..k stored except
-// those already failed. The failed message is republished by Run's in-order
-// recovery like any other; until that recovery has run, new messages are
-// held back and go through it too, so nothing newer is stored before it. A
-// batch-level refusal (no such batch, batches disabled) fails the message
-// and every later one of the batch, which the server does not store. Acks
-// are cumulative, so a lost flow ack costs nothing; the ack subscription has
-// no pending limit, so no report is dropped on the client side.
+// Batches run in "gap: fail" mode: the server stores nothing of a batch
+// after a message it did not store (refused for load, too large, lost on
+// the way, or any other error), and ends the batch there. So a flow ack for
+// position k means positions 1..k are stored, and the PubAck that ends a
+// batch counts the positions stored; nothing else confirms a message, and
+// an error or gap report only hastens what the acks already say. (In "gap:
+// ok" mode a flow ack means only that some of 1..k were stored, and a
+// refused message is overtaken by the ones behind it.) Every position after
+// the last one confirmed is failed and republished by Run's in-order
+// recovery, from the first, one by one; until that recovery has run, new
+// messages are held back and go through it too, so nothing newer is stored
+// before them, and the stream order stays the submission order. Acks are
+// cumulative, so a lost flow ack costs nothing; the ack subscription has no
+// pending limit, so no report is dropped on the client side.
+//
+// A refused message (an error response rather than a report: refused for
+// load, too large) may leave the batch open on the server with no PubAck to
+// come, so the unconfirmed messages before it fail with it and are
+// republished too; the server stores again only those it had not stored,
+// answering the others as duplicates. An end marker at the refused position
+// then closes the batch on the server.
 //
 // Duplicates inside a batch are dropped without a per-message report. So the
 // publisher starts with single acks, which report each duplicate, and uses
 // batches once a message was stored that was not a duplicate (a restarted
 // relay re-sends what it may have published before).
 //
-// The reply subject is <inbox>.<batch id>.<flow>.ok.<position>.<op>.$FI.
+// The reply subject is <inbox>.<batch id>.<flow>.fail.<position>.<op>.$FI.
 
 // Reply subject operations of a fast batch.
 const (
@@ -52,6 +62,9 @@ const (
 	batchOpEnd    = "3" // commit, this message is only the end marker and is not stored
 	batchSuffix   = ".$FI"
 	maxBatchFlow  = 500 // the server acks at most every 500 messages
+	// maxReplySuffix bounds what follows the inbox prefix in a reply
+	// subject: a batch id (22 + 13), flow, gap mode, position and op.
+	maxReplySuffix = 72
 )
 
 // BatchMinAhead is how many messages must be ready behind one for it to open
@@ -68,9 +81,10 @@ const (
 
 // Errors of window messages that were not stored; all are republished.
 var (
-	errBatchEnded = errors.New("fast batch ended before this message")
-	errBatchGap   = errors.New("the server did not receive this fast batch message")
-	errHeldBack   = errors.New("held back until an earlier failed publish is republished")
+	errBatchEnded       = errors.New("fast batch ended before this message")
+	errBatchGap         = errors.New("the server did not receive this fast batch message")
+	errBatchUnconfirmed = errors.New("a later message of this fast batch was refused before this one was confirmed")
+	errHeldBack         = errors.New("held back until an earlier failed publish is republished")
 )
 
 // batch is one fast batch; guarded by Publisher.mu.
@@ -81,6 +95,7 @@ type batch struct {
 	sent    uint64 // positions 1..sent were sent
 	acked   uint64 // positions 1..acked are stored
 	closed  bool   // committed or broken: nothing more is sent in it
+	failed  bool   // a position failed: the server stores nothing after it
 }
 
 // batching reports whether m may go into a fast batch. p.mu is held.
@@ -97,12 +112,13 @@ func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Ms
 	ok := p.batching(m)
 	if b != nil && (b.closed || !ok) {
 		if !b.closed {
-			end = p.endMarker(b)
+			end = p.endMarker(b, b.sent+1)
 		}
 		p.open, b = nil, nil
 	}
 	if b == nil {
 		if !ok || m.Ahead < BatchMinAhead {
+			p.lastBatched = false
 			return p.prefix + strconv.FormatUint(seq, 36), end
 		}
 		p.batchN++
@@ -112,6 +128,7 @@ func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Ms
 	}
 	b.sent++
 	p.batched.Add(1)
+	p.lastBatched = true
 	op := batchOpAppend
 	if b.sent == 1 {
 		op = batchOpStart
@@ -123,11 +140,12 @@ func (p *Publisher) replyFor(m *Message, seq uint64) (reply string, end *nats.Ms
 	return p.batchReply(b, b.sent, op), end
 }
 
-// endMarker closes b and returns the message that commits it on the server
-// (not stored; its PubAck confirms b's tail). p.mu is held.
-func (p *Publisher) endMarker(b *batch) *nats.Msg {
+// endMarker closes b and returns the message at position pos that commits
+// it on the server (not stored; its PubAck confirms b's tail up to pos-1).
+// p.mu is held.
+func (p *Publisher) endMarker(b *batch, pos uint64) *nats.Msg {
 	b.closed = true
-	return &nats.Msg{Subject: b.subject, Reply: p.batchReply(b, b.sent+1, batchOpEnd)}
+	return &nats.Msg{Subject: b.subject, Reply: p.batchReply(b, pos, batchOpEnd)}
 }
 
 func (p *Publisher) batchReply(b *batch, pos uint64, op string) string {
@@ -136,7 +154,7 @@ func (p *Publisher) batchReply(b *batch, pos uint64, op string) string {
 	buf = append(buf, b.id...)
 	buf = append(buf, '.')
 	buf = append(buf, p.flow...)
-	buf = append(buf, ".ok."...)
+	buf = append(buf, ".fail."...)
 	buf = strconv.AppendUint(buf, pos, 10)
 	buf = append(buf, '.')
 	buf = append(buf, op...)
@@ -152,7 +170,7 @@ func (p *Publisher) endOpenBatch() {
 	p.mu.Lock()
 	var end *nats.Msg
 	if b := p.open; b != nil && !b.closed {
-		end = p.endMarker(b)
+		end = p.endMarker(b, b.sent+1)
 	}
 	p.open = nil
 	p.mu.Unlock()
@@ -165,36 +183,37 @@ func (p *Publisher) endOpenBatch() {
 }
 
 // parseBatchReply splits <id>.<flow>.<gap>.<position>.<op>.$FI.
-func parseBatchReply(rest string) (id string, pos uint64, ok bool) {
+func parseBatchReply(rest string) (id string, pos uint64, op string, ok bool) {
 	rest, ok = strings.CutSuffix(rest, batchSuffix)
 	if !ok {
-		return "", 0, false
+		return "", 0, "", false
 	}
 	id, rest, ok = strings.Cut(rest, ".")
 	if !ok {
-		return "", 0, false
+		return "", 0, "", false
 	}
 	_, rest, _ = strings.Cut(rest, ".") // flow
 	_, rest, _ = strings.Cut(rest, ".") // gap mode
-	posText, _, ok := strings.Cut(rest, ".")
+	posText, op, ok := strings.Cut(rest, ".")
 	if !ok {
-		return "", 0, false
+		return "", 0, "", false
 	}
 	pos, err := strconv.ParseUint(posText, 10, 64)
-	return id, pos, err == nil && pos > 0
+	return id, pos, op, err == nil && pos > 0
 }
 
 // onBatchAck handles what the server sends to a fast batch reply subject: a
 // flow ack, a gap or error report, an error response, or the PubAck that
-// ends the batch. p.mu is held.
-func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) {
-	id, pos, ok := parseBatchReply(rest)
+// ends the batch. It returns an end marker to send, if the batch needs one.
+// p.mu is held.
+func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) (end *nats.Msg) {
+	id, pos, op, ok := parseBatchReply(rest)
 	if !ok {
-		return
+		return nil
 	}
 	b := p.batches[id]
 	if b == nil {
-		return // already finished (an end marker's answer, or after a recovery)
+		return nil // already finished (an end marker's answer, or after a recovery)
 	}
 	data := msg.Data
 	switch {
@@ -209,26 +228,24 @@ func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) {
 			p.batchStored(b, k)
 		}
 	case bytes.Contains(data, []byte(`"type":"gap"`)):
-		// Positions last_seq up to seq (excluded) never reached the server.
-		from, ok1 := jsonUint(data, `"last_seq":`)
-		to, ok2 := jsonUint(data, `"seq":`)
-		if !ok1 || !ok2 || to <= from {
-			p.endBatch(b, b.acked+1, fmt.Errorf("%w: %s", jetstream.ErrInvalidJSAck, data))
-			return
+		// Positions from last_seq on never reached the server, which stores
+		// nothing more of the batch; its PubAck confirms what precedes.
+		from, ok := jsonUint(data, `"last_seq":`)
+		if !ok {
+			from = b.acked + 1
 		}
-		for q := from; q < to && q <= b.sent; q++ {
-			p.fill(b.base+q-1, nil, errBatchGap)
-		}
+		p.endBatch(b, max(from, b.acked+1), errBatchGap)
 	case bytes.Contains(data, []byte(`"type":"err"`)):
+		// The message at seq was refused and the batch ends before it.
 		var r struct {
 			Seq   uint64              `json:"seq"`
 			Error *jetstream.APIError `json:"error"`
 		}
-		if err := json.Unmarshal(data, &r); err != nil || r.Seq == 0 || r.Seq > b.sent || r.Error == nil {
+		if err := json.Unmarshal(data, &r); err != nil || r.Seq == 0 || r.Error == nil {
 			p.endBatch(b, b.acked+1, fmt.Errorf("%w: %s", jetstream.ErrInvalidJSAck, data))
-			return
+			return nil
 		}
-		p.fill(b.base+r.Seq-1, nil, r.Error) // the batch goes on
+		p.endBatch(b, max(r.Seq, b.acked+1), r.Error)
 	default:
 		var ack jetstream.PubAck
 		err := p.parseAck(msg, &ack)
@@ -239,7 +256,7 @@ func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) {
 			p.stopBatching(b.subject, apiErr)
 			p.endBatch(b, pos, err)
 		case err != nil:
-			p.endBatch(b, pos, err)
+			end = p.refused(b, pos, op == batchOpEnd, err)
 		case bytes.Contains(data, []byte(`"batch":`)):
 			count, _ := jsonUint(data, `"count":`)
 			p.batchStored(b, count)
@@ -255,6 +272,27 @@ func (p *Publisher) onBatchAck(msg *nats.Msg, rest string) {
 			p.fill(b.base+pos-1, &ack, nil)
 		}
 	}
+	return nil
+}
+
+// refused handles an error response for the message at position pos of b.
+// The server may not have ended the batch (it never saw the message, and
+// perhaps no later one either), so no PubAck may come for the messages
+// before pos that are not confirmed yet: they fail too, with pos and every
+// later one, and Run's recovery republishes them in order (those the server
+// did store come back as duplicates). The end marker returned, at pos,
+// commits the batch on the server if it is still open, so that it does not
+// linger until the server's batch timeout. p.mu is held.
+func (p *Publisher) refused(b *batch, pos uint64, marker bool, err error) *nats.Msg {
+	first := !b.failed
+	p.endBatch(b, pos, err)
+	for q := b.acked + 1; q < pos && q <= b.sent; q++ {
+		p.fill(b.base+q-1, nil, errBatchUnconfirmed)
+	}
+	if !first || marker || pos > b.sent {
+		return nil
+	}
+	return p.endMarker(b, pos)
 }
 
 // stopBatching turns fast batches off for good. p.mu is held.
@@ -281,7 +319,7 @@ func (p *Publisher) batchStored(b *batch, k uint64) {
 // errBatchEnded: the batch is over on the server, which stores nothing more
 // of it. p.mu is held.
 func (p *Publisher) endBatch(b *batch, pos uint64, err error) {
-	b.closed = true
+	b.closed, b.failed = true, true
 	if pos == 0 || pos > b.sent {
 		return
 	}

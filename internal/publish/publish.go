@@ -5,10 +5,18 @@
 // acknowledgements strictly in submission order. When a publish fails it stops
 // sending new messages, re-publishes every failed message of the window in its
 // original order with the same message id (JetStream deduplicates those that
-// did get stored), and only then resumes. So in the normal path the stream
-// order is the submission order, and no message is ever skipped: a message is
-// either acknowledged, replaced by a dead letter the caller built, or the
-// publisher stops with an error.
+// did get stored), and only then resumes. No message is ever skipped: a
+// message is either acknowledged, replaced by a dead letter the caller built,
+// or the publisher stops with an error.
+//
+// The stream order is the submission order as long as the server never
+// stores a message after refusing or losing an earlier one. Fast batches
+// (batch.go) guarantee that on the server's side. A message acked on its own
+// cannot be made to depend on the one before it, so the window is bounded in
+// bytes (MaxInflightBytes) below the server's ingest queue per stream: a
+// single publisher then never gets a publish refused for load. Several
+// publishers whose windows together exceed that queue, or an ack lost
+// across a stream leader change, can still reorder such messages.
 //
 // It knows nothing of Postgres or LSNs.
 package publish
@@ -45,14 +53,22 @@ type Message struct {
 	// its ack waits for the next.
 	Ahead int
 
-	deadLetter bool // a replacement built by Rejected: never rejected again
+	deadLetter bool  // a replacement built by Rejected: never rejected again
+	size       int64 // bytes counted in the window
 }
 
 // Options configure a Publisher.
 type Options struct {
-	MaxInflight int           // window size; default 1024
-	AckTimeout  time.Duration // per publish; default 10s
-	MaxBackoff  time.Duration // retry backoff cap; default 5s
+	MaxInflight int // window size; default 1024
+	// MaxInflightBytes bounds the bytes of the window's messages as the
+	// server counts them in a stream's ingest queue (subject, reply,
+	// headers, body); default 32 MiB. See the package doc: kept below the
+	// server's limit (128 MiB by default), the server never refuses one of
+	// this window's publishes for load. A message larger than the bound is
+	// sent alone.
+	MaxInflightBytes int
+	AckTimeout       time.Duration // per publish; default 10s
+	MaxBackoff       time.Duration // retry backoff cap; default 5s
 	// Acked is called, in submission order, once each message is stored (or
 	// once its replacement from Rejected is stored). ack is valid only
 	// during the call. A message stored as part of a fast batch gets an ack
@@ -108,6 +124,12 @@ type Publisher struct {
 	slots chan struct{}
 	queue chan pending
 
+	// The window's bytes: Publish adds, Run subtracts and wakes Publish
+	// when it waits for room (bytes, or an empty window at a batch boundary).
+	bytes    atomic.Int64
+	roomWait atomic.Bool
+	room     chan struct{}
+
 	sendMu  sync.Mutex // held while sending one message, and for a whole recovery
 	fatal   chan error
 	once    sync.Once
@@ -127,16 +149,18 @@ type Publisher struct {
 	stream string           // the last stream name seen in an ack, reused
 
 	// Fast batches, guarded by mu (see batch.go).
-	batches  map[string]*batch
-	open     *batch // the batch new messages join, if any
-	noBatch  bool   // the server refused fast batches: never again
-	replay   bool   // duplicates are likely (a restart re-sends): no batches
-	hold     bool   // a publish failed: send nothing until recovery ran
-	batchID  string // unique prefix of this publisher's batch ids
-	batchN   uint64 // batches opened
-	flow     string // acks every this many messages, at most
-	replyBuf []byte
-	batched  atomic.Uint64
+	batches map[string]*batch
+	open    *batch // the batch new messages join, if any
+	noBatch bool   // the server refused fast batches: never again
+	replay  bool   // duplicates are likely (a restart re-sends): no batches
+	hold    bool   // a publish failed: send nothing until recovery ran
+	// lastBatched: the last message sent went in a fast batch.
+	lastBatched bool
+	batchID     string // unique prefix of this publisher's batch ids
+	batchN      uint64 // batches opened
+	flow        string // acks every this many messages, at most
+	replyBuf    []byte
+	batched     atomic.Uint64
 }
 
 // ackSlot is where the ack of the window message with sequence seq lands.
@@ -159,6 +183,9 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
+	if opts.MaxInflightBytes <= 0 {
+		opts.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	size := 1
 	for size < opts.MaxInflight+1 {
 		size <<= 1
@@ -176,6 +203,8 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 		ring:   make([]ackSlot, size),
 		mask:   uint64(size - 1),
 		notify: make(chan struct{}, 1),
+
+		room: make(chan struct{}, 1),
 
 		batches: map[string]*batch{},
 		replay:  true,
@@ -261,9 +290,10 @@ func (p *Publisher) wake() {
 // dropped.
 func (p *Publisher) onAck(msg *nats.Msg) {
 	rest := msg.Subject[len(p.prefix):]
+	var end *nats.Msg
 	p.mu.Lock()
 	if strings.IndexByte(rest, '.') >= 0 {
-		p.onBatchAck(msg, rest)
+		end = p.onBatchAck(msg, rest)
 	} else if seq, err := strconv.ParseUint(rest, 36, 64); err == nil {
 		var ack jetstream.PubAck
 		err := p.parseAck(msg, &ack)
@@ -274,6 +304,10 @@ func (p *Publisher) onAck(msg *nats.Msg) {
 	}
 	p.mu.Unlock()
 	p.wake()
+	if end != nil {
+		// Failing that, the unconfirmed messages time out and are republished.
+		_ = p.nc.PublishMsg(end) //nolint:errcheck // see above
+	}
 }
 
 // fill files the outcome of window message seq, unless it was already
@@ -398,6 +432,14 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) error {
 		<-p.slots
 		return err
 	}
+	if err := p.reserve(ctx, m); err != nil {
+		<-p.slots
+		return err
+	}
+	if err := p.boundary(ctx, m); err != nil {
+		p.free(m)
+		return err
+	}
 	p.sendMu.Lock()
 	p.nextSeq++
 	seq := p.nextSeq
@@ -425,6 +467,99 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) error {
 	}
 	p.queue <- pending{m: m, seq: seq, sent: time.Now(), err: err}
 	p.sendMu.Unlock()
+	return nil
+}
+
+// DefaultMaxInflightBytes is the default Options.MaxInflightBytes: a quarter
+// of nats-server's default ingest queue per stream (128 MiB), so that
+// several publishers on one stream stay under it too.
+const DefaultMaxInflightBytes = 32 << 20
+
+// reserve waits until m fits in the window's bytes and counts it there.
+// Only Publish adds bytes, so what it saw free stays free.
+func (p *Publisher) reserve(ctx context.Context, m *Message) error {
+	m.size = p.wireSize(m)
+	limit := int64(p.opts.MaxInflightBytes)
+	for {
+		used := p.bytes.Load()
+		if used == 0 || used+m.size <= limit {
+			p.bytes.Add(m.size)
+			return nil
+		}
+		p.roomWait.Store(true)
+		if p.bytes.Load() != used {
+			continue // freed meanwhile: its wake-up may have come before the flag
+		}
+		select {
+		case <-p.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-p.fatal:
+			p.fatal <- err
+			return err
+		}
+	}
+}
+
+// wireSize is m's size in the server's ingest queue: subject, reply (its
+// longest form), headers and body.
+func (p *Publisher) wireSize(m *Message) int64 {
+	n := len(m.Subject) + len(m.Body) + len(p.prefix) + maxReplySuffix
+	if len(m.Header) > 0 {
+		n += len("NATS/1.0\r\n\r\n")
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				n += len(k) + len(v) + 4 // "k: v\r\n"
+			}
+		}
+	}
+	return int64(n)
+}
+
+// free gives m's window slot and bytes back.
+func (p *Publisher) free(m *Message) {
+	<-p.slots
+	p.bytes.Add(-m.size)
+	if p.roomWait.Load() && p.roomWait.Swap(false) {
+		select {
+		case p.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// boundary makes m wait, when it does not join the open fast batch, until
+// every message before it is confirmed, if it follows a batch or opens one.
+// The server keeps order under push-back only inside a batch: a batch
+// message it refuses could be overtaken by a message behind it outside the
+// batch, and a message before a batch by the batch. So a batch has the
+// window to itself; the cost is a round trip per batch, at most two.
+func (p *Publisher) boundary(ctx context.Context, m *Message) error {
+	p.mu.Lock()
+	ok := !p.hold && p.batching(m)
+	open := p.open != nil && !p.open.closed
+	wait := !p.hold && !(open && ok) && (p.lastBatched || (ok && m.Ahead >= BatchMinAhead))
+	p.mu.Unlock()
+	if !wait {
+		return nil
+	}
+	if open {
+		p.endOpenBatch() // its tail is confirmed by the commit only
+	}
+	for len(p.slots) > 1 { // m's own slot is taken
+		p.roomWait.Store(true)
+		if len(p.slots) <= 1 {
+			break // freed meanwhile: its wake-up may have come before the flag
+		}
+		select {
+		case <-p.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-p.fatal:
+			p.fatal <- err
+			return err
+		}
+	}
 	return nil
 }
 
@@ -462,7 +597,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 func (p *Publisher) acked(m *Message, ack *jetstream.PubAck) {
 	p.opts.Acked(m, ack)
-	<-p.slots
+	p.free(m)
 }
 
 // wait returns pend's ack, or why there is none: the publish failed, the
@@ -539,6 +674,7 @@ func (p *Publisher) recover(ctx context.Context, first pending, firstErr error) 
 		p.mu.Lock()
 		clear(p.batches)
 		p.hold = false
+		p.lastBatched = false // what was sent is settled
 		p.mu.Unlock()
 	}()
 	if err := p.republish(ctx, first.m, firstErr); err != nil {
@@ -636,10 +772,10 @@ func (p *Publisher) reject(ctx context.Context, m *Message, cause error) error {
 		return err
 	}
 	if dl == nil { // the caller accounted for it
-		<-p.slots
+		p.free(m)
 		return nil
 	}
-	dl.Ref, dl.deadLetter = m.Ref, true
+	dl.Ref, dl.deadLetter, dl.size = m.Ref, true, m.size // it takes m's place in the window
 	pctx, cancel := context.WithTimeout(ctx, p.opts.AckTimeout)
 	ack, err := p.js.PublishMsg(pctx, &nats.Msg{Subject: dl.Subject, Data: dl.Body, Header: dl.Header})
 	cancel()

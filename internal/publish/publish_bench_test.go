@@ -117,3 +117,44 @@ func BenchmarkPublishAsyncRaw(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkPublisherFastBatch is BenchmarkPublisher on a stream that takes
+// fast batches, with the messages submitted as bursts of 2,000 (a backlog).
+func BenchmarkPublisherFastBatch(b *testing.B) {
+	js, msgs := benchPublishSetup(b, b.N)
+	s, err := js.Stream(context.Background(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.AllowBatchPublish = true
+	if _, err := js.UpdateStream(context.Background(), cfg); err != nil {
+		b.Fatal(err)
+	}
+	acked := make(chan struct{}, 1)
+	n := 0
+	p := publish.New(js, publish.Options{MaxInflight: 1024, Log: zerolog.Nop(), Batch: func(string) bool { return true },
+		Acked: func(*publish.Message, *jetstream.PubAck) {
+			if n++; n == b.N {
+				acked <- struct{}{}
+			}
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	b.SetBytes(int64(len(msgs[0].Body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range msgs {
+		m := &msgs[i]
+		ahead := 0
+		if i > 0 { // the first is acked alone: batches start once a message was stored
+			ahead = min(1999-i%2000, len(msgs)-1-i)
+		}
+		if err := p.Publish(ctx, &publish.Message{Subject: m.Subject, Body: m.Body, Header: m.Header, MsgID: m.MsgID,
+			Ahead: ahead}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-acked
+}

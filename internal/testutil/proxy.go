@@ -1,8 +1,11 @@
 package testutil
 
 import (
+	"bufio"
+	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,17 +23,35 @@ type Proxy struct {
 	conns        []net.Conn
 	accepted     atomic.Int64
 	listenerDone chan struct{}
+	filter       func(subject string, data []byte) bool // drops server messages; set by StartFilterProxy
+	filtered     atomic.Int64
 }
 
 // StartProxy listens on a free loopback port and forwards to target
 // (host:port). It is closed by tb.Cleanup.
 func StartProxy(tb testing.TB, target string) *Proxy {
 	tb.Helper()
+	return startProxy(tb, target, nil)
+}
+
+// StartFilterProxy is a Proxy in front of a NATS server that reads the
+// protocol the server sends its clients and drops every message (MSG or
+// HMSG) for which drop returns true, as if the server never sent it; data
+// is the message's headers and payload. Dropped counts them.
+func StartFilterProxy(tb testing.TB, target string, drop func(subject string, data []byte) bool) *Proxy {
+	tb.Helper()
+	return startProxy(tb, target, drop)
+}
+
+// Dropped is how many messages a filter proxy dropped.
+func (p *Proxy) Dropped() int64 { return p.filtered.Load() }
+
+func startProxy(tb testing.TB, target string, filter func(string, []byte) bool) *Proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &Proxy{Addr: ln.Addr().String(), listenerDone: make(chan struct{})}
+	p := &Proxy{Addr: ln.Addr().String(), listenerDone: make(chan struct{}), filter: filter}
 	var wg sync.WaitGroup
 	tb.Cleanup(func() {
 		ln.Close()
@@ -60,7 +81,11 @@ func StartProxy(tb testing.TB, target string) *Proxy {
 			p.mu.Unlock()
 			wg.Add(2)
 			go func() { defer wg.Done(); p.pipe(u, c, &p.dropUp) }()
-			go func() { defer wg.Done(); p.pipe(c, u, &p.dropDown) }()
+			if p.filter != nil {
+				go func() { defer wg.Done(); p.pipeFiltered(c, u) }()
+			} else {
+				go func() { defer wg.Done(); p.pipe(c, u, &p.dropDown) }()
+			}
 		}
 	}()
 	return p
@@ -86,6 +111,50 @@ func (p *Proxy) pipe(dst, src net.Conn, drop *atomic.Bool) {
 				src.Close()
 			}
 			return
+		}
+	}
+}
+
+// pipeFiltered copies what the server src sends to the client dst one
+// protocol line at a time, leaving out the messages p.filter drops.
+func (p *Proxy) pipeFiltered(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	r := bufio.NewReaderSize(src, 64<<10)
+	w := bufio.NewWriterSize(dst, 64<<10)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return
+		}
+		line = bytes.Clone(line)
+		var data []byte
+		fields := bytes.Fields(line)
+		if len(fields) >= 4 && (string(fields[0]) == "MSG" || string(fields[0]) == "HMSG") {
+			// MSG <subject> <sid> [reply] <size>, HMSG ... <header size> <size>.
+			size, err := strconv.Atoi(string(fields[len(fields)-1]))
+			if err != nil {
+				return
+			}
+			data = make([]byte, size+2) // and its \r\n
+			if _, err := io.ReadFull(r, data); err != nil {
+				return
+			}
+			if p.filter(string(fields[1]), data[:size]) {
+				p.filtered.Add(1)
+				continue
+			}
+		}
+		if _, err := w.Write(line); err != nil {
+			return
+		}
+		if _, err := w.Write(data); err != nil {
+			return
+		}
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
 		}
 	}
 }

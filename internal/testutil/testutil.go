@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,6 +208,22 @@ func StartPostgres(tb testing.TB) *localenv.Postgres {
 func StartNATS(tb testing.TB) *localenv.NATS {
 	tb.Helper()
 	n, err := localenv.StartNATS(localenv.NATSOptions{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatalf("start nats: %v", err)
+	}
+	tb.Cleanup(n.Shutdown)
+	return n
+}
+
+// StartNATSConfig is StartNATS with a nats-server configuration (e.g. a
+// jetstream block with server limits); host, port and store are set here.
+func StartNATSConfig(tb testing.TB, config string) *localenv.NATS {
+	tb.Helper()
+	file := filepath.Join(tb.TempDir(), "nats.conf")
+	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	n, err := localenv.StartNATS(localenv.NATSOptions{Dir: tb.TempDir(), ConfigFile: file})
 	if err != nil {
 		tb.Fatalf("start nats: %v", err)
 	}
