@@ -31,6 +31,16 @@ $$;
 -- sink applies an event it sets jetstream_bridge.applying; events written then
 -- are echoes of the other side's changes and are skipped (NULL is returned),
 -- so a two-way sync cannot loop. Pass p_force => true to publish anyway.
+--
+-- Where the event goes is the setting jetstream_bridge.outbox_mode:
+-- 'table' (or unset) inserts a row into the outbox table; 'message' writes no
+-- row but a transactional logical decoding message, prefixed with the
+-- publication's name and holding the row's fields as one JSON object, that
+-- reaches the relay in its transaction at its commit (never if it rolls
+-- back), costing the writer no heap or index insert and leaving nothing to
+-- delete or vacuum. Switch it per database, role or session, at any time:
+--     ALTER DATABASE app SET jetstream_bridge.outbox_mode = 'message';
+-- the relay always relays both rows and messages.
 CREATE OR REPLACE FUNCTION public.jetstream_publish(
     p_resource_type text,
     p_event_type    text,
@@ -49,6 +59,19 @@ DECLARE
 BEGIN
     IF NOT p_force AND coalesce(current_setting('jetstream_bridge.applying', true), '') <> '' THEN
         RETURN NULL;
+    END IF;
+    IF current_setting('jetstream_bridge.outbox_mode', true) = 'message' THEN
+        IF p_event_type IS NULL THEN -- as the table's NOT NULL would refuse it
+            RAISE not_null_violation USING MESSAGE = 'jetstream_publish: event_type must not be null';
+        END IF;
+        v_event_id := gen_random_uuid();
+        PERFORM pg_logical_emit_message(true, 'jetstream_bridge_outbox', jsonb_build_object(
+            'event_id', v_event_id, 'resource_type', coalesce(p_resource_type, ''),
+            'resource_id', p_resource_id, 'event_type', p_event_type,
+            'payload', coalesce(p_payload, '{}'), 'headers', coalesce(p_headers, '{}'),
+            'subject', p_subject, 'destination', p_destination, 'trace_id', p_trace_id,
+            'occurred_at', coalesce(p_occurred_at, now()))::text);
+        RETURN v_event_id;
     END IF;
     INSERT INTO public.jetstream_outbox_events
         (resource_type, resource_id, event_type, payload, headers, subject, destination, trace_id, occurred_at)

@@ -103,6 +103,9 @@ Steps (--only takes a comma list; step 1 always runs, the others are ratios to i
   5  end to end relay → JetStream → sink: commit→applied latency at --e2e-rates
   6  polling outbox baseline (SELECT … FOR UPDATE SKIP LOCKED, publish, UPDATE) in the
      --poll-modes variants, each with every --pollers count
+  7  outbox as WAL messages: jetstream_publish writers (1-row tx, --writers conns,
+     --limit-duration each) in message mode vs table mode, and the relay's drain of
+     --events messages vs --events rows
 
 Flags:
   --reps N              repetitions; the table shows the median (default 3)
@@ -217,7 +220,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 	o.Only = map[int]bool{1: true}
 	if only == "" {
-		for s := 2; s <= 6; s++ {
+		for s := 2; s <= 7; s++ {
 			o.Only[s] = true
 		}
 	} else {
@@ -226,8 +229,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 			return nil, fmt.Errorf("--only: %w", err)
 		}
 		for _, s := range steps {
-			if s < 1 || s > 6 {
-				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 6)", s)
+			if s < 1 || s > 7 {
+				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 7)", s)
 			}
 			o.Only[s] = true
 		}
@@ -308,7 +311,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		n   int
 		run func(context.Context) error
 	}{
-		{1, b.limits}, {2, b.drain}, {3, b.steady}, {4, b.sink}, {5, b.endToEnd}, {6, b.polling},
+		{1, b.limits}, {2, b.drain}, {3, b.steady}, {4, b.sink}, {5, b.endToEnd}, {6, b.polling}, {7, b.messageMode},
 	}
 	for _, s := range steps {
 		if !o.Only[s.n] {

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -201,4 +202,43 @@ func appendHexUpper(b []byte, v uint32) []byte {
 		b = append(b, digits[v>>shift&0xf])
 	}
 	return b
+}
+
+// logicalMessage is a pgoutput Message ('M', sent with messages 'true'). Its
+// prefix and content point into the connection's read buffer.
+type logicalMessage struct {
+	transactional bool
+	lsn           pglogrepl.LSN // end of the message's WAL record
+	prefix        []byte
+	content       []byte
+}
+
+// decodeMessage decodes the body of a Message (after the 'M' byte).
+//
+// Layout: Int8 flags (1 = transactional), Int64 LSN, String prefix (NUL
+// terminated), Int32 content length, Byte[n] content. With proto_version 1
+// there is no transaction id in front: a transactional message arrives
+// between the BEGIN and COMMIT of its transaction.
+func decodeMessage(src []byte) (logicalMessage, error) {
+	var m logicalMessage
+	if len(src) < 1+8+1+4 {
+		return m, fmt.Errorf("%w: logical message of %d bytes", ErrProtocol, len(src))
+	}
+	m.transactional = src[0]&1 != 0
+	m.lsn = pglogrepl.LSN(binary.BigEndian.Uint64(src[1:]))
+	rest := src[9:]
+	end := bytes.IndexByte(rest, 0)
+	if end < 0 {
+		return m, fmt.Errorf("%w: logical message prefix not terminated", ErrProtocol)
+	}
+	m.prefix, rest = rest[:end], rest[end+1:]
+	if len(rest) < 4 {
+		return m, fmt.Errorf("%w: logical message truncated", ErrProtocol)
+	}
+	n := binary.BigEndian.Uint32(rest)
+	if uint64(n) != uint64(len(rest)-4) {
+		return m, fmt.Errorf("%w: logical message content of %d bytes in %d", ErrProtocol, n, len(rest)-4)
+	}
+	m.content = rest[4:]
+	return m, nil
 }

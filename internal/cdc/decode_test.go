@@ -175,3 +175,42 @@ func TestFormatLSN(t *testing.T) {
 		}
 	}
 }
+
+func logicalMsg(flags byte, lsn uint64, prefix, content string) []byte {
+	b := []byte{flags}
+	b = binary.BigEndian.AppendUint64(b, lsn)
+	b = append(b, prefix...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(content)))
+	return append(b, content...)
+}
+
+func TestDecodeMessage(t *testing.T) {
+	src := logicalMsg(1, 0x16B374D848, "jetstream_bridge_outbox", `{"event_id":"e"}`)
+	m, err := decodeMessage(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pglogrepl's own decoder must agree on a well-formed message.
+	var ref pglogrepl.LogicalDecodingMessage
+	if err := ref.Decode(src); err != nil {
+		t.Fatal(err)
+	}
+	if !m.transactional || m.lsn != ref.LSN || string(m.prefix) != ref.Prefix || string(m.content) != string(ref.Content) {
+		t.Fatalf("decoded %+v, pglogrepl %+v", m, ref)
+	}
+	if m, err := decodeMessage(logicalMsg(0, 1, "", "")); err != nil || m.transactional || len(m.prefix) != 0 || len(m.content) != 0 {
+		t.Fatalf("non-transactional empty message: %+v, %v", m, err)
+	}
+	for name, bad := range map[string][]byte{
+		"short":               src[:10],
+		"unterminated prefix": src[:9+5],
+		"no length":           logicalMsg(1, 1, "p", "")[:12],
+		"content truncated":   src[:len(src)-1],
+		"content too long":    append(append([]byte{}, src...), 'x'),
+	} {
+		if _, err := decodeMessage(bad); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: err=%v, want ErrProtocol", name, err)
+		}
+	}
+}

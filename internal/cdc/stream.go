@@ -20,22 +20,28 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
-// Event is one committed outbox insert.
+// Event is one committed outbox event: an insert into the outbox table, or a
+// logical decoding message with the outbox prefix (see message).
 type Event struct {
 	Row        envelope.Row
 	CommitLSN  pglogrepl.LSN // LSN of the transaction's commit record
-	Index      int           // 0-based position among the transaction's outbox inserts
+	Index      int           // 0-based position among the transaction's outbox events (rows and messages)
 	CommitTime time.Time
 	Tx         *checkpoint.Tx // call Tx.Done once the event is acknowledged or dead-lettered
-	Err        error          // the row could not be decoded into outbox fields (dead-letter it)
+	Err        error          // the row or message could not be decoded into outbox fields (dead-letter it)
 }
 
 // Options configure a Stream.
 type Options struct {
-	ConnString     string // DATABASE_URL
-	Slot           string
-	Publication    string
-	Table          string        // schema.table of the outbox
+	ConnString  string // DATABASE_URL
+	Slot        string
+	Publication string
+	Table       string // schema.table of the outbox
+	// MessagePrefix is the prefix of the logical decoding messages that
+	// carry outbox events (jetstream_publish in message mode); default the
+	// publication's name, which is what the helper uses, so that each
+	// outbox's relay takes only its own. Other prefixes are skipped.
+	MessagePrefix  string
 	StatusInterval time.Duration // how often to confirm; default 1s
 	DrainTimeout   time.Duration // on shutdown, how long to wait for in-flight events before the last confirm; default 10s
 	Timeout        time.Duration // a connection silent this long despite requests is dead; default 30s
@@ -83,6 +89,9 @@ func NewStream(opts Options, tracker *checkpoint.Tracker) *Stream {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Second
+	}
+	if opts.MessagePrefix == "" {
+		opts.MessagePrefix = opts.Publication
 	}
 	s := &Stream{opts: opts, tracker: tracker, log: opts.Log}
 	s.schema, s.table, _ = strings.Cut(opts.Table, ".")
@@ -245,6 +254,9 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 		PluginArgs: []string{
 			"proto_version '1'",
 			"publication_names '" + s.opts.Publication + "'",
+			// Outbox events may come as logical decoding messages
+			// (Postgres 14+); those of other prefixes are skipped.
+			"messages 'true'",
 		},
 	})
 	if err != nil {
@@ -467,9 +479,60 @@ func (r *reader) walData(ctx context.Context, data []byte) error {
 		ev.Tx = r.tx
 		r.tx.Add()
 		return r.emit(ctx, ev)
+	case pglogrepl.MessageTypeMessage:
+		m, err := decodeMessage(data[1:])
+		if err != nil {
+			return err
+		}
+		if string(m.prefix) != r.s.opts.MessagePrefix {
+			return nil
+		}
+		return r.message(ctx, &m)
 	}
-	// Update, Delete, Truncate, Type, Origin and logical messages are not relayed.
+	// Update, Delete, Truncate, Type and Origin are not relayed.
 	return nil
+}
+
+// message turns a logical decoding message with the outbox prefix into an
+// event. A transactional one is part of its transaction like a row: it takes
+// the next index and is delivered at the commit, never after a rollback.
+//
+// A non-transactional one is dead-lettered, never published: Postgres sends
+// it at once, whether or not the transaction that wrote it commits, so it may
+// carry work that was rolled back. It arrives between transactions (the
+// transactions around it are sent whole at their commits) and is registered
+// as a transaction of its own, ending at its record's end: once it is
+// dead-lettered, confirming that position skips only it, since every
+// transaction still to come commits after it and is sent again from there.
+func (r *reader) message(ctx context.Context, m *logicalMessage) error {
+	ev := &Event{}
+	if err := envelope.DecodeRowJSON(m.content, &ev.Row); err != nil {
+		// The content goes to the dead letter as the payload, so nothing of
+		// it is lost.
+		ev.Row = envelope.Row{Payload: append([]byte(nil), m.content...)}
+		ev.Err = fmt.Errorf("logical decoding message at %s: %w", m.lsn, err)
+	}
+	if !m.transactional {
+		ev.Err = fmt.Errorf("logical decoding message at %s with prefix %q is not transactional: "+
+			"it is sent even when its transaction rolls back, so it is not published (emit it with pg_logical_emit_message(true, ...))",
+			m.lsn, r.s.opts.MessagePrefix)
+		if r.tx == nil {
+			tx := r.s.tracker.Begin()
+			tx.Add()
+			tx.Commit(m.lsn)
+			ev.CommitLSN, ev.Tx = m.lsn, tx
+			return r.emit(ctx, ev)
+		}
+		// Not expected inside a transaction's changes; if it is, it rides
+		// with that transaction, which confirms no further than its commit.
+	} else if r.tx == nil {
+		return fmt.Errorf("%w: transactional message outside a transaction", ErrProtocol)
+	}
+	ev.CommitLSN, ev.CommitTime, ev.Index = r.commitLSN, r.commitTime, r.index
+	r.index++
+	ev.Tx = r.tx
+	r.tx.Add()
+	return r.emit(ctx, ev)
 }
 
 // emit hands ev to the publisher. While the publisher has no room it keeps

@@ -27,11 +27,19 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 //	go test ./internal/cdc -run XXX -bench Stream -benchmem -cpuprofile cpu.out
 func BenchmarkStream(b *testing.B) {
 	for _, tx := range []int{1, 10} {
-		b.Run(fmt.Sprintf("tx=%d", tx), func(b *testing.B) { benchStream(b, tx) })
+		b.Run(fmt.Sprintf("tx=%d", tx), func(b *testing.B) { benchStream(b, tx, false) })
 	}
 }
 
-func benchStream(b *testing.B, rowsPerTx int) {
+// BenchmarkStreamMessages is BenchmarkStream with the events written as
+// logical decoding messages (jetstream_publish in message mode).
+func BenchmarkStreamMessages(b *testing.B) {
+	for _, tx := range []int{1, 10} {
+		b.Run(fmt.Sprintf("tx=%d", tx), func(b *testing.B) { benchStream(b, tx, true) })
+	}
+}
+
+func benchStream(b *testing.B, rowsPerTx int, messages bool) {
 	ctx := context.Background()
 	url := testutil.NewDatabase(b)
 	pool, err := pgxpool.New(ctx, url)
@@ -60,13 +68,18 @@ func benchStream(b *testing.B, rowsPerTx int) {
 	const payload = `{"id": 184467, "name": "Ada Lovelace", "plan": "enterprise", "email": "ada.lovelace@example.com", ` +
 		`"roles": ["admin", "billing"], "active": true, "address": {"city": "London", "line1": "12 St James's Square", ` +
 		`"country": "GB", "postcode": "SW1Y 4JH"}, "balance": 1234.56, "created_at": "2026-11-24T15:08:12.123456+00:00"}`
+	insert := `INSERT INTO jetstream_outbox_events (resource_type, resource_id, event_type, payload)
+				SELECT 'user', g::text, 'user.updated', $1::jsonb FROM generate_series(1, $2) g`
+	if messages {
+		insert = `SELECT set_config('jetstream_bridge.outbox_mode', 'message', true),
+				jetstream_publish('user', 'user.updated', $1::jsonb, g::text) FROM generate_series(1, $2) g`
+	}
 	for done := 0; done < b.N; {
 		var batch pgx.Batch
 		for i := 0; i < 50 && done < b.N; i++ {
 			n := min(rowsPerTx, b.N-done)
 			batch.Queue("BEGIN")
-			batch.Queue(`INSERT INTO jetstream_outbox_events (resource_type, resource_id, event_type, payload)
-				SELECT 'user', g::text, 'user.updated', $1::jsonb FROM generate_series(1, $2) g`, payload, n)
+			batch.Queue(insert, payload, n)
 			batch.Queue("COMMIT")
 			done += n
 		}
