@@ -32,7 +32,8 @@ func (s *Sink) deadLetter(ctx context.Context, d *dispatcher, it *item, class, r
 			return err
 		}
 		if stub != "" {
-			rowReason = reason + " (" + stub + ")"
+			// Kept within the row's bound whatever the reason's length.
+			rowReason = truncate(reason, envelope.MaxErrorLen-len(stub)-3) + " (" + stub + ")"
 		}
 	} else {
 		s.event(s.log.Error(), it).Str("class", class).Str("reason", reason).Int("attempts", attempts).
