@@ -235,3 +235,66 @@ func TestSink_DeadLetterOverStreamMaxMsgSizeCarriesAStub(t *testing.T) {
 		t.Fatalf("inbox big=%+v, want dead, saying the dead letter was refused for its size", r)
 	}
 }
+
+// The sink stops while a dead letter cannot be stored: the message and the
+// events of its key behind it are handed back, in order, and the next sink
+// dead-letters A before it applies B.
+func TestSink_StopDuringFailedDeadLetterHandsBackTheLaneInOrder(t *testing.T) {
+	e := newEnv(t)
+	const late = "late.dlq"
+	tap := &logTap{t: t}
+	refuseA := func(ev *sink.Event, _ int) error {
+		if ev.Envelope.EventID == "A" {
+			return &sink.PermanentError{Reason: "A is refused"}
+		}
+		return nil
+	}
+	first := &effectHandler{before: refuseA}
+	_, stop := e.run(t, first, func(o *sink.Options) {
+		o.DLQSubject = late
+		o.Log = zerolog.New(tap).Level(zerolog.WarnLevel)
+	})
+	e.publish(t, e.event(t, "A", "user", "1", pos("0/10", 0)))
+	e.publish(t, e.event(t, "B", "user", "1", pos("0/20", 0)))
+	e.publish(t, e.event(t, "C", "user", "1", pos("0/30", 0)))
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if n := tap.count("cannot publish dead letter"); n < 2 {
+			return fmt.Errorf("%d failed dead-letter publishes, want 2", n)
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := e.effects(t); len(got) != 0 {
+		t.Fatalf("effects after the first sink=%v, want none: B and C wait behind A", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "late-dlq", Subjects: []string{late}}); err != nil {
+		t.Fatal(err)
+	}
+	var sawA atomic.Value
+	second := &effectHandler{before: func(ev *sink.Event, call int) error {
+		if ev.Envelope.EventID == "B" {
+			var st string
+			if err := e.pool.QueryRow(context.Background(), `SELECT coalesce((SELECT status FROM jetstream_inbox_events WHERE event_id = 'A'), 'none')`).Scan(&st); err != nil {
+				return err
+			}
+			sawA.Store(st)
+		}
+		return refuseA(ev, call)
+	}}
+	// The ack wait is 30s: everything settling well within 20s shows the
+	// first sink handed the messages back rather than letting them expire.
+	obs, _ := e.run(t, second, func(o *sink.Options) { o.DLQSubject = late })
+	obs.waitFor(t, map[sink.Result]int{sink.ResultDead: 1, sink.ResultApplied: 2})
+	e.waitSettled(t)
+	if got := e.effects(t); !slices.Equal(got, []string{"B", "C"}) {
+		t.Fatalf("effects=%v, want [B C]", got)
+	}
+	if st, _ := sawA.Load().(string); st != sink.StatusDead {
+		t.Fatalf("B's handler saw A %q, want dead", st)
+	}
+}
