@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -136,8 +137,11 @@ func newDeadLetter(m jetstream.Msg) *DeadLetter {
 	if meta, err := m.Metadata(); err == nil {
 		dl.Sequence, dl.Stored = meta.Sequence.Stream, meta.Timestamp
 	}
+	var stub envelope.DLQStub
 	if env, err := envelope.Parse(m.Data()); err == nil {
 		dl.EventID, dl.EventType = env.EventID, env.EventType
+	} else if json.Unmarshal(m.Data(), &stub) == nil && stub.PayloadOmitted && stub.EventID != "" {
+		dl.EventID, dl.EventType = stub.EventID, stub.EventType
 	} else {
 		dl.EventID = strings.TrimPrefix(h.Get(envelope.HeaderMsgID), envelope.DLQPrefix)
 	}

@@ -121,7 +121,7 @@ func TestSink_DeadLetterNearMaxPayloadCarriesAStub(t *testing.T) {
 		!strings.HasPrefix(stub.Reason, "refused: rrr") || stub.ResourceType != "user" || stub.ResourceID != "1" {
 		t.Fatalf("stub=%+v, want event big, subject %s, size %d, the reason", stub, filter, len(m.Body))
 	}
-	if dl.Class != envelope.ClassHandler || dl.OriginalSubject != filter || dl.EventID != "big" {
+	if dl.Class != envelope.ClassHandler || dl.OriginalSubject != filter || dl.EventID != "big" || dl.EventType != "user.updated" {
 		t.Fatalf("dead letter class %q, original subject %q, event %q", dl.Class, dl.OriginalSubject, dl.EventID)
 	}
 	r := e.inbox(t, "big")
