@@ -365,3 +365,32 @@ func pos(lsn string, idx int) envelope.Position {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// logTap is a log destination that keeps every line and passes it on to
+// the test log, so that a test can wait on what the sink reported.
+type logTap struct {
+	mu    sync.Mutex
+	lines []string
+	t     testing.TB
+}
+
+func (l *logTap) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, string(p))
+	l.mu.Unlock()
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// count returns how many lines contain sub.
+func (l *logTap) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
