@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -191,6 +192,9 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, stream, subject string
 // (replaying the same dead letter twice within the duplicate window stores
 // it once). The inbox applies a replayed event even when its row is dead.
 func ReplayMessage(dl *DeadLetter) (*nats.Msg, error) {
+	if isStub(dl.Data) {
+		return nil, fmt.Errorf("dead letter %d (event %s): %w", dl.Sequence, dl.EventID, ErrStubDeadLetter)
+	}
 	subj := dl.OriginalSubject
 	if err := envelope.ValidatePublishSubject(subj); err != nil {
 		return nil, fmt.Errorf("dead letter %d has no usable %s: %w", dl.Sequence, envelope.HeaderOriginalSubject, err)
@@ -208,6 +212,23 @@ func ReplayMessage(dl *DeadLetter) (*nats.Msg, error) {
 	}
 	h.Set(envelope.HeaderMsgID, "replay-"+id+"-"+strconv.FormatUint(dl.Sequence, 10))
 	return &nats.Msg{Subject: subj, Header: h, Data: dl.Data}, nil
+}
+
+// ErrStubDeadLetter marks a dead letter whose body is a stub that stands in
+// for a message too large to be dead-lettered whole: replaying it would
+// publish the stub as if it were the event.
+var ErrStubDeadLetter = errors.New("its body is a stub (payload_omitted): the original was too large to dead-letter; republish the event from its producer or from the inbox row's payload")
+
+// isStub reports whether body is a dead-letter stub (the sink's or the
+// relay's), which carries "payload_omitted": true at its top level.
+func isStub(body []byte) bool {
+	if !bytes.Contains(body, []byte(`"payload_omitted"`)) {
+		return false
+	}
+	var v struct {
+		PayloadOmitted bool `json:"payload_omitted"`
+	}
+	return json.Unmarshal(body, &v) == nil && v.PayloadOmitted
 }
 
 // isFailureHeader reports the headers a dead letter adds (names compared
