@@ -5,6 +5,7 @@
 //	relay provision  create schema, publication, slot and stream once, then exit
 //	relay status     print slot and stream state (--json, --watch)
 //	relay backfill   republish outbox rows from the table (--since)
+//	relay audit      compare outbox rows with the stream (--since)
 package main
 
 import (
@@ -49,7 +50,7 @@ func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
 // Run runs the subcommand named by args[0] (run when absent).
 func (m *Main) Run(ctx context.Context, args []string) error {
 	return m.Dispatch(ctx, args, map[string]func(context.Context, []string) error{
-		"run": m.run, "provision": m.provision, "status": m.status, "backfill": m.backfill,
+		"run": m.run, "provision": m.provision, "status": m.status, "backfill": m.backfill, "audit": m.audit,
 	})
 }
 
@@ -63,6 +64,9 @@ Usage:
   relay backfill --since TIME|all [--dry-run]
                             republish outbox rows from the table (rows older than
                             the slot, or lost with a lost slot); sinks dedupe
+  relay audit --since TIME|DURATION|all [--json] [--limit N] [--settle 5s] [--strict]
+                            compare outbox rows with the stream: missing (exit 3),
+                            stored twice, out of commit order
 `
 
 // load reads and validates the configuration.

@@ -9,6 +9,7 @@
 //	sink dlq list [--json]       print dead letters
 //	sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
 //	                             republish dead letters to their original subject
+//	sink audit --since TIME      compare the stream with the inbox
 package main
 
 import (
@@ -33,7 +34,7 @@ func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
 // Run runs the subcommand named by args[0] (run when absent).
 func (m *Main) Run(ctx context.Context, args []string) error {
 	return m.Dispatch(ctx, args, map[string]func(context.Context, []string) error{
-		"run": m.run, "provision": m.provision, "status": m.status, "dlq": m.dlq,
+		"run": m.run, "provision": m.provision, "status": m.status, "dlq": m.dlq, "audit": m.audit,
 	})
 }
 
@@ -47,6 +48,9 @@ Usage:
                             print dead letters
   sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
                             republish dead letters to their original subject
+  sink audit --since TIME|DURATION|all [--json] [--limit N] [--settle 5s] [--strict]
+                            compare the stream with the inbox: not applied (exit 3),
+                            dead, stale
 `
 
 // load reads and validates the configuration; forRun also requires and

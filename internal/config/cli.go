@@ -23,7 +23,14 @@ func Exec(name string, run func(ctx context.Context, args []string) error) {
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
+		// An error may choose its status (an audit's gap is 3, apart from 1
+		// for "could not run").
+		code := 1
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			code = coded.ExitCode()
+		}
+		os.Exit(code)
 	}
 }
 
