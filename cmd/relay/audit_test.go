@@ -19,6 +19,8 @@ import (
 // (from --json), the exit status and the output.
 func (h *harness) runAudit(args ...string) (*audit.RelayReport, int, string) {
 	h.t.Helper()
+	t0 := time.Now()
+	defer func() { h.t.Logf("audit %v took %s", args, time.Since(t0)) }()
 	p := testutil.StartProcess(h.t, h.bin, h.env, append([]string{"audit", "--json"}, args...)...)
 	_ = p.Wait(2 * time.Minute)
 	out := p.Output()

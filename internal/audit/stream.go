@@ -67,8 +67,11 @@ func scan(ctx context.Context, js jetstream.JetStream, r scanRange, fn func([]Me
 		return last, nil
 	}
 	page := make([]Message, 0, r.page)
+	// A fetch waits until its batch is full or fetchWait passes: ask for no
+	// more than are pending, or the last page of every audit would wait.
+	pending := info.NumPending
 	for done := false; !done; {
-		batch, err := c.Fetch(r.page, jetstream.FetchMaxWait(fetchWait))
+		batch, err := c.Fetch(int(min(uint64(r.page), max(pending, 1))), jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
 		}
@@ -88,6 +91,7 @@ func scan(ctx context.Context, js jetstream.JetStream, r scanRange, fn func([]Me
 				MsgID: h.Get(envelope.HeaderMsgID)}
 			msg.Pos, msg.HasPos = envelope.ParsePosition(h)
 			page = append(page, msg)
+			pending = meta.NumPending
 			if meta.NumPending == 0 || meta.Sequence.Stream == last {
 				done = true
 			}
@@ -102,7 +106,8 @@ func scan(ctx context.Context, js jetstream.JetStream, r scanRange, fn func([]Me
 			if err != nil {
 				return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
 			}
-			done = info.NumPending == 0
+			pending = info.NumPending
+			done = pending == 0
 		}
 		if len(page) > 0 {
 			if err := fn(page); err != nil {
