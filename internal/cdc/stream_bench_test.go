@@ -91,7 +91,7 @@ func benchStream(b *testing.B, rowsPerTx int) {
 		if !ok {
 			b.Fatalf("stream ended: %v", <-done)
 		}
-		ev.Tx.Done()
+		ev.Done()
 	}
 	b.StopTimer()
 	cancel()
