@@ -31,10 +31,10 @@ func (r *Relay) rowDeadLetter(ev *cdc.Event) *publish.Message {
 	if m == nil {
 		return nil
 	}
-	m.Header.Set(envelope.HeaderCommitLSN, r.lsnText.format(ev.CommitLSN))
+	m.Header.Set(envelope.HeaderCommitLSN, envelope.FormatLSN(ev.CommitLSN))
 	m.Header.Set(envelope.HeaderTxIndex, strconv.Itoa(ev.Index))
 	if m.MsgID == "" {
-		m.MsgID = envelope.DLQPrefix + "relay-" + r.lsnText.format(ev.CommitLSN) + "-" + strconv.Itoa(ev.Index)
+		m.MsgID = envelope.DLQPrefix + "relay-" + envelope.FormatLSN(ev.CommitLSN) + "-" + strconv.Itoa(ev.Index)
 		m.Header.Set(envelope.HeaderMsgID, m.MsgID)
 	}
 	return m

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
@@ -34,7 +33,7 @@ func (r *Relay) message(ev *cdc.Event) *publish.Message {
 	o := outgoingPool.Get().(*outgoing)
 	o.r, o.ev = r, ev
 	if ev.Err == nil {
-		err := r.builder.BuildInto(&o.env, &ev.Row, envelope.Position{CommitLSN: r.lsnText.format(ev.CommitLSN), TxIndex: ev.Index})
+		err := r.builder.BuildInto(&o.env, &ev.Row, envelope.Position{CommitLSN: ev.CommitLSN, TxIndex: ev.Index})
 		if err == nil {
 			o.pub = publish.Message{Subject: o.env.Subject, Body: o.env.Body, Header: o.env.Header, MsgID: o.env.MsgID, Owner: o}
 			return &o.pub
@@ -100,18 +99,4 @@ func (o *outgoing) Settled(m *publish.Message, ack *jetstream.PubAck) {
 	}
 	o.r, o.ev, o.pub = nil, nil, publish.Message{}
 	outgoingPool.Put(o)
-}
-
-// lsnText formats commit LSNs, keeping the last one: the events of a
-// transaction arrive one after the other and share it.
-type lsnText struct {
-	lsn  pglogrepl.LSN
-	text string
-}
-
-func (c *lsnText) format(lsn pglogrepl.LSN) string {
-	if c.text == "" || lsn != c.lsn {
-		c.lsn, c.text = lsn, cdc.FormatLSN(lsn)
-	}
-	return c.text
 }

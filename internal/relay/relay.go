@@ -103,8 +103,6 @@ type Relay struct {
 	pub     atomic.Pointer[publish.Publisher] // set by Run
 	refuse  *refusals
 
-	lsnText lsnText // owned by the pipeline goroutine
-
 	ackTx   *checkpoint.Tx // the transaction of the last acked event, and
 	ackTime time.Time      // when its first event was acked; owned by the ack loop
 }
