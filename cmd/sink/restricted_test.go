@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,7 +61,7 @@ func (w *restrictedWorld) publishEvents(t *testing.T, from, to, keys int, poison
 	for i := from; i < to; i++ {
 		m, err := w.builder.Build(&envelope.Row{EventID: "ev-" + strconv.Itoa(i), ResourceType: "user",
 			ResourceID: strconv.Itoa(i % keys), EventType: "user.updated", Payload: []byte(`{}`),
-			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: "0/" + strconv.FormatInt(int64(16+i), 16)})
+			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: pglogrepl.LSN(16 + i)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"io"
 	"net"
 	"net/http"
@@ -99,8 +100,12 @@ func (w *world) runCmd(t *testing.T, args []string, extra ...string) (string, er
 
 func (w *world) publish(t *testing.T, ctx context.Context, id, resourceID string, lsn string, idx int) {
 	t.Helper()
+	commit, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m, err := w.builder.Build(&envelope.Row{EventID: id, ResourceType: "user", ResourceID: resourceID, EventType: "user.updated",
-		Payload: []byte(`{}`), OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: lsn, TxIndex: idx})
+		Payload: []byte(`{}`), OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: commit, TxIndex: idx})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +257,7 @@ func TestBinary_TwoProcessesExactlyOnce(t *testing.T) {
 	for i := range events {
 		m, err := w.builder.Build(&envelope.Row{EventID: "ev-" + strconv.Itoa(i), ResourceType: "user",
 			ResourceID: strconv.Itoa(i % keys), EventType: "user.updated", Payload: []byte(`{}`),
-			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: "0/" + strconv.FormatInt(int64(16+i/10), 16), TxIndex: i % 10})
+			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: pglogrepl.LSN(16 + i/10), TxIndex: i % 10})
 		if err != nil {
 			t.Fatal(err)
 		}

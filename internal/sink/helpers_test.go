@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"strings"
 	"sync"
 	"testing"
@@ -361,7 +362,11 @@ func (e *env) waitSettled(t *testing.T) {
 }
 
 func pos(lsn string, idx int) envelope.Position {
-	return envelope.Position{CommitLSN: lsn, TxIndex: idx}
+	l, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		panic(err)
+	}
+	return envelope.Position{CommitLSN: l, TxIndex: idx}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -255,7 +255,7 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 	b.Queue(s.inbox.setApplying, producerOf(env))
 	checkPos := s.skipStale && it.hasPos && env.ResourceID != ""
 	if checkPos {
-		b.Queue(s.inbox.position, env.ResourceType, env.ResourceID, it.pos.CommitLSN, it.pos.TxIndex, env.EventID, env.Producer)
+		b.Queue(s.inbox.position, env.ResourceType, env.ResourceID, it.lsnArg(), it.pos.TxIndex, env.EventID, env.Producer)
 	}
 	br := tx.SendBatch(ctx, &b)
 	var (
