@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"github.com/jackc/pglogrepl"
 	"testing"
 	"time"
 
@@ -36,7 +37,14 @@ func TestParseSince(t *testing.T) {
 // blamed; messages without a position are skipped.
 func TestOrderCheck(t *testing.T) {
 	pos := func(seq uint64, lsn string, idx int) *Message {
-		return &Message{Seq: seq, MsgID: "e", Pos: envelope.Position{CommitLSN: lsn, TxIndex: idx}, HasPos: lsn != ""}
+		var l pglogrepl.LSN
+		if lsn != "" {
+			var err error
+			if l, err = pglogrepl.ParseLSN(lsn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return &Message{Seq: seq, MsgID: "e", Pos: envelope.Position{CommitLSN: l, TxIndex: idx}, HasPos: lsn != ""}
 	}
 	c := orderCheck{limit: 1}
 	for _, m := range []*Message{
