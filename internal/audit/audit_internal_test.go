@@ -1,9 +1,10 @@
 package audit
 
 import (
-	"github.com/jackc/pglogrepl"
 	"testing"
 	"time"
+
+	"github.com/jackc/pglogrepl"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
