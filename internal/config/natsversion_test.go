@@ -1,0 +1,98 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+)
+
+func TestParseServerVersion(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want config.ServerVersion
+		err  bool
+	}{
+		{"2.10.29", config.ServerVersion{Major: 2, Minor: 10, Patch: 29}, false},
+		{"v2.11.0", config.ServerVersion{Major: 2, Minor: 11}, false},
+		{" 2.9.25 ", config.ServerVersion{Major: 2, Minor: 9, Patch: 25}, false},
+		{"2.12.0-RC.3", config.ServerVersion{Major: 2, Minor: 12}, false},
+		{"2.14.0-beta", config.ServerVersion{Major: 2, Minor: 14}, false},
+		{"2.10.0-beta.2+build.5", config.ServerVersion{Major: 2, Minor: 10}, false},
+		{"3.0.0+dev", config.ServerVersion{Major: 3}, false},
+		{"", config.ServerVersion{}, true},
+		{"2.10", config.ServerVersion{}, true},
+		{"2.10.1.4", config.ServerVersion{}, true},
+		{"2.x.0", config.ServerVersion{}, true},
+		{"2.+10.0", config.ServerVersion{}, true},
+		{"2..0", config.ServerVersion{}, true},
+		{"dev", config.ServerVersion{}, true},
+	} {
+		got, err := config.ParseServerVersion(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseServerVersion(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestCheckServerVersion(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		tooOld  bool
+		invalid bool
+	}{
+		{"2.10.0", false, false},
+		{"2.10.29", false, false},
+		{"2.10.0-RC.1", false, false}, // a suffix alone never refuses a server
+		{"2.11.0", false, false},
+		{"2.15.2", false, false},
+		{"3.0.0", false, false},
+		{"2.9.25", true, false},
+		{"2.9.99-beta", true, false},
+		{"2.2.0", true, false},
+		{"1.99.99", true, false},
+		{"0.0.0", true, false},
+		{"", false, true}, // not connected, or a server that announces no version
+		{"unknown", false, true},
+	} {
+		err := config.CheckServerVersion(tc.in)
+		switch {
+		case tc.tooOld:
+			if !errors.Is(err, config.ErrNATSServerTooOld) {
+				t.Errorf("CheckServerVersion(%q) = %v, want ErrNATSServerTooOld", tc.in, err)
+				continue
+			}
+			// The message names what was found and what is needed.
+			if msg := err.Error(); !strings.Contains(msg, "nats-server "+strings.TrimSpace(tc.in)) || !strings.Contains(msg, "2.10.0 or newer") {
+				t.Errorf("CheckServerVersion(%q) = %q: want the found and the minimum version named", tc.in, msg)
+			}
+		case tc.invalid:
+			if err == nil || errors.Is(err, config.ErrNATSServerTooOld) {
+				t.Errorf("CheckServerVersion(%q) = %v, want a parse error", tc.in, err)
+			}
+		default:
+			if err != nil {
+				t.Errorf("CheckServerVersion(%q) = %v, want nil", tc.in, err)
+			}
+		}
+	}
+}
+
+func TestServerVersionLess(t *testing.T) {
+	for _, tc := range []struct {
+		a, b config.ServerVersion
+		less bool
+	}{
+		{config.ServerVersion{2, 9, 25}, config.ServerVersion{2, 10, 0}, true},
+		{config.ServerVersion{2, 10, 0}, config.ServerVersion{2, 10, 0}, false},
+		{config.ServerVersion{2, 10, 1}, config.ServerVersion{2, 10, 0}, false},
+		{config.ServerVersion{1, 99, 99}, config.ServerVersion{2, 0, 0}, true},
+		{config.ServerVersion{2, 10, 0}, config.ServerVersion{2, 10, 1}, true},
+		{config.ServerVersion{3, 0, 0}, config.ServerVersion{2, 99, 0}, false},
+	} {
+		if got := tc.a.Less(tc.b); got != tc.less {
+			t.Errorf("%v.Less(%v) = %v, want %v", tc.a, tc.b, got, tc.less)
+		}
+	}
+}
