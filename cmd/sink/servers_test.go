@@ -26,7 +26,7 @@ func TestBinary_RefusesNATSServerBefore210(t *testing.T) {
 		if got, want := p.ExitCode(), config.ExitFailure; got != want {
 			t.Fatalf("sink %v: exit status %d, want %d\n%s", args, got, want, out)
 		}
-		if !strings.Contains(out, "nats-server 2.9.25") || !strings.Contains(out, "nats-server 2.10.0 or newer") {
+		if !strings.Contains(out, "nats-server 2.9.25 is too old: jetstream-bridge needs nats-server 2.10.0 or newer") {
 			t.Fatalf("sink %v: want the found and the needed version named:\n%s", args, out)
 		}
 	}

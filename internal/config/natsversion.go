@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,9 +14,16 @@ import (
 // publishing needs 2.14.
 var MinNATSServer = ServerVersion{Major: 2, Minor: 10, Patch: 0}
 
-// ErrNATSServerTooOld means the connected nats-server is older than
+// ServerTooOldError means the connected nats-server is older than
 // MinNATSServer.
-var ErrNATSServerTooOld = errors.New("nats-server too old")
+type ServerTooOldError struct {
+	Found string // as the server announced it
+	Min   ServerVersion
+}
+
+func (e *ServerTooOldError) Error() string {
+	return fmt.Sprintf("nats-server %s is too old: jetstream-bridge needs nats-server %s or newer", e.Found, e.Min)
+}
 
 // ServerVersion is a nats-server release number.
 type ServerVersion struct {
@@ -63,7 +69,7 @@ func ParseServerVersion(s string) (ServerVersion, error) {
 	return ServerVersion{Major: n[0], Minor: n[1], Patch: n[2]}, nil
 }
 
-// CheckServerVersion returns an error wrapping ErrNATSServerTooOld when
+// CheckServerVersion returns a *ServerTooOldError when
 // version (as the server announces it) is older than MinNATSServer, and a
 // parse error when it cannot be read: a server whose version is unknown
 // cannot be said to support what the bridge needs.
@@ -73,8 +79,7 @@ func CheckServerVersion(version string) error {
 		return err
 	}
 	if v.Less(MinNATSServer) {
-		return fmt.Errorf("%w: the server runs nats-server %s; jetstream-bridge needs nats-server %s or newer (upgrade the server)",
-			ErrNATSServerTooOld, strings.TrimSpace(version), MinNATSServer)
+		return &ServerTooOldError{Found: strings.TrimSpace(version), Min: MinNATSServer}
 	}
 	return nil
 }

@@ -59,16 +59,18 @@ func TestCheckServerVersion(t *testing.T) {
 		err := config.CheckServerVersion(tc.in)
 		switch {
 		case tc.tooOld:
-			if !errors.Is(err, config.ErrNATSServerTooOld) {
-				t.Errorf("CheckServerVersion(%q) = %v, want ErrNATSServerTooOld", tc.in, err)
+			var tooOld *config.ServerTooOldError
+			if !errors.As(err, &tooOld) {
+				t.Errorf("CheckServerVersion(%q) = %v, want a ServerTooOldError", tc.in, err)
 				continue
 			}
 			// The message names what was found and what is needed.
-			if msg := err.Error(); !strings.Contains(msg, "nats-server "+strings.TrimSpace(tc.in)) || !strings.Contains(msg, "2.10.0 or newer") {
-				t.Errorf("CheckServerVersion(%q) = %q: want the found and the minimum version named", tc.in, msg)
+			if msg, want := err.Error(), "nats-server "+strings.TrimSpace(tc.in)+" is too old: jetstream-bridge needs nats-server 2.10.0 or newer"; msg != want {
+				t.Errorf("CheckServerVersion(%q) = %q, want %q", tc.in, msg, want)
 			}
 		case tc.invalid:
-			if err == nil || errors.Is(err, config.ErrNATSServerTooOld) {
+			var tooOld *config.ServerTooOldError
+			if err == nil || errors.As(err, &tooOld) {
 				t.Errorf("CheckServerVersion(%q) = %v, want a parse error", tc.in, err)
 			}
 		default:
