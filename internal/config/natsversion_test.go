@@ -1,11 +1,16 @@
 package config_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
 func TestParseServerVersion(t *testing.T) {
@@ -96,5 +101,42 @@ func TestServerVersionLess(t *testing.T) {
 		if got := tc.a.Less(tc.b); got != tc.less {
 			t.Errorf("%v.Less(%v) = %v, want %v", tc.a, tc.b, got, tc.less)
 		}
+	}
+}
+
+// TestConnectNATS_ServerVersion: ConnectNATS, which both binaries and all
+// their commands connect through, refuses nats-server 2.9 at once (no
+// retries) with a ServerTooOldError, and connects to the oldest supported
+// release.
+func TestConnectNATS_ServerVersion(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		version string
+		tooOld  bool
+	}{
+		{"2.9.25", true},
+		{testutil.OldestNATSServer, false},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			t.Parallel()
+			srv := testutil.StartNATSServerBinary(t, tc.version)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			nc, err := config.ConnectNATS(ctx, &config.Common{NATSURLs: []string{srv.URL}}, "test", zerolog.Nop())
+			if !tc.tooOld {
+				if err != nil {
+					t.Fatalf("connect to nats-server %s: %v", tc.version, err)
+				}
+				nc.Close()
+				return
+			}
+			var tooOld *config.ServerTooOldError
+			if !errors.As(err, &tooOld) || tooOld.Found != tc.version {
+				t.Fatalf("connect to nats-server %s: %v, want a ServerTooOldError naming it", tc.version, err)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("ConnectNATS retried until its context ended instead of refusing at once")
+			}
+		})
 	}
 }

@@ -131,9 +131,10 @@ func NATSServerBinary(tb testing.TB, version string) string {
 }
 
 // installNATSServer builds nats-server of version into its cache directory
-// unless it is there already. Test binaries of several packages may build
-// it at once: each installs into a directory of its own and renames the
-// binary into place, which is atomic.
+// unless it is there already. Test binaries of several packages run at once:
+// a lock file makes the others wait for the one building, and the binary is
+// installed into a directory of its own and renamed into place, which is
+// atomic, so no one runs a half-written file.
 func installNATSServer(version string) (string, error) {
 	base, err := os.UserCacheDir()
 	if err != nil {
@@ -141,11 +142,19 @@ func installNATSServer(version string) (string, error) {
 	}
 	dir := filepath.Join(base, "jetstream-bridge", "nats-server-"+version)
 	bin := filepath.Join(dir, "nats-server")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+	if installed(bin) {
 		return bin, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create nats-server cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".install.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if installed(bin) { // built by another test binary while this one waited
+		return bin, nil
 	}
 	tmp, err := os.MkdirTemp(dir, "install-")
 	if err != nil {
@@ -169,4 +178,9 @@ func installNATSServer(version string) (string, error) {
 	}
 	fmt.Fprintf(os.Stderr, "testutil: built nats-server %s in %s into %s\n", version, time.Since(start).Round(100*time.Millisecond), dir)
 	return bin, nil
+}
+
+func installed(bin string) bool {
+	fi, err := os.Stat(bin)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
