@@ -20,6 +20,8 @@ func TestExitCode(t *testing.T) {
 		{"usage", config.Usagef("unknown command %q", "x"), config.ExitUsage},
 		{"wrapped usage", fmt.Errorf("status: %w", config.Usagef("bad flag")), config.ExitUsage},
 		{"marked usage", config.AsUsage(errors.New("--rate 0: expected 1 to 100000")), config.ExitUsage},
+		{"gap", &config.GapError{Err: errors.New("2 events missing")}, config.ExitGap},
+		{"wrapped gap", fmt.Errorf("audit: %w", &config.GapError{Err: errors.New("x")}), config.ExitGap},
 		{"runtime", errors.New("database unreachable"), config.ExitFailure},
 	}
 	for _, tt := range tests {
