@@ -105,7 +105,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	r := &Relay{cfg: c, log: log, pool: pool, nc: nc, js: js, dbName: pcfg.ConnConfig.Database}
-	r.builder = envelope.Builder{Producer: c.AppName, Subjects: c.Subjects(), MaxPayload: int(nc.MaxPayload())}
+	r.builder = envelope.Builder{Producer: c.AppName, Subjects: c.Subjects(), MaxPayload: int(nc.MaxPayload()), ObjectPayloadsOnly: c.ObjectPayloadsOnly()}
 	r.refuse = &refusals{r: r}
 	r.refuse.watch(nc)
 	r.metrics = newMetrics(ops.NewRegistry(), r)
