@@ -31,6 +31,7 @@ type Config struct {
 	ShutdownTimeout  time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
 	SlotCheck        time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
 	SlotLagWarn      int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
+	PayloadArrays    string        `env:"PAYLOAD_ARRAYS" envDefault:"allow" help:"allow: publish array payloads as they are; deadletter: dead-letter rows whose payload is a JSON array (consumers on the Ruby gem receive arrays as {})"`
 }
 
 // Subjects returns the subject builder.
@@ -110,8 +111,14 @@ func (c *Config) Validate() error {
 	if c.SlotCheck < time.Second {
 		errs = append(errs, fmt.Errorf("SLOT_CHECK_INTERVAL=%s: must be at least 1s", c.SlotCheck))
 	}
+	if c.PayloadArrays != "allow" && c.PayloadArrays != "deadletter" {
+		errs = append(errs, fmt.Errorf("PAYLOAD_ARRAYS=%q: expected allow or deadletter", c.PayloadArrays))
+	}
 	return errors.Join(errs...)
 }
+
+// ObjectPayloadsOnly reports PAYLOAD_ARRAYS=deadletter.
+func (c *Config) ObjectPayloadsOnly() bool { return c.PayloadArrays == "deadletter" }
 
 // Names are the schema object names for migrations.
 func (c *Config) Names() migrations.Names {

@@ -45,7 +45,7 @@ func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 	match := func(dl *sink.DeadLetter) bool {
 		return (eventID == "" || dl.EventID == eventID) && (class == "" || dl.Class == class)
 	}
-	n, stubs := 0, 0
+	n, skipped := 0, 0
 	err = sink.ListDLQ(ctx, js, c.StreamName, c.DLQ(), func(dl *sink.DeadLetter) error {
 		if !match(dl) {
 			return nil
@@ -65,11 +65,13 @@ func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 			return nil
 		}
 		msg, err := sink.ReplayMessage(dl)
-		if errors.Is(err, sink.ErrStubDeadLetter) && eventID == "" {
-			// One stub does not stop a replay of many: it is reported, and
-			// the command fails at the end so that it is not missed.
-			stubs++
-			fmt.Fprintf(m.Stdout, "skipped seq %d event %s: %v\n", dl.Sequence, dl.EventID, sink.ErrStubDeadLetter)
+		if (errors.Is(err, sink.ErrStubDeadLetter) || errors.Is(err, sink.ErrNoOriginalSubject)) && eventID == "" {
+			// One dead letter that cannot be replayed (a stub, or one that
+			// names no subject) does not stop a replay of many: it is
+			// reported, and the command fails at the end so that it is not
+			// missed.
+			skipped++
+			fmt.Fprintf(m.Stdout, "skipped seq %d event %s: %v\n", dl.Sequence, dl.EventID, err)
 			return nil
 		}
 		if err != nil {
@@ -102,9 +104,9 @@ func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 		if dryRun {
 			verb = "would replay"
 		}
-		fmt.Fprintf(m.Stdout, "%s %d dead letters\n", verb, n-stubs)
-		if stubs > 0 {
-			return fmt.Errorf("%d dead letters not replayed: their bodies are stubs of messages too large to dead-letter whole", stubs)
+		fmt.Fprintf(m.Stdout, "%s %d dead letters\n", verb, n-skipped)
+		if skipped > 0 {
+			return fmt.Errorf("%d dead letters not replayed (see the skipped lines above): a stub of a message too large to dead-letter whole, or no original subject", skipped)
 		}
 	}
 	return nil

@@ -107,6 +107,11 @@ type Builder struct {
 	Producer   string   // APP_NAME, the envelope's "producer"; "" = Subjects.App
 	Subjects   Subjects // where rows without a subject override go
 	MaxPayload int      // server max_payload in bytes (headers + body); 0 = no check
+	// ObjectPayloadsOnly makes an array payload a *RowError (the relay's
+	// PAYLOAD_ARRAYS=deadletter). The Ruby gem's consumer turns an array
+	// payload into {}, so in a fleet with gem consumers an array would
+	// reach them empty; refused here, it is dead-lettered with the reason.
+	ObjectPayloadsOnly bool
 
 	cfg atomic.Pointer[builderConfig]
 	lsn lsnCache
@@ -205,9 +210,9 @@ func (b *Builder) config() *builderConfig {
 //     random one instead; we keep Build deterministic (a republished event
 //     gets byte-identical content) and never invent tracing data.
 //   - occurred_at: converted to RFC 3339 UTC, fraction kept.
-//   - payload: copied verbatim; it must be a JSON object or array. With
-//     Row.PayloadJSONB and a resource_id, Postgres's validation stands in
-//     for Build's own scan.
+//   - payload: copied verbatim; it must be a JSON object or array (only an
+//     object with ObjectPayloadsOnly). With Row.PayloadJSONB and a
+//     resource_id, Postgres's validation stands in for Build's own scan.
 //
 // Headers: Nats-Msg-Id (event id), Content-Type, Bridge-Commit-LSN and
 // Bridge-Tx-Index (when pos has an LSN), every entry of the row's headers
@@ -301,6 +306,9 @@ func (b *Builder) BuildInto(dst *Message, r *Row, pos Position) error {
 		if payload, idVal, err = scanPayload(r.Payload); err != nil {
 			return rowErr(r, "%v", err)
 		}
+	}
+	if b.ObjectPayloadsOnly && payload[0] == '[' {
+		return rowErr(r, "payload is a JSON array and PAYLOAD_ARRAYS=deadletter: consumers on the Ruby gem would receive it as {}")
 	}
 
 	// Row headers: one pass validates and measures them; a second fills

@@ -812,3 +812,19 @@ func TestBuildIntoReusesStorage(t *testing.T) {
 		t.Fatalf("BuildInto with reused storage: %.1f allocations per 2 rows, want 0", allocs)
 	}
 }
+
+// With ObjectPayloadsOnly an array payload is a row error on both the
+// scanned and the jsonb path; an object is built as usual, and without it
+// an array is built as it is.
+func TestBuildObjectPayloadsOnly(t *testing.T) {
+	for _, jsonb := range []bool{false, true} {
+		r := newRow()
+		r.Payload, r.PayloadJSONB = []byte(` [1, 2] `), jsonb
+		b := newBuilder()
+		MustBuild(t, b, r, testPos)
+		b.ObjectPayloadsOnly = true
+		assertRowError(t, b, r, "PAYLOAD_ARRAYS=deadletter")
+		r.Payload = []byte(`{"id": 1}`)
+		MustBuild(t, b, r, testPos)
+	}
+}

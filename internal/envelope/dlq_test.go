@@ -37,6 +37,13 @@ func TestDLQHeader(t *testing.T) {
 		"Bridge-Original-Subject": {"billing.sync.shop"},
 		"Bridge-Deliveries":       {"5"},
 		"Bridge-Failed-At":        {"2026-11-24T15:08:12.5Z"},
+		// The gem's format, with the gem's key order in the context.
+		"x-dead-letter": {"true"},
+		"x-dlq-reason":  {"max_deliver_exceeded"},
+		"x-deliveries":  {"5"},
+		"x-dlq-context": {`{"event_id":"e1","reason":"max_deliver_exceeded","error_class":"exhausted",` +
+			`"error_message":"handler failed:  connection refused","deliveries":5,` +
+			`"original_subject":"billing.sync.shop","published_at":"2026-11-24T15:08:12Z"}`},
 	}
 	assertHeader(t, h, want)
 
@@ -58,6 +65,12 @@ func TestDLQHeaderNoOriginal(t *testing.T) {
 		"Bridge-Original-Subject": {"a.sync.b"},
 		"Bridge-Deliveries":       {"1"},
 		"Bridge-Failed-At":        {"1970-01-01T00:00:00Z"},
+		"x-dead-letter":           {"true"},
+		"x-dlq-reason":            {"malformed_json"},
+		"x-deliveries":            {"1"},
+		"x-dlq-context": {`{"event_id":"","reason":"malformed_json","error_class":"poison",` +
+			`"error_message":"invalid envelope: missing event_id","deliveries":1,` +
+			`"original_subject":"a.sync.b","published_at":"1970-01-01T00:00:00Z"}`},
 	}
 	assertHeader(t, h, want)
 }
@@ -93,6 +106,22 @@ func TestDLQHeaderReason(t *testing.T) {
 		}
 		if !strings.HasSuffix(got, "…") {
 			t.Errorf("truncated Bridge-Error %q does not end with an ellipsis", got[len(got)-10:])
+		}
+	}
+}
+
+// Each class maps onto the gem's x-dlq-reason and back; a class the gem
+// does not know is passed through both ways.
+func TestGemReason_RoundTrip(t *testing.T) {
+	for class, reason := range map[string]string{
+		envelope.ClassPoison: "malformed_json", envelope.ClassHandler: "unrecoverable",
+		envelope.ClassExhausted: "max_deliver_exceeded", envelope.ClassRelay: "relay",
+	} {
+		if got := envelope.GemReason(class); got != reason {
+			t.Errorf("GemReason(%q)=%q, want %q", class, got, reason)
+		}
+		if got := envelope.ClassOfGemReason(reason); got != class {
+			t.Errorf("ClassOfGemReason(%q)=%q, want %q", reason, got, class)
 		}
 	}
 }

@@ -56,6 +56,9 @@ type Options struct {
 	Producer   string            // APP_NAME
 	Subjects   envelope.Subjects // where rows go, and the DLQ
 	MaxPayload int               // the connection's max payload; a larger envelope is dead-lettered
+	// ObjectPayloadsOnly dead-letters array payloads (PAYLOAD_ARRAYS=deadletter):
+	// consumers on the Ruby gem receive them as {}.
+	ObjectPayloadsOnly bool
 	// Stream is the JetStream stream the relay publishes to, and
 	// StreamSubjects its subjects (which subjects may go in fast batches
 	// when the stream's configuration may not be read).
@@ -129,7 +132,7 @@ func New(opts Options) *Relay {
 		opts.Observer = nopObserver{}
 	}
 	r := &Relay{opts: opts, log: opts.Log, obs: opts.Observer}
-	r.builder = envelope.Builder{Producer: opts.Producer, Subjects: opts.Subjects, MaxPayload: opts.MaxPayload}
+	r.builder = envelope.Builder{Producer: opts.Producer, Subjects: opts.Subjects, MaxPayload: opts.MaxPayload, ObjectPayloadsOnly: opts.ObjectPayloadsOnly}
 	if opts.DB != nil {
 		r.dbName = opts.DB.Config().ConnConfig.Database
 	}

@@ -135,6 +135,10 @@ func newDeadLetter(m jetstream.Msg) *DeadLetter {
 		Header: h, Data: m.Data(),
 	}
 	dl.Deliveries, _ = strconv.Atoi(h.Get(envelope.HeaderDeliveries))
+	var gem *envelope.GemDLQContext
+	if dl.Class == "" && dl.OriginalSubject == "" {
+		gem = fromGemHeaders(dl, h)
+	}
 	if meta, err := m.Metadata(); err == nil {
 		dl.Sequence, dl.Stored = meta.Sequence.Stream, meta.Timestamp
 	}
@@ -143,10 +147,48 @@ func newDeadLetter(m jetstream.Msg) *DeadLetter {
 		dl.EventID, dl.EventType = env.EventID, env.EventType
 	} else if json.Unmarshal(m.Data(), &stub) == nil && stub.PayloadOmitted && stub.EventID != "" {
 		dl.EventID, dl.EventType = stub.EventID, stub.EventType
+	} else if gem != nil && gem.EventID != "" {
+		dl.EventID = gem.EventID
 	} else {
 		dl.EventID = strings.TrimPrefix(h.Get(envelope.HeaderMsgID), envelope.DLQPrefix)
 	}
 	return dl
+}
+
+// fromGemHeaders fills dl from the Ruby gem's dead-letter headers, for a
+// dead letter without Bridge-* headers: the class from x-dlq-reason (mapped
+// onto ours, so --class selects both formats alike), the error as "<error
+// class>: <message>", the original subject and failure time from
+// x-dlq-context, the deliveries from x-deliveries. It returns the context,
+// nil when there is none or it is not JSON.
+func fromGemHeaders(dl *DeadLetter, h nats.Header) *envelope.GemDLQContext {
+	reason := h.Get(envelope.GemHeaderReason)
+	if reason != "" {
+		dl.Class = envelope.ClassOfGemReason(reason)
+	}
+	dl.Deliveries, _ = strconv.Atoi(h.Get(envelope.GemHeaderDeliveries))
+	raw := h.Get(envelope.GemHeaderContext)
+	if raw == "" {
+		return nil
+	}
+	var ctx envelope.GemDLQContext
+	if json.Unmarshal([]byte(raw), &ctx) != nil {
+		return nil
+	}
+	if dl.Class == "" {
+		dl.Class = envelope.ClassOfGemReason(ctx.Reason)
+	}
+	switch {
+	case ctx.ErrorClass != "" && ctx.ErrorMessage != "":
+		dl.Error = ctx.ErrorClass + ": " + ctx.ErrorMessage
+	default:
+		dl.Error = ctx.ErrorClass + ctx.ErrorMessage
+	}
+	dl.OriginalSubject, dl.FailedAt = ctx.OriginalSubject, ctx.PublishedAt
+	if dl.Deliveries == 0 {
+		dl.Deliveries = ctx.Deliveries
+	}
+	return &ctx
 }
 
 // ListDLQ calls fn for every message on subject in stream, oldest first. It
@@ -187,8 +229,9 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, stream, subject string
 }
 
 // ReplayMessage returns the message that replays a dead letter: its body and
-// original headers, without the Bridge-* failure headers, to
-// Bridge-Original-Subject, with Nats-Msg-Id "replay-<event id>-<dlq seq>"
+// original headers, without the failure headers (Bridge-* and the gem's
+// x-dead-letter, x-dlq-*, x-deliveries), to Bridge-Original-Subject (or the
+// gem's x-dlq-context original_subject), with Nats-Msg-Id "replay-<event id>-<dlq seq>"
 // (replaying the same dead letter twice within the duplicate window stores
 // it once). The inbox applies a replayed event even when its row is dead.
 func ReplayMessage(dl *DeadLetter) (*nats.Msg, error) {
@@ -197,7 +240,8 @@ func ReplayMessage(dl *DeadLetter) (*nats.Msg, error) {
 	}
 	subj := dl.OriginalSubject
 	if err := envelope.ValidatePublishSubject(subj); err != nil {
-		return nil, fmt.Errorf("dead letter %d has no usable %s: %w", dl.Sequence, envelope.HeaderOriginalSubject, err)
+		return nil, fmt.Errorf("dead letter %d: %w (%s or %s original_subject): %w",
+			dl.Sequence, ErrNoOriginalSubject, envelope.HeaderOriginalSubject, envelope.GemHeaderContext, err)
 	}
 	h := make(nats.Header, len(dl.Header))
 	for k, v := range dl.Header {
@@ -219,6 +263,11 @@ func ReplayMessage(dl *DeadLetter) (*nats.Msg, error) {
 // publish the stub as if it were the event.
 var ErrStubDeadLetter = errors.New("its body is a stub (payload_omitted): the original was too large to dead-letter; republish the event from its producer or from the inbox row's payload")
 
+// ErrNoOriginalSubject marks a dead letter that names no subject to replay
+// it to: neither format's failure headers are there, or the subject is not
+// one a message can be published to.
+var ErrNoOriginalSubject = errors.New("no original subject to replay it to")
+
 // isStub reports whether body is a dead-letter stub (the sink's or the
 // relay's), which carries "payload_omitted": true at its top level.
 func isStub(body []byte) bool {
@@ -235,7 +284,8 @@ func isStub(body []byte) bool {
 // case-insensitively, as the DLQ header builder does).
 func isFailureHeader(k string) bool {
 	for _, f := range [...]string{envelope.HeaderError, envelope.HeaderErrorClass, envelope.HeaderOriginalSubject,
-		envelope.HeaderDeliveries, envelope.HeaderFailedAt} {
+		envelope.HeaderDeliveries, envelope.HeaderFailedAt, envelope.GemHeaderDeadLetter, envelope.GemHeaderReason,
+		envelope.GemHeaderDeliveries, envelope.GemHeaderContext} {
 		if strings.EqualFold(k, f) {
 			return true
 		}
