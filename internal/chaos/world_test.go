@@ -72,7 +72,7 @@ BEGIN
         RAISE EXCEPTION 'chaos: % is refused for good', e ->> 'event_id' USING ERRCODE = 'JBDLQ';
     END IF;
     IF p ->> 'fail' = 'once' THEN
-        SELECT processing_attempts > 0 INTO failed_before
+        SELECT error_message IS NOT NULL INTO failed_before
         FROM public.jetstream_inbox_events WHERE event_id = e ->> 'event_id';
         IF NOT coalesce(failed_before, false) THEN
             RAISE EXCEPTION 'chaos: injected failure of %', e ->> 'event_id';
