@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -104,7 +104,7 @@ func (w *restrictedWorld) waitApplied(t *testing.T, n int) {
 func (w *restrictedWorld) checkDone(t *testing.T, events int, mode string, extra ...string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() error {
-		info, err := sink.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", mode == "push")
+		info, err := provision.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", mode == "push")
 		if err != nil {
 			return err
 		}
@@ -241,7 +241,7 @@ func TestBinary_RestrictedPushScaleOut(t *testing.T) {
 	unlock()
 	w.waitApplied(t, events)
 	w.checkDone(t, events, "push", "CONSUMER_MODE=push")
-	info, err := sink.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", true)
+	info, err := provision.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
@@ -243,7 +244,7 @@ func (a *App) watchPending(ctx context.Context, met *metrics) {
 	defer t.Stop()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := sink.ConsumerInfo(ictx, a.js, c.StreamName, c.Durable(), c.Push())
+		info, err := provision.ConsumerInfo(ictx, a.js, c.StreamName, c.Durable(), c.Push())
 		cancel()
 		if err == nil {
 			met.pending.Set(float64(info.NumPending))

@@ -1,5 +1,6 @@
 // Package publish sends messages to JetStream through a bounded asynchronous
-// window and provisions the stream they land in.
+// window. The stream they land in is provisioned elsewhere
+// (internal/provision).
 //
 // The Publisher keeps at most MaxInflight messages unacknowledged and reports
 // acknowledgements strictly in submission order. When a publish fails it stops
