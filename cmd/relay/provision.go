@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
@@ -72,7 +73,7 @@ func (r *Relay) streamSpec() provision.StreamSpec {
 // provisionWithRetry provisions at start; connection trouble is retried,
 // anything else (permissions, bad names) stops the relay.
 func (r *Relay) provisionWithRetry(ctx context.Context) error {
-	for backoff := 250 * time.Millisecond; ; backoff = min(backoff*2, 10*time.Second) {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
 		err := r.provision(ctx)
 		if err == nil || ctx.Err() != nil {
 			return err
@@ -80,11 +81,9 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 		if !config.Transient(err) {
 			return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
 		}
-		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("provisioning failed, retrying")
-		select {
-		case <-ctx.Done():
+		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("provisioning failed, retrying")
+		if !wait.Wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
 	}
 }
