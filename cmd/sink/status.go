@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
@@ -64,7 +64,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return config.ShowStatus(ctx, &m.CLI, &c.Common, flags, config.StatusReport[*Status]{
+	return cli.ShowStatus(ctx, &m.CLI, &c.Common, flags, cli.StatusReport[*Status]{
 		Collect: func(ctx context.Context, js jetstream.JetStream) *Status {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
