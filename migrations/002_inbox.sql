@@ -36,14 +36,41 @@ CREATE INDEX IF NOT EXISTS jetstream_inbox_events_status_idx
     ON public.jetstream_inbox_events (status)
     WHERE status <> 'processed';
 
--- The newest applied source position per key, for ordering across sink
--- processes and restarts (SKIP_STALE).
+-- The newest applied source position per key and producer, for ordering
+-- across sink processes and restarts (SKIP_STALE). Positions are LSNs of the
+-- producer's database: those of two databases (two producers behind one
+-- wildcard FILTER_SUBJECT, or a source database rebuilt under a new name)
+-- cannot be compared, so the producer is part of the key.
 CREATE TABLE IF NOT EXISTS public.jetstream_inbox_events_positions (
     resource_type text        NOT NULL,
     resource_id   text        NOT NULL,
+    producer      text        NOT NULL DEFAULT '',
     commit_lsn    pg_lsn      NOT NULL,
     tx_index      integer     NOT NULL,
     event_id      text        NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (resource_type, resource_id)
+    PRIMARY KEY (resource_type, resource_id, producer)
 );
+
+-- Upgrade in place a positions table keyed without the producer: its rows
+-- keep producer '' (their producer was never recorded) and the primary key
+-- gains the column. Running it again finds the key already upgraded.
+ALTER TABLE public.jetstream_inbox_events_positions
+    ADD COLUMN IF NOT EXISTS producer text NOT NULL DEFAULT '';
+DO $$
+DECLARE
+    v_pkey name;
+BEGIN
+    SELECT c.conname INTO v_pkey
+    FROM pg_constraint c
+    WHERE c.conrelid = 'public.jetstream_inbox_events_positions'::regclass AND c.contype = 'p'
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_attribute a
+          WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) AND a.attname = 'producer');
+    IF v_pkey IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE public.jetstream_inbox_events_positions DROP CONSTRAINT %I', v_pkey);
+        ALTER TABLE public.jetstream_inbox_events_positions
+            ADD PRIMARY KEY (resource_type, resource_id, producer);
+    END IF;
+END
+$$;

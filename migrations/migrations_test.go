@@ -121,3 +121,65 @@ func TestNamesRefuseInjection(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxUpgradesPositionsKeyedWithoutProducer: a positions table of an
+// earlier install, keyed on (resource_type, resource_id) only, is upgraded in
+// place: its rows are kept with producer ”, the key gains the producer, and
+// applying the schema again changes nothing. Under a configured name too.
+func TestInboxUpgradesPositionsKeyedWithoutProducer(t *testing.T) {
+	for _, tc := range []struct {
+		names migrations.Names
+		table string
+	}{
+		{migrations.Names{}, "public.jetstream_inbox_events_positions"},
+		{migrations.Names{Inbox: "bridge.inbox"}, "bridge.inbox_positions"},
+	} {
+		t.Run(tc.table, func(t *testing.T) {
+			conn := connect(t)
+			ctx := context.Background()
+			if _, err := conn.Exec(ctx, `CREATE SCHEMA bridge`); err != nil {
+				t.Fatal(err)
+			}
+			// The table as earlier installs created it.
+			if _, err := conn.Exec(ctx, `CREATE TABLE `+tc.table+` (
+				resource_type text NOT NULL, resource_id text NOT NULL, commit_lsn pg_lsn NOT NULL,
+				tx_index integer NOT NULL, event_id text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+				PRIMARY KEY (resource_type, resource_id));
+				INSERT INTO `+tc.table+` (resource_type, resource_id, commit_lsn, tx_index, event_id)
+				VALUES ('user', '1', '0/200', 3, 'old')`); err != nil {
+				t.Fatal(err)
+			}
+			in, err := migrations.Inbox(tc.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 {
+				if err := provision.Apply(ctx, conn, in); err != nil {
+					t.Fatalf("apply #%d: %v", i+1, err)
+				}
+			}
+			var key string
+			if err := conn.QueryRow(ctx, `SELECT string_agg(a.attname, ',' ORDER BY k.i)
+				FROM pg_constraint c, unnest(c.conkey) WITH ORDINALITY k(attnum, i), pg_attribute a
+				WHERE c.conrelid = $1::regclass AND c.contype = 'p' AND a.attrelid = c.conrelid AND a.attnum = k.attnum`,
+				tc.table).Scan(&key); err != nil {
+				t.Fatal(err)
+			}
+			if key != "resource_type,resource_id,producer" {
+				t.Fatalf("primary key (%s), want (resource_type,resource_id,producer)", key)
+			}
+			var producer, lsn, id string
+			if err := conn.QueryRow(ctx, `SELECT producer, commit_lsn::text, event_id FROM `+tc.table).Scan(&producer, &lsn, &id); err != nil {
+				t.Fatal(err)
+			}
+			if producer != "" || lsn != "0/200" || id != "old" {
+				t.Fatalf("kept row: producer %q at %s (%s), want '' at 0/200 (old)", producer, lsn, id)
+			}
+			// Two producers may now hold positions of one key.
+			if _, err := conn.Exec(ctx, `INSERT INTO `+tc.table+` (resource_type, resource_id, producer, commit_lsn, tx_index, event_id)
+				VALUES ('user', '1', 'billing', '0/10', 0, 'a'), ('user', '1', 'shop', '0/20', 0, 'b')`); err != nil {
+				t.Fatalf("positions of two producers on one key: %v", err)
+			}
+		})
+	}
+}

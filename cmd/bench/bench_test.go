@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 // step and every target, and that nothing is left behind.
 func TestBench_Quick(t *testing.T) {
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
-	out := testutil.RunWithRelayAndSink(t, "bench", 60*time.Second, "--quick", "--json", jsonPath)
+	out := testutil.RunWithRelayAndSink(t, "bench", 150*time.Second, "--quick", "--json", jsonPath)
 
 	for step := 1; step <= 7; step++ {
 		if !regexp.MustCompile(`(?m)^` + string(rune('0'+step)) + `\s{2,}\S.*\d`).MatchString(out) {

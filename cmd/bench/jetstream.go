@@ -82,7 +82,7 @@ func (b *bench) buildMessages(n int) ([]envelope.Message, error) {
 	first := b.seq.Add(uint64(n)) - uint64(n)
 	out := make([]envelope.Message, n)
 	for i := range out {
-		m, err := builder.Build(row(b.runID, first+uint64(i)), envelope.Position{CommitLSN: "1/6B374D48", TxIndex: i % 10})
+		m, err := builder.Build(row(b.runID, first+uint64(i)), envelope.Position{CommitLSN: 0x16B374D48, TxIndex: i % 10})
 		if err != nil {
 			return nil, fmt.Errorf("build envelope: %w", err)
 		}

@@ -31,7 +31,7 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 		{Args: []string{"--version"}, Match: versionLine},
 		{Args: []string{"version", "extra"}, Code: 2, OneLine: true, Stderr: []string{`"extra"`}},
 		{Args: []string{"nosuch"}, Code: 2, OneLine: true,
-			Stderr: []string{`relay: unknown command "nosuch"; valid commands: run, provision, status, backfill, version, help`}},
+			Stderr: []string{`relay: unknown command "nosuch"; valid commands: run, provision, status, backfill, audit, version, help`}},
 		{Args: []string{"--nosuch"}, Code: 2, OneLine: true, Stderr: []string{"--nosuch", "--help, --version", "run, provision"}},
 		{Args: []string{"help", "nosuch"}, Code: 2, OneLine: true, Stderr: []string{`unknown command "nosuch"`}},
 		{Args: []string{"status", "--watch", "soon"}, Code: 2, OneLine: true, Stderr: []string{`invalid value "soon" for flag -watch`}},

@@ -14,23 +14,23 @@ import (
 // Config is the relay's environment.
 type Config struct {
 	config.Common
-	OutboxTable     string        `env:"OUTBOX_TABLE" envDefault:"public.jetstream_outbox_events" help:"outbox table (schema.table)"`
-	ReplicationSlot string        `env:"REPLICATION_SLOT" help:"logical replication slot (default jetstream_bridge_{app}); cluster-wide name"`
-	Publication     string        `env:"PUBLICATION" envDefault:"jetstream_bridge_outbox" help:"publication on the outbox table"`
-	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
-	MaxInflight     int           `env:"MAX_INFLIGHT" envDefault:"4096" help:"unacknowledged publishes at most"`
+	OutboxTable      string        `env:"OUTBOX_TABLE" envDefault:"public.jetstream_outbox_events" help:"outbox table (schema.table)"`
+	ReplicationSlot  string        `env:"REPLICATION_SLOT" help:"logical replication slot (default jetstream_bridge_{app}); cluster-wide name"`
+	Publication      string        `env:"PUBLICATION" envDefault:"jetstream_bridge_outbox" help:"publication on the outbox table"`
+	DuplicateWindow  time.Duration `env:"DUPLICATE_WINDOW" envDefault:"2m" help:"JetStream dedupe window by Nats-Msg-Id"`
+	MaxInflight      int           `env:"MAX_INFLIGHT" envDefault:"4096" help:"unacknowledged publishes at most"`
 	MaxInflightBytes int           `env:"MAX_INFLIGHT_BYTES" envDefault:"33554432" help:"bytes of unacknowledged publishes at most; keep it under the server's ingest queue per stream (max_buffered_size, 128 MiB by default) divided by the publishers on the stream"`
-	BatchLinger     time.Duration `env:"BATCH_LINGER" envDefault:"1ms" help:"under load (thousands of small transactions a second), wait this long for more WAL before reading, so bursts are published and acked together; 0 = never wait"`
-	FastBatch       bool          `env:"FAST_BATCH" envDefault:"true" help:"publish bursts as JetStream fast batches (one ack per few hundred messages) when the stream allows it (allow_batched, nats-server 2.14+; AUTO_PROVISION turns it on)"`
-	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
-	PruneInterval   time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
-	NoStreamTimeout time.Duration `env:"NO_STREAM_TIMEOUT" envDefault:"30s" help:"with AUTO_PROVISION=false, a row whose subject has been answered 'no responders' this long, while the stream answers on the DLQ subject, is dead-lettered (no stream covers it)"`
-	StreamReplicas  int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
-	StatusInterval  time.Duration `env:"STATUS_INTERVAL" envDefault:"1s" help:"how often the acked position is confirmed to Postgres"`
-	ReplTimeout     time.Duration `env:"REPLICATION_TIMEOUT" envDefault:"30s" help:"a replication connection silent this long is dropped and reopened"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
-	SlotCheck       time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
-	SlotLagWarn     int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
+	BatchLinger      time.Duration `env:"BATCH_LINGER" envDefault:"1ms" help:"under load (thousands of small transactions a second), wait this long for more WAL before reading, so bursts are published and acked together; 0 = never wait"`
+	FastBatch        bool          `env:"FAST_BATCH" envDefault:"true" help:"publish bursts as JetStream fast batches (one ack per few hundred messages) when the stream allows it (allow_batched, nats-server 2.14+; AUTO_PROVISION turns it on)"`
+	OutboxRetention  time.Duration `env:"OUTBOX_RETENTION" envDefault:"0" help:"delete outbox rows older than this (0 keeps them)"`
+	PruneInterval    time.Duration `env:"OUTBOX_PRUNE_INTERVAL" envDefault:"1m" help:"how often OUTBOX_RETENTION pruning runs"`
+	NoStreamTimeout  time.Duration `env:"NO_STREAM_TIMEOUT" envDefault:"30s" help:"with AUTO_PROVISION=false, a row whose subject has been answered 'no responders' this long, while the stream answers on the DLQ subject, is dead-lettered (no stream covers it)"`
+	StreamReplicas   int           `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
+	StatusInterval   time.Duration `env:"STATUS_INTERVAL" envDefault:"1s" help:"how often the acked position is confirmed to Postgres"`
+	ReplTimeout      time.Duration `env:"REPLICATION_TIMEOUT" envDefault:"30s" help:"a replication connection silent this long is dropped and reopened"`
+	ShutdownTimeout  time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
+	SlotCheck        time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
+	SlotLagWarn      int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
 }
 
 // Subjects returns the subject builder.

@@ -5,6 +5,7 @@
 //	relay provision  create schema, publication, slot and stream once, then exit
 //	relay status     print slot and stream state (--json, --watch)
 //	relay backfill   republish outbox rows from the table (--since)
+//	relay audit      compare outbox rows with the stream (--since)
 //	relay version    print the build
 //
 // Every command answers --help; the exit status is 0 on success, 1 on a
@@ -81,6 +82,18 @@ JetStream and the sinks' inboxes drop copies: running it twice is safe.`,
 		Env:     slices.Concat(cli.OneShotEnv, []string{"OUTBOX_TABLE", "MAX_INFLIGHT", "USE_DLQ"}),
 		Example: "relay backfill --since 2026-01-02T15:04:05Z --dry-run\nrelay backfill --since 2026-01-02T15:04:05Z",
 		Run:     m.backfill,
+	}, {
+		Name:    "audit",
+		Args:    "--since TIME|DURATION|all [--json] [--limit N] [--page N] [--settle 5s] [--margin 1m] [--strict] [--subjects S]",
+		Summary: "compare outbox rows with the stream: missing, stored twice, out of commit order",
+		Detail: `Reads the stream's headers in pages and compares them with the outbox rows whose
+occurred_at is at or after --since, in Postgres (a temporary table), so memory stays
+flat. Run it after a failover, a slot recovery or a DLQ replay. Exit status: 0 no
+gap, 3 a gap (rows missing from the stream; with --strict also rows stored twice or
+out of order), 1 the audit could not run.`,
+		Env:     slices.Concat(cli.OneShotEnv, []string{"OUTBOX_TABLE"}),
+		Example: "relay audit --since 1h\nrelay audit --since 2026-01-02T15:04:05Z --json",
+		Run:     m.audit,
 	}}
 	return m
 }

@@ -1,21 +1,29 @@
 package main
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
 )
 
+// metrics is the relay's Prometheus side: relay.Observer for what the
+// relay reports, gauge functions for what it is asked.
 type metrics struct {
+	slot                                        string
 	published, duplicates, retries, deadLetters prometheus.Counter
 	slotLag, slotRetained                       prometheus.Gauge
 	latency                                     prometheus.Histogram
 	walStatus                                   *prometheus.GaugeVec
 }
 
-func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
-	m := &metrics{
+func newMetrics(reg *prometheus.Registry, slot string) *metrics {
+	m := &metrics{slot: slot,
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_events_published_total",
 			Help: "Events acknowledged by JetStream."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_duplicates_total",
@@ -35,40 +43,61 @@ func newMetrics(reg *prometheus.Registry, r *Relay) *metrics {
 		// slot, which the unlabelled gauges above cannot.
 		walStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_wal_status",
 			Help:        "1 for the slot's current wal_status in pg_replication_slots (reserved, extended, unreserved, lost), 0 for the others.",
-			ConstLabels: prometheus.Labels{"slot": r.cfg.Slot()}}, []string{"status"}),
+			ConstLabels: prometheus.Labels{"slot": slot}}, []string{"status"}),
 	}
 	for _, s := range walStatuses {
 		m.walStatus.WithLabelValues(s)
 	}
-	slot := prometheus.Labels{"slot": r.cfg.Slot()}
+	return m
+}
+
+// register registers the metrics, and those read from r, in reg.
+func (m *metrics) register(reg *prometheus.Registry, r *relay.Relay) {
+	slot := prometheus.Labels{"slot": m.slot}
 	b := config.ReadBuild()
 	reg.MustRegister(ops.NewBuildInfo("jetstream_bridge_relay_build_info", b.Version, b.Revision, b.GoVersion),
 		m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency, m.walStatus,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_active", ConstLabels: slot,
 			Help: "1 while this relay streams its slot (the active relay), 0 otherwise; sum by slot is the number of active relays."},
-			func() float64 { return boolGauge(r.stream.State().Replicating) }),
+			func() float64 { return boolGauge(r.State().Replicating) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_standby", ConstLabels: slot,
 			Help: "1 while this relay waits as hot standby because another relay holds its slot, 0 otherwise."},
-			func() float64 { return boolGauge(r.stream.State().Standby) }),
+			func() float64 { return boolGauge(r.State().Standby) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_inflight",
-			Help: "Publishes awaiting a JetStream acknowledgement."}, func() float64 { return float64(r.pub.Inflight()) }),
+			Help: "Publishes awaiting a JetStream acknowledgement."}, func() float64 { return float64(r.Inflight()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jetstream_bridge_relay_read_lingers_total",
 			Help: "Reads that waited BATCH_LINGER to take a burst of transactions at once (read coalescing under load)."},
-			func() float64 { return float64(r.stream.Lingers()) }),
+			func() float64 { return float64(r.Lingers()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jetstream_bridge_relay_fast_batched_total",
 			Help: "Messages published as part of a JetStream fast batch (FAST_BATCH) rather than acked one by one."},
-			func() float64 { return float64(r.pub.Batched()) }),
+			func() float64 { return float64(r.Batched()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_confirmed_lsn",
-			Help: "Last WAL position confirmed to Postgres, as a number."}, func() float64 { return float64(r.stream.State().Confirmed) }),
+			Help: "Last WAL position confirmed to Postgres, as a number."}, func() float64 { return float64(r.State().Confirmed) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_replicating",
 			Help: "1 while this relay holds the slot and streams, 0 otherwise (standby, reconnecting)."}, func() float64 {
-			if r.stream.State().Replicating {
+			if r.State().Replicating {
 				return 1
 			}
 			return 0
 		}),
 	)
-	return m
+}
+
+func (m *metrics) Published(duplicate bool) {
+	m.published.Inc()
+	if duplicate {
+		m.duplicates.Inc()
+	}
+}
+
+func (m *metrics) CommitToAck(d time.Duration) { m.latency.Observe(d.Seconds()) }
+func (m *metrics) DeadLettered()               { m.deadLetters.Inc() }
+func (m *metrics) Retried()                    { m.retries.Inc() }
+
+func (m *metrics) Slot(info *cdc.SlotInfo) {
+	m.slotLag.Set(float64(info.LagBytes))
+	m.slotRetained.Set(float64(info.RetainedBytes))
+	m.setWALStatus(info.WALStatus)
 }
 
 // walStatuses are the wal_status values of pg_replication_slots.

@@ -35,7 +35,7 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 		{Args: []string{"version"}, Match: versionLine},
 		{Args: []string{"--version"}, Match: versionLine},
 		{Args: []string{"nosuch"}, Code: 2, OneLine: true,
-			Stderr: []string{`sink: unknown command "nosuch"; valid commands: run, provision, status, dlq, version, help`}},
+			Stderr: []string{`sink: unknown command "nosuch"; valid commands: run, provision, status, dlq, audit, version, help`}},
 		// The dlq group: help is not an error; a missing or unknown command is.
 		{Args: []string{"dlq", "--help"}, Stdout: []string{"sink dlq list", "sink dlq replay"}},
 		{Args: []string{"help", "dlq"}, Stdout: []string{"sink dlq list", "sink dlq replay"}},

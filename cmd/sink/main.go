@@ -9,6 +9,7 @@
 //	sink dlq list [--json]       print dead letters
 //	sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
 //	                             republish dead letters to their original subject
+//	sink audit --since TIME      compare the stream with the inbox
 //	sink version                 print the build
 //
 // Every command answers --help; the exit status is 0 on success, 1 on a
@@ -80,6 +81,18 @@ dead letter twice within the stream's duplicate window stores it once.`,
 		Env:     cli.OneShotEnv,
 		Example: "sink dlq replay --class handler --dry-run\nsink dlq replay --event-id 0b7e6a52-5f1c-4c1e-9a51-7d0f3c2e9b11",
 		Run:     func(ctx context.Context, args []string) error { return m.dlq(ctx, "replay", args) },
+	}, {
+		Name:    "audit",
+		Args:    "--since TIME|DURATION|all [--json] [--limit N] [--page N] [--settle 5s] [--margin 1m] [--strict] [--subjects S]",
+		Summary: "compare the stream with the inbox: not applied, dead, stale",
+		Detail: `Reads the headers of the stream's messages on FILTER_SUBJECT (or --subjects) in
+pages and classifies each event by its inbox row, in Postgres (a temporary table),
+so memory stays flat. Run it after a failover, a recovery or a DLQ replay. Exit
+status: 0 no gap, 3 a gap (events not applied; with --strict also dead or stale
+ones), 1 the audit could not run.`,
+		Env:     slices.Concat(cli.OneShotEnv, []string{"INBOX_TABLE", "FILTER_SUBJECT"}),
+		Example: "sink audit --since 1h\nsink audit --since all --json",
+		Run:     m.audit,
 	}}
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,7 +61,7 @@ func (w *restrictedWorld) publishEvents(t *testing.T, from, to, keys int, poison
 	for i := from; i < to; i++ {
 		m, err := w.builder.Build(&envelope.Row{EventID: "ev-" + strconv.Itoa(i), ResourceType: "user",
 			ResourceID: strconv.Itoa(i % keys), EventType: "user.updated", Payload: []byte(`{}`),
-			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: "0/" + strconv.FormatInt(int64(16+i), 16)})
+			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: pglogrepl.LSN(16 + i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +187,7 @@ func TestBinary_RestrictedPull(t *testing.T) {
 	w := newRestrictedWorld(t)
 	w.provision(t)
 	const events, keys = 300, 30
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	p := w.start(t, append(as("pull"), "AUTO_PROVISION=false", "HTTP_ADDR="+addr, "ACK_WAIT=2s", "BACKOFF=2s")...)
 	w.publishEvents(t, 0, events, keys, true)
 	w.waitApplied(t, events)
@@ -212,7 +213,7 @@ func TestBinary_RestrictedPushScaleOut(t *testing.T) {
 	push := []string{"CONSUMER_MODE=push", "AUTO_PROVISION=false", "CONCURRENCY=4", "ACK_WAIT=2s", "BACKOFF=2s"}
 	w.provision(t, "CONSUMER_MODE=push")
 	const events, keys = 2000, 200
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	a := w.start(t, append(append(as("push"), push...), "HTTP_ADDR="+addrA)...)
 	b := w.start(t, append(append(as("push"), push...), "HTTP_ADDR="+addrB)...)
 	testutil.Eventually(t, 30*time.Second, func() error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"io"
 	"net"
 	"net/http"
@@ -99,8 +100,12 @@ func (w *world) runCmd(t *testing.T, args []string, extra ...string) (string, er
 
 func (w *world) publish(t *testing.T, ctx context.Context, id, resourceID string, lsn string, idx int) {
 	t.Helper()
+	commit, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m, err := w.builder.Build(&envelope.Row{EventID: id, ResourceType: "user", ResourceID: resourceID, EventType: "user.updated",
-		Payload: []byte(`{}`), OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: lsn, TxIndex: idx})
+		Payload: []byte(`{}`), OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: commit, TxIndex: idx})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +257,7 @@ func TestBinary_TwoProcessesExactlyOnce(t *testing.T) {
 	for i := range events {
 		m, err := w.builder.Build(&envelope.Row{EventID: "ev-" + strconv.Itoa(i), ResourceType: "user",
 			ResourceID: strconv.Itoa(i % keys), EventType: "user.updated", Payload: []byte(`{}`),
-			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: "0/" + strconv.FormatInt(int64(16+i/10), 16), TxIndex: i % 10})
+			OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: pglogrepl.LSN(16 + i/10), TxIndex: i % 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +330,7 @@ func TestBinary_SIGTERMFinishesInFlight(t *testing.T) {
 	if err != nil || !strings.Contains(out, "provisioned") {
 		t.Fatalf("sink provision: %v\n%s", err, out)
 	}
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	w.publish(t, ctx, "poison-neighbour", "2", "0/10", 0)
 	if _, err := w.js.Publish(ctx, "billing.sync.orders", []byte("{not json"), jetstream.WithMsgID("bad-1")); err != nil {
 		t.Fatal(err)
@@ -399,16 +404,6 @@ func TestBinary_SIGTERMFinishesInFlight(t *testing.T) {
 	if err == nil || !strings.Contains(out, "sink provision") {
 		t.Fatalf("bind to a missing consumer: %v\n%s", err, out)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func scrape(addr, path string) string {

@@ -182,28 +182,6 @@ func decodeInsert(src []byte, rels map[uint32]*relation, row *envelope.Row) (uin
 	return relID, rel, nil
 }
 
-// FormatLSN is pglogrepl.LSN.String ("%X/%X" of the high and low 32 bits,
-// "16/B374D848") without fmt.
-func FormatLSN(lsn pglogrepl.LSN) string {
-	var buf [17]byte
-	b := appendHexUpper(buf[:0], uint32(lsn>>32))
-	b = append(b, '/')
-	b = appendHexUpper(b, uint32(lsn))
-	return string(b)
-}
-
-func appendHexUpper(b []byte, v uint32) []byte {
-	const digits = "0123456789ABCDEF"
-	shift := 28
-	for shift > 0 && v>>shift == 0 {
-		shift -= 4
-	}
-	for ; shift >= 0; shift -= 4 {
-		b = append(b, digits[v>>shift&0xf])
-	}
-	return b
-}
-
 // logicalMessage is a pgoutput Message ('M', sent with messages 'true'). Its
 // prefix and content point into the connection's read buffer.
 type logicalMessage struct {

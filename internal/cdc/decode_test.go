@@ -3,7 +3,6 @@ package cdc
 import (
 	"encoding/binary"
 	"errors"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -160,19 +159,6 @@ func TestDecodeInsertPayloadJSONB(t *testing.T) {
 	// No payload column at all (the row is dead-lettered for it).
 	if r := newRelation(rel("event_id"), "public", "jetstream_outbox_events"); r.payloadJSONB {
 		t.Fatal("payloadJSONB without a payload column")
-	}
-}
-
-func TestFormatLSN(t *testing.T) {
-	lsns := []pglogrepl.LSN{0, 1, 0xF, 0x10, 0x16B374D848, 0xFFFFFFFF, 0x100000000, 0xABCDEF0000000001, ^pglogrepl.LSN(0)}
-	rnd := rand.New(rand.NewPCG(1, 2))
-	for range 10000 {
-		lsns = append(lsns, pglogrepl.LSN(rnd.Uint64()>>rnd.IntN(64)))
-	}
-	for _, lsn := range lsns {
-		if got, want := FormatLSN(lsn), lsn.String(); got != want {
-			t.Fatalf("FormatLSN(%#x)=%q, want %q", uint64(lsn), got, want)
-		}
 	}
 }
 

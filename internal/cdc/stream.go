@@ -28,9 +28,20 @@ type Event struct {
 	CommitLSN  pglogrepl.LSN // LSN of the transaction's commit record
 	Index      int           // 0-based position among the transaction's outbox events (rows and messages)
 	CommitTime time.Time
-	Tx         *checkpoint.Tx // call Tx.Done once the event is acknowledged or dead-lettered
-	Err        error          // the row or message could not be decoded into outbox fields (dead-letter it)
+	Err        error // the row or message could not be decoded into outbox fields (dead-letter it)
+
+	tx *checkpoint.Tx // its transaction, which waits for Done
 }
+
+// Tx identifies the event's transaction: the events of one transaction
+// share it, in order.
+func (ev *Event) Tx() *checkpoint.Tx { return ev.tx }
+
+// Done tells the checkpoint that the event is finished with: acknowledged
+// by JetStream, dead-lettered, or skipped on purpose. Whoever holds the
+// event calls it once: the stream until it has handed the event over, then
+// the receiver.
+func (ev *Event) Done() { ev.tx.Done() }
 
 // Options configure a Stream.
 type Options struct {
@@ -476,7 +487,7 @@ func (r *reader) walData(ctx context.Context, data []byte) error {
 			ev.Err = fmt.Errorf("outbox table %s.%s lacks columns %v", rel.namespace, rel.name, miss)
 		}
 		r.index++
-		ev.Tx = r.tx
+		ev.tx = r.tx
 		r.tx.Add()
 		return r.emit(ctx, ev)
 	case pglogrepl.MessageTypeMessage:
@@ -520,7 +531,7 @@ func (r *reader) message(ctx context.Context, m *logicalMessage) error {
 			tx := r.s.tracker.Begin()
 			tx.Add()
 			tx.Commit(m.lsn)
-			ev.CommitLSN, ev.Tx = m.lsn, tx
+			ev.CommitLSN, ev.tx = m.lsn, tx
 			return r.emit(ctx, ev)
 		}
 		// Not expected inside a transaction's changes; if it is, it rides
@@ -530,7 +541,7 @@ func (r *reader) message(ctx context.Context, m *logicalMessage) error {
 	}
 	ev.CommitLSN, ev.CommitTime, ev.Index = r.commitLSN, r.commitTime, r.index
 	r.index++
-	ev.Tx = r.tx
+	ev.tx = r.tx
 	r.tx.Add()
 	return r.emit(ctx, ev)
 }
@@ -560,7 +571,7 @@ func (r *reader) emit(ctx context.Context, ev *Event) error {
 			t.Stop()
 			// Not handed over: it will be re-sent after restart. Count it done so
 			// the tracker can drain what was handed over.
-			ev.Tx.Done()
+			ev.Done()
 			return nil
 		}
 	}

@@ -105,7 +105,7 @@ func benchStream(b *testing.B, rowsPerTx int, messages bool) {
 		if !ok {
 			b.Fatalf("stream ended: %v", <-done)
 		}
-		ev.Tx.Done()
+		ev.Done()
 	}
 	b.StopTimer()
 	cancel()

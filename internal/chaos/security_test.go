@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -335,7 +336,7 @@ func TestWebhookSignaturesAndReplay(t *testing.T) {
 			rc.mu.Unlock()
 		}
 		m, err := b.Build(&envelope.Row{EventID: id, ResourceType: "user", ResourceID: strconv.Itoa(i % 3), EventType: "updated",
-			Payload: []byte(`{"n":` + strconv.Itoa(i) + `}`), OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: "0/" + strconv.Itoa(16+i), TxIndex: 0})
+			Payload: []byte(`{"n":` + strconv.Itoa(i) + `}`), OccurredAt: "2026-01-02 03:04:05+00"}, envelope.Position{CommitLSN: pglogrepl.LSN(0x16 + i), TxIndex: 0})
 		if err != nil {
 			t.Fatal(err)
 		}

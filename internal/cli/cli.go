@@ -68,12 +68,19 @@ func PrintVersion(w io.Writer, name string, args []string) bool {
 // a help request (flag.ErrHelp), ExitUsage for a UsageError, ExitFailure for
 // anything else.
 func ExitCode(err error) int {
-	var ue *UsageError
+	var (
+		ue    *UsageError
+		coded interface{ ExitCode() int }
+	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return ExitOK
 	case errors.As(err, &ue):
 		return ExitUsage
+	case errors.As(err, &coded):
+		// A finding with a status of its own (an audit's gap is 3), apart
+		// from "could not run".
+		return coded.ExitCode()
 	}
 	return ExitFailure
 }

@@ -25,7 +25,7 @@ func benchRow() *envelope.Row {
 
 func BenchmarkBuild(b *testing.B) {
 	bl := &envelope.Builder{Producer: "shop", Subjects: envelope.Subjects{Env: "production", App: "shop", Dest: "billing"}, MaxPayload: 1 << 20}
-	pos := envelope.Position{CommitLSN: "16/B374D848", TxIndex: 3}
+	pos := envelope.Position{CommitLSN: 0x16B374D848, TxIndex: 3}
 	for _, bc := range []struct {
 		name   string
 		mutate func(*envelope.Row)

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -76,4 +77,44 @@ func cleanReason(s string) string {
 		cut--
 	}
 	return s[:cut] + ellipsis
+}
+
+// HeaderSize is the size of h on the wire (the "NATS/1.0" status line, one
+// "Key: value" line per value, the blank line), which counts against the
+// server's max_payload together with the body.
+func HeaderSize(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += headerLen(k, v)
+		}
+	}
+	return n
+}
+
+// DLQStub is the body of a dead letter whose original body would not fit
+// beside the failure headers within max_payload (or the stream's maximum
+// message size): the event's identity, its size and why it failed, instead
+// of the payload. Where the payload is kept depends on the side: the sink's
+// inbox row, the relay's outbox row.
+type DLQStub struct {
+	EventID        string `json:"event_id"`
+	EventType      string `json:"event_type,omitempty"`
+	ResourceType   string `json:"resource_type,omitempty"`
+	ResourceID     string `json:"resource_id,omitempty"`
+	Producer       string `json:"producer,omitempty"`
+	Subject        string `json:"subject"`         // where the original was published
+	Size           int    `json:"size"`            // the original body, in bytes
+	Reason         string `json:"reason"`          // why it was dead-lettered, as Bridge-Error
+	PayloadOmitted bool   `json:"payload_omitted"` // always true: tells a stub from an envelope
+}
+
+// Body returns the stub as JSON. The reason is cleaned as Bridge-Error's.
+func (s DLQStub) Body() []byte {
+	s.Reason, s.PayloadOmitted = cleanReason(s.Reason), true
+	b, _ := json.Marshal(s) //nolint:errchkjson // strings and ints only
+	return b
 }

@@ -1,6 +1,7 @@
 package envelope_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,36 @@ func TestDLQHeaderReason(t *testing.T) {
 		if !strings.HasSuffix(got, "…") {
 			t.Errorf("truncated Bridge-Error %q does not end with an ellipsis", got[len(got)-10:])
 		}
+	}
+}
+
+// HeaderSize is what the client counts against max_payload for headers.
+func TestHeaderSize_MatchesTheWire(t *testing.T) {
+	for _, h := range []nats.Header{
+		nil,
+		{"Nats-Msg-Id": {"abc"}},
+		{"Nats-Msg-Id": {"abc"}, "X-Many": {"1", "22", "333"}, envelope.HeaderError: {strings.Repeat("e", 1024)}},
+	} {
+		m := &nats.Msg{Subject: "a.b", Header: h, Data: []byte("body")}
+		if got, want := envelope.HeaderSize(h), m.Size()-len(m.Subject)-len(m.Data); got != want {
+			t.Errorf("HeaderSize(%v)=%d, want %d", h, got, want)
+		}
+	}
+}
+
+func TestDLQStub_Body(t *testing.T) {
+	b := envelope.DLQStub{EventID: "e1", Subject: "a.sync.b", Size: 9000, Reason: "line1\nline2 " + strings.Repeat("r", 2000)}.Body()
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["event_id"] != "e1" || got["subject"] != "a.sync.b" || got["size"] != float64(9000) || got["payload_omitted"] != true {
+		t.Fatalf("stub=%s", b)
+	}
+	if r := got["reason"].(string); strings.Contains(r, "\n") || len(r) > envelope.MaxErrorLen {
+		t.Fatalf("reason %q (%d bytes): want one line within %d bytes", r[:20], len(r), envelope.MaxErrorLen)
+	}
+	if _, ok := got["event_type"]; ok {
+		t.Fatalf("stub=%s: empty fields should be left out", b)
 	}
 }

@@ -18,7 +18,7 @@ func ExampleBuilder_Build() {
 		Payload:    []byte(`{"id": 42, "email": "ada@example.com"}`),
 		OccurredAt: "2026-11-24 15:08:12.123456+00",
 	}
-	m, err := b.Build(row, envelope.Position{CommitLSN: "16/B374D848", TxIndex: 0})
+	m, err := b.Build(row, envelope.Position{CommitLSN: 0x16B374D848, TxIndex: 0})
 	if err != nil {
 		var re *envelope.RowError
 		if errors.As(err, &re) {

@@ -43,7 +43,7 @@ func FuzzBuild(f *testing.F) {
 			Payload: payload, Headers: headers, Subject: subject, Destination: destination,
 			TraceID: traceID, OccurredAt: occurredAt,
 		}
-		pos := envelope.Position{CommitLSN: "16/B374D848", TxIndex: int(txIndex)}
+		pos := envelope.Position{CommitLSN: 0x16B374D848, TxIndex: int(txIndex)}
 		m, err := b.Build(r, pos)
 		// Reused storage must give the same message or the same error.
 		erri := b.BuildInto(&reused, r, pos)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/nats-io/nats.go"
 )
 
@@ -208,26 +209,24 @@ func parseVersion(v []byte) (int, bool) {
 func ParsePosition(h nats.Header) (Position, bool) {
 	lsn := h.Get(HeaderCommitLSN)
 	idx := h.Get(HeaderTxIndex)
-	if _, ok := parseLSN(lsn); !ok || idx == "" || len(idx) > 9 {
+	commit, ok := parseLSN(lsn)
+	if !ok || idx == "" || len(idx) > 9 {
 		return Position{}, false
 	}
 	n, ok := digits(idx)
 	if !ok {
 		return Position{}, false
 	}
-	return Position{CommitLSN: lsn, TxIndex: n}, true
+	return Position{CommitLSN: pglogrepl.LSN(commit), TxIndex: n}, true
 }
 
 // Compare orders positions as the WAL does: by commit LSN, then by index in
-// the transaction. It returns -1, 0 or +1. A malformed LSN sorts as 0/0, the
-// lowest; positions from ParsePosition are never malformed.
+// the transaction. It returns -1, 0 or +1.
 func (p Position) Compare(q Position) int {
-	a, _ := parseLSN(p.CommitLSN)
-	b, _ := parseLSN(q.CommitLSN)
 	switch {
-	case a < b:
+	case p.CommitLSN < q.CommitLSN:
 		return -1
-	case a > b:
+	case p.CommitLSN > q.CommitLSN:
 		return 1
 	case p.TxIndex < q.TxIndex:
 		return -1
@@ -238,4 +237,4 @@ func (p Position) Compare(q Position) int {
 }
 
 // String formats a position as "LSN#index", for logs.
-func (p Position) String() string { return p.CommitLSN + "#" + strconv.Itoa(p.TxIndex) }
+func (p Position) String() string { return FormatLSN(p.CommitLSN) + "#" + strconv.Itoa(p.TxIndex) }

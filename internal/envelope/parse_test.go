@@ -2,6 +2,7 @@ package envelope_test
 
 import (
 	"errors"
+	"github.com/jackc/pglogrepl"
 	"strings"
 	"testing"
 
@@ -220,9 +221,9 @@ func TestParsePosition(t *testing.T) {
 		want     envelope.Position
 		ok       bool
 	}{
-		{"ok", "16/B374D848", "3", envelope.Position{CommitLSN: "16/B374D848", TxIndex: 3}, true},
-		{"ok zero", "0/0", "0", envelope.Position{CommitLSN: "0/0", TxIndex: 0}, true},
-		{"ok lowercase", "ffffffff/ffffffff", "123456789", envelope.Position{CommitLSN: "ffffffff/ffffffff", TxIndex: 123456789}, true},
+		{"ok", "16/B374D848", "3", envelope.Position{CommitLSN: 0x16B374D848, TxIndex: 3}, true},
+		{"ok zero", "0/0", "0", envelope.Position{CommitLSN: 0, TxIndex: 0}, true},
+		{"ok lowercase", "ffffffff/ffffffff", "123456789", envelope.Position{CommitLSN: 0xFFFFFFFFFFFFFFFF, TxIndex: 123456789}, true},
 		{"absent", "", "", envelope.Position{}, false},
 		{"no index", "16/B374D848", "", envelope.Position{}, false},
 		{"no lsn", "", "3", envelope.Position{}, false},
@@ -263,7 +264,13 @@ func TestParsePositionOfBuild(t *testing.T) {
 }
 
 func TestPositionCompare(t *testing.T) {
-	p := func(lsn string, i int) envelope.Position { return envelope.Position{CommitLSN: lsn, TxIndex: i} }
+	p := func(lsn string, i int) envelope.Position {
+		l, err := pglogrepl.ParseLSN(lsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return envelope.Position{CommitLSN: l, TxIndex: i}
+	}
 	for _, tt := range []struct {
 		a, b envelope.Position
 		want int

@@ -88,6 +88,6 @@ func FuzzDecodeRowJSON(f *testing.F) {
 		if row.PayloadJSONB && !json.Valid(row.Payload) {
 			t.Fatalf("payload %q marked valid", row.Payload)
 		}
-		b.Build(&row, envelope.Position{CommitLSN: "0/1"})
+		b.Build(&row, envelope.Position{CommitLSN: 1})
 	})
 }

@@ -47,7 +47,7 @@ type Message struct {
 	Body    []byte
 	Header  nats.Header
 	MsgID   string
-	Ref     any // the caller's handle, given back in Acked and Rejected
+	Owner   Owner // what the message is published for; nil: nothing to tell
 	// Ahead is how many more messages the caller has ready right behind
 	// this one: a burst of at least BatchMinAhead opens a fast batch, which
 	// the following messages join while Ahead stays above 0 (see
@@ -58,6 +58,17 @@ type Message struct {
 
 	deadLetter bool  // a replacement built by Rejected: never rejected again
 	size       int64 // bytes counted in the window
+}
+
+// Owner is what a message is published for: an event, a row. The publisher
+// settles every message it was given exactly once, and then calls Settled
+// once: when the message is stored (ack is its ack, valid only during the
+// call), when the dead letter Rejected built in its place is stored (m is
+// the dead letter, which carries the same Owner), or when Rejected dropped
+// it (ack is nil). The publisher no longer touches m or its storage after
+// the call, so the owner may reuse them.
+type Owner interface {
+	Settled(m *Message, ack *jetstream.PubAck)
 }
 
 // Options configure a Publisher.
@@ -77,6 +88,7 @@ type Options struct {
 	// during the call. A message stored as part of a fast batch gets an ack
 	// without its stream sequence (0) and without a duplicate flag: the
 	// server drops duplicates inside a batch without telling which.
+	// Nil: nothing to do beyond Message.Owner.
 	Acked func(m *Message, ack *jetstream.PubAck)
 	// Rejected is called for a message JetStream can never accept as asked
 	// (too large for the stream, no stream for its subject). It returns the
@@ -598,9 +610,16 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
+// acked settles a stored message: the window's slot and bytes are given
+// back before the owner may reuse the message's storage.
 func (p *Publisher) acked(m *Message, ack *jetstream.PubAck) {
-	p.opts.Acked(m, ack)
+	if p.opts.Acked != nil {
+		p.opts.Acked(m, ack)
+	}
 	p.free(m)
+	if m.Owner != nil {
+		m.Owner.Settled(m, ack)
+	}
 }
 
 // wait returns pend's ack, or why there is none: the publish failed, the
@@ -767,11 +786,14 @@ func (p *Publisher) reject(ctx context.Context, m *Message, cause error) error {
 	if err != nil {
 		return err
 	}
-	if dl == nil { // the caller accounted for it
+	if dl == nil { // dropped: the owner accounts for it
 		p.free(m)
+		if m.Owner != nil {
+			m.Owner.Settled(m, nil)
+		}
 		return nil
 	}
-	dl.Ref, dl.deadLetter, dl.size = m.Ref, true, m.size // it takes m's place in the window
+	dl.Owner, dl.deadLetter, dl.size = m.Owner, true, m.size // it takes m's place in the window
 	pctx, cancel := context.WithTimeout(ctx, p.opts.AckTimeout)
 	ack, err := p.js.PublishMsg(pctx, &nats.Msg{Subject: dl.Subject, Data: dl.Body, Header: dl.Header})
 	cancel()

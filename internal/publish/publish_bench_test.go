@@ -48,7 +48,7 @@ func benchPublishSetup(b *testing.B, n int) (jetstream.JetStream, []envelope.Mes
 	for i := range msgs {
 		m, err := builder.Build(&envelope.Row{EventID: fmt.Sprintf("0b7d4c1e-8f7a-4c1b-9d2e-%012x", i), ResourceType: "user",
 			ResourceID: "42", EventType: "user.updated", Payload: payload, OccurredAt: "2026-11-24 15:08:12.123456+00"},
-			envelope.Position{CommitLSN: "16/B374D848", TxIndex: i % 10})
+			envelope.Position{CommitLSN: 0x16B374D848, TxIndex: i % 10})
 		if err != nil {
 			b.Fatal(err)
 		}

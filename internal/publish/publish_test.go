@@ -26,10 +26,16 @@ func (r *recorder) Acked(m *publish.Message, _ *jetstream.PubAck) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if m.Header.Get("Bridge-Error") != "" {
-		r.dead = append(r.dead, m.Ref.(string))
+		r.dead = append(r.dead, string(m.Owner.(ref)))
 	}
-	r.acked = append(r.acked, m.Ref.(string))
+	r.acked = append(r.acked, string(m.Owner.(ref)))
 }
+
+// ref names the message a test published: the dead letter that replaced
+// it carries it too.
+type ref string
+
+func (ref) Settled(*publish.Message, *jetstream.PubAck) {}
 
 func (r *recorder) count() int {
 	r.mu.Lock()
@@ -38,7 +44,7 @@ func (r *recorder) count() int {
 }
 
 func msg(subject, id string) *publish.Message {
-	return &publish.Message{Subject: subject, MsgID: id, Ref: id, Body: []byte(`{"id":"` + id + `"}`),
+	return &publish.Message{Subject: subject, MsgID: id, Owner: ref(id), Body: []byte(`{"id":"` + id + `"}`),
 		Header: nats.Header{"Nats-Msg-Id": []string{id}}}
 }
 
@@ -172,7 +178,7 @@ func TestPublisherReportsAcksAndNoStream(t *testing.T) {
 		Acked: func(m *publish.Message, ack *jetstream.PubAck) {
 			mu.Lock()
 			defer mu.Unlock()
-			got = append(got, fmt.Sprintf("%s:%s/%d/%t", m.Ref, ack.Stream, ack.Sequence, ack.Duplicate))
+			got = append(got, fmt.Sprintf("%s:%s/%d/%t", m.Owner, ack.Stream, ack.Sequence, ack.Duplicate))
 		},
 		NoStream: func(context.Context, string) bool { return true },
 		Rejected: func(m *publish.Message, err error) (*publish.Message, error) {

@@ -107,7 +107,7 @@ func (s *Sink) batchTx(ctx context.Context, claims []claim) (bad int, err error)
 		b.Queue(s.inbox.setApplying, producerOf(env))
 		owner = append(owner, int16(i), int16(i))
 		if s.skipStale && it.hasPos && env.ResourceID != "" {
-			b.Queue(s.inbox.positionNewest, env.ResourceType, env.ResourceID, it.pos.CommitLSN, it.pos.TxIndex, env.EventID)
+			b.Queue(s.inbox.positionNewest, env.ResourceType, env.ResourceID, it.lsnArg(), it.pos.TxIndex, env.EventID, env.Producer)
 			owner = append(owner, int16(i))
 		}
 		b.Queue(it.stmt, it.msg.Data())

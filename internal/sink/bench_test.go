@@ -29,7 +29,7 @@ func BenchmarkSink_EndToEnd(b *testing.B) {
 	for i := range b.N {
 		m, err := e.builder.Build(&envelope.Row{EventID: "b" + strconv.Itoa(i), ResourceType: "user", ResourceID: strconv.Itoa(i % 100),
 			EventType: "user.updated", Payload: []byte(`{"n":1}`), OccurredAt: "2026-01-02 03:04:05+00"},
-			envelope.Position{CommitLSN: "0/10", TxIndex: i})
+			envelope.Position{CommitLSN: 0x10, TxIndex: i})
 		if err != nil {
 			b.Fatal(err)
 		}

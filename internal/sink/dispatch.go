@@ -60,8 +60,12 @@ func (it *item) positionArgs() (lsn, txIndex any) {
 	if !it.hasPos {
 		return nil, nil
 	}
-	return it.pos.CommitLSN, it.pos.TxIndex
+	return it.lsnArg(), it.pos.TxIndex
 }
+
+// lsnArg is the commit LSN as a pg_lsn parameter: the header's text, which
+// ParsePosition validated, so that it is not formatted again per event.
+func (it *item) lsnArg() string { return it.msg.Headers().Get(envelope.HeaderCommitLSN) }
 
 // headersJSON returns the message headers as a JSON object, a value for a
 // single-valued header and an array otherwise.

@@ -65,8 +65,15 @@
 // sink itself enforces MAX_DELIVER. The consumer's own MaxDeliver is left
 // unlimited on purpose: when the server runs out of deliveries it drops the
 // message with an advisory nobody hears, which would silently lose messages
-// whose deliveries were used up by crashes, shutdown hand-backs or failed
-// DLQ publishes.
+// whose deliveries were used up by crashes or shutdown hand-backs.
+//
+// A message is terminated only once its dead letter is stored. While the
+// DLQ publish fails, the message is held and its lane with it (later
+// events of its key wait, as behind a retry) and the publish is retried
+// with a capped backoff; a dead letter too large for max_payload or for
+// the DLQ stream carries a stub body instead of the original (dlq.go).
+// Positions for SKIP_STALE are kept per key and producer: LSNs of two
+// source databases are never compared.
 //
 // With restricted credentials the sink makes no JetStream API call:
 // RestrictedPull publishes only pull requests to

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"strings"
 	"sync"
 	"testing"
@@ -361,7 +362,40 @@ func (e *env) waitSettled(t *testing.T) {
 }
 
 func pos(lsn string, idx int) envelope.Position {
-	return envelope.Position{CommitLSN: lsn, TxIndex: idx}
+	l, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		panic(err)
+	}
+	return envelope.Position{CommitLSN: l, TxIndex: idx}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// logTap is a log destination that keeps every line and passes it on to
+// the test log, so that a test can wait on what the sink reported.
+type logTap struct {
+	mu    sync.Mutex
+	lines []string
+	t     testing.TB
+}
+
+func (l *logTap) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, string(p))
+	l.mu.Unlock()
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// count returns how many lines contain sub.
+func (l *logTap) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}

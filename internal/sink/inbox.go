@@ -56,9 +56,11 @@ func newInbox(table string) (*inbox, error) {
 	const newCols = `(event_id, event_type, resource_type, resource_id, payload, subject, headers,
 			stream, stream_seq, deliveries, commit_lsn, tx_index, status, processing_attempts, processed_at)`
 	const newVals = vals + `, 'processed', 1, now())`
-	position := `INSERT INTO ` + pos + ` AS p (resource_type, resource_id, commit_lsn, tx_index, event_id)
-			VALUES ($1, $2, $3::pg_lsn, $4, $5)
-			ON CONFLICT (resource_type, resource_id) DO UPDATE
+	// Positions are compared only within one producer: LSNs of two
+	// databases say nothing about each other's order.
+	position := `INSERT INTO ` + pos + ` AS p (resource_type, resource_id, producer, commit_lsn, tx_index, event_id)
+			VALUES ($1, $2, $6, $3::pg_lsn, $4, $5)
+			ON CONFLICT (resource_type, resource_id, producer) DO UPDATE
 				SET commit_lsn = EXCLUDED.commit_lsn, tx_index = EXCLUDED.tx_index, event_id = EXCLUDED.event_id, updated_at = now()
 				WHERE (p.commit_lsn, p.tx_index) <= (EXCLUDED.commit_lsn, EXCLUDED.tx_index)
 			RETURNING true`
@@ -78,7 +80,8 @@ func newInbox(table string) (*inbox, error) {
 			RETURNING i.xmax = 0, i.status, i.processing_attempts, coalesce(i.error_message, ''),
 				coalesce(i.stream = $8 AND i.stream_seq = $9, false)`,
 		setApplying: `SELECT set_config('jetstream_bridge.applying', $1, true)`,
-		// Lock the key's newest applied position and move it to this event's,
+		// Lock the key's newest applied position (of this event's producer)
+		// and move it to this event's,
 		// unless this event is older: then no row comes back (stale). The
 		// conflicting row is locked even when the WHERE fails, and stays
 		// locked until commit, so one key's events apply one at a time across
@@ -252,7 +255,7 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 	b.Queue(s.inbox.setApplying, producerOf(env))
 	checkPos := s.skipStale && it.hasPos && env.ResourceID != ""
 	if checkPos {
-		b.Queue(s.inbox.position, env.ResourceType, env.ResourceID, it.pos.CommitLSN, it.pos.TxIndex, env.EventID)
+		b.Queue(s.inbox.position, env.ResourceType, env.ResourceID, it.lsnArg(), it.pos.TxIndex, env.EventID, env.Producer)
 	}
 	br := tx.SendBatch(ctx, &b)
 	var (

@@ -22,7 +22,7 @@ func BenchmarkMessageParse(b *testing.B) {
 			`"roles": ["admin", "billing"], "active": true, "address": {"city": "London", "line1": "12 St James's Square", ` +
 			`"country": "GB", "postcode": "SW1Y 4JH"}, "balance": 1234.56, "created_at": "2026-11-24T15:08:12.123456+00:00"}`),
 		OccurredAt: "2026-11-24 15:08:12.123456+00",
-	}, envelope.Position{CommitLSN: "16/B374D848", TxIndex: 3})
+	}, envelope.Position{CommitLSN: 0x16B374D848, TxIndex: 3})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -213,8 +213,11 @@ func (s *Sink) Run(ctx context.Context) error {
 
 	err := s.src.consume(consumeCtx, s, d)
 
-	close(stop)
+	// Closing the dispatcher first makes every lane released from now on
+	// come back whole (done returns its rest), so that a worker handing back
+	// a waiting head hands back the events behind it in order, with it.
 	back := d.close()
+	close(stop)
 	s.handBack(back, 0)
 	s.log.Info().Int("handed_back", len(back)).Dur("timeout", s.shutdown).Msg("stopping: no new messages taken, waiting for in-flight events")
 	finished := make(chan struct{})
@@ -302,6 +305,43 @@ type tries struct {
 	local     int           // attempts of this message counted here
 	infraWait time.Duration // grows while the machinery keeps failing
 	due       time.Time     // when the next attempt may start; zero: at once
+	dead      *deadCopy     // dead-lettering decided, its copy not stored yet
+	dlqWait   time.Duration // grows while the DLQ publish keeps failing
+}
+
+// deadCopy is a decision to dead-letter, kept while its copy cannot be
+// stored.
+type deadCopy struct {
+	class, reason string
+	attempts      int
+}
+
+// dead dead-letters t's message. When the copy cannot be stored (the DLQ
+// stream is unreachable, refuses the publish, is missing), the message stays
+// held and its lane with it: later events of its key wait, as they do behind
+// a retry, and heartbeats keep them all from being redelivered. The publish
+// is tried again, without running the handler again, after a wait that
+// doubles up to the last BACKOFF value, for as long as it takes; when the
+// sink stops first, the message and the rest of its lane are handed back in
+// order. Other keys go on in the other workers; only when every worker holds
+// a key whose dead letter cannot be stored does the sink stop applying,
+// which is what the order of those keys requires.
+func (s *Sink) dead(ctx context.Context, d *dispatcher, t *tries, dc deadCopy) (end bool, back, delay time.Duration) {
+	err := s.deadLetter(ctx, d, t.c.it, dc.class, dc.reason, dc.attempts)
+	if err == nil {
+		t.dead = nil
+		return true, 0, 0
+	}
+	t.dead = &dc
+	ceiling := s.backoff[len(s.backoff)-1]
+	if t.dlqWait == 0 {
+		t.dlqWait = min(250*time.Millisecond, ceiling)
+	}
+	delay = t.dlqWait
+	t.dlqWait = min(delay*2, ceiling)
+	s.event(s.log.Error(), t.c.it).Err(err).Str("class", dc.class).Dur("retry_in", delay).
+		Msg("cannot publish dead letter; holding the message, and later events of its key, to try again")
+	return false, 0, delay
 }
 
 // applyAlone takes each claim's head to its end, each event in a
@@ -364,8 +404,11 @@ func (s *Sink) handBackHeld(d *dispatcher, t *tries) {
 // terminated); otherwise the next attempt may start after delay.
 func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back, delay time.Duration) {
 	it := t.c.it
+	if t.dead != nil { // decided before; only its copy is missing
+		return s.dead(ctx, d, t, *t.dead)
+	}
 	if it.poison != nil {
-		return true, s.deadLetter(ctx, d, it, envelope.ClassPoison, it.poison.Error(), it.delivered), 0
+		return s.dead(ctx, d, t, deadCopy{envelope.ClassPoison, it.poison.Error(), it.delivered})
 	}
 	prior := max(it.delivered-1, t.local)
 	out, err := s.attempt(ctx, it, prior)
@@ -382,17 +425,17 @@ func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back
 	)
 	switch {
 	case errors.As(err, &pe):
-		return true, s.deadLetter(ctx, d, it, envelope.ClassPoison, pe.reason, it.delivered), 0
+		return s.dead(ctx, d, t, deadCopy{envelope.ClassPoison, pe.reason, it.delivered})
 	case errors.As(err, &ee):
-		return true, s.deadLetter(ctx, d, it, envelope.ClassExhausted, ee.Error(), ee.attempts), 0
+		return s.dead(ctx, d, t, deadCopy{envelope.ClassExhausted, ee.Error(), ee.attempts})
 	case errors.As(err, &fe):
 		s.stopOn(d, it, fe)
 		return true, 0, 0
 	case errors.As(err, &he) && errors.Is(he.err, ErrNoRoute):
 		// Unroutable is poison (SPEC guarantee 6): no handler can ever take it.
-		return true, s.deadLetter(ctx, d, it, envelope.ClassPoison, ErrNoRoute.Error(), prior+1), 0
+		return s.dead(ctx, d, t, deadCopy{envelope.ClassPoison, ErrNoRoute.Error(), prior + 1})
 	case errors.As(err, &he) && errors.As(he.err, &perm):
-		return true, s.deadLetter(ctx, d, it, envelope.ClassHandler, perm.Reason, prior+1), 0
+		return s.dead(ctx, d, t, deadCopy{envelope.ClassHandler, perm.Reason, prior + 1})
 	case errors.As(err, &he):
 		n, ok, rerr := s.recordFailure(ctx, it, prior+1, he.Error())
 		switch {
@@ -405,7 +448,7 @@ func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back
 		}
 		t.local = n
 		if n >= s.maxDeliver {
-			return true, s.deadLetter(ctx, d, it, envelope.ClassExhausted, he.Error(), n), 0
+			return s.dead(ctx, d, t, deadCopy{envelope.ClassExhausted, he.Error(), n})
 		}
 		delay = s.backoff[min(n, len(s.backoff))-1]
 		s.obs.Result(ResultRetried)

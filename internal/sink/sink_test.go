@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
@@ -390,24 +391,32 @@ func TestSink_ShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 	}
 }
 
-func TestSink_DLQUnavailableHandsBackInsteadOfTerminating(t *testing.T) {
+// While the dead letter cannot be stored, the message is held (heartbeats
+// keep it from being redelivered) and its publish retried; it is never
+// terminated without a copy, and its inbox row is not marked dead.
+func TestSink_DLQUnavailableHoldsInsteadOfTerminating(t *testing.T) {
 	e := newEnv(t)
+	tap := &logTap{t: t}
 	obs, _ := e.run(t, &effectHandler{}, func(o *sink.Options) {
 		o.DLQSubject = "nowhere.dlq" // no stream stores it: the publish fails
 		o.Backoff = []time.Duration{50 * time.Millisecond}
+		o.AckWait = time.Second // heartbeats every third of it
+		o.Log = zerolog.New(tap).Level(zerolog.WarnLevel)
 	})
 	e.publishRaw(t, filter, []byte("garbage"), nats.Header{envelope.HeaderMsgID: []string{"g1"}})
-	// The message keeps coming back (handed back, never terminated).
 	testutil.Eventually(t, 20*time.Second, func() error {
-		info, err := e.info()
-		if err != nil {
-			return err
-		}
-		if info.Delivered.Consumer < 3 {
-			return fmt.Errorf("delivered %d times, want it handed back and redelivered", info.Delivered.Consumer)
+		if n := tap.count("cannot publish dead letter"); n < 4 {
+			return fmt.Errorf("%d failed dead-letter publishes, want 4", n)
 		}
 		return nil
 	})
+	info, err := e.info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 1 || info.NumAckPending != 1 {
+		t.Fatalf("delivered %d, awaiting ack %d; want it held: delivered once, unacked", info.Delivered.Consumer, info.NumAckPending)
+	}
 	if got := obs.get(sink.ResultDead); got != 0 {
 		t.Fatalf("dead=%d, want 0: nothing is terminated without a dead letter", got)
 	}

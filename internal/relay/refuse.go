@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"context"
@@ -94,17 +94,17 @@ func (f *refusals) deniedRecently(subject string, window time.Duration) bool {
 // refused is the publisher's Refused hook.
 func (f *refusals) refused(ctx context.Context, m *publish.Message, err error) error {
 	r := f.r
-	if f.deniedRecently(m.Subject, 2*ackTimeout+time.Second) {
+	if f.deniedRecently(m.Subject, 2*r.opts.AckTimeout+time.Second) {
 		return fmt.Errorf("permissions violation for publish to %q: the relay's NATS user may not publish there: %w", m.Subject, nats.ErrPermissionViolation)
 	}
 	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
 		f.stuckID = ""
 		return nil
 	}
-	if r.cfg.AutoProvision {
+	if r.opts.Manage {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if _, serr := r.js.StreamNameBySubject(cctx, m.Subject); errors.Is(serr, jetstream.ErrStreamNotFound) {
+		if _, serr := r.opts.JS.StreamNameBySubject(cctx, m.Subject); errors.Is(serr, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("no JetStream stream covers subject %q: %w", m.Subject, err)
 		}
 		return nil
@@ -114,7 +114,7 @@ func (f *refusals) refused(ctx context.Context, m *publish.Message, err error) e
 		return nil
 	}
 	waited := time.Since(f.stuckSince)
-	if waited < r.cfg.NoStreamTimeout {
+	if waited < r.opts.NoStreamTimeout {
 		return nil
 	}
 	dlq := r.builder.Subjects.DLQ()
@@ -134,10 +134,7 @@ func (f *refusals) refused(ctx context.Context, m *publish.Message, err error) e
 func (f *refusals) streamAnswers(ctx context.Context, subject string) bool {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := f.r.js.Publish(cctx, subject, nil, jetstream.WithExpectLastSequence(math.MaxUint64))
+	_, err := f.r.opts.JS.Publish(cctx, subject, nil, jetstream.WithExpectLastSequence(math.MaxUint64))
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr)
 }
-
-// ackTimeout is how long the publisher waits for one JetStream ack.
-const ackTimeout = 10 * time.Second

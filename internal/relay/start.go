@@ -1,0 +1,114 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
+	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+)
+
+// start provisions (when asked), then refuses to run where nothing would
+// ever be streamed: a lost or missing slot, a server without logical
+// decoding, a publication that does not carry the outbox's inserts.
+func (r *Relay) start(ctx context.Context) error {
+	if r.opts.Provision != nil {
+		if err := r.opts.Provision(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.checkSlot(ctx, r.opts.Provision == nil); err != nil {
+		return err
+	}
+	return r.preflight(ctx)
+}
+
+// checkSlot verifies the slot at start.
+func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
+		info, err := cdc.ReadSlot(ctx, r.opts.DB, r.opts.Slot)
+		if err == nil {
+			if info == nil {
+				if mustExist {
+					return fmt.Errorf("%w: %q; run `relay provision` with admin credentials or set AUTO_PROVISION=true", cdc.ErrSlotMissing, r.opts.Slot)
+				}
+				return nil
+			}
+			r.obs.Slot(info)
+			return cdc.CheckSlot(info, r.dbName)
+		}
+		if isFatal(err) {
+			return err
+		}
+		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("cannot read replication slot, retrying")
+		if !wait.Wait(ctx) {
+			return nil
+		}
+	}
+}
+
+// preflight refuses to run where nothing would ever be streamed: a server
+// without logical decoding, or a publication that does not carry the outbox's
+// inserts.
+func (r *Relay) preflight(ctx context.Context) error {
+	var walLevel string
+	if err := r.opts.DB.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return fmt.Errorf("postgres has wal_level=%s: set wal_level = logical in postgresql.conf and restart Postgres", walLevel)
+	}
+	schema, table := migrations.SplitQualified(r.opts.OutboxTable)
+	pub, outbox := r.opts.Publication, r.opts.OutboxTable
+	var exists, covers, inserts bool
+	err := r.opts.DB.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+		EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3),
+		coalesce((SELECT pubinsert FROM pg_publication WHERE pubname = $1), false)`,
+		pub, schema, table).Scan(&exists, &covers, &inserts)
+	switch {
+	case err != nil:
+		return fmt.Errorf("read publication %s: %w", pub, err)
+	case !exists:
+		return fmt.Errorf("publication %q does not exist; run `relay provision` or create it: CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')",
+			pub, pub, outbox)
+	case !covers:
+		return fmt.Errorf("publication %q does not include %s: ALTER PUBLICATION %s ADD TABLE %s", pub, outbox, pub, outbox)
+	case !inserts:
+		return fmt.Errorf("publication %q does not publish inserts: ALTER PUBLICATION %s SET (publish = 'insert')", pub, pub)
+	}
+	return nil
+}
+
+// explain turns an invalidated-slot error from the stream into the full
+// recovery message.
+func (r *Relay) explain(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55000" {
+		if info, rerr := cdc.ReadSlot(ctx, r.opts.DB, r.opts.Slot); rerr == nil && info != nil {
+			if cerr := cdc.CheckSlot(info, ""); cerr != nil {
+				return cerr
+			}
+		}
+	}
+	return err
+}
+
+// isFatal reports start errors that retrying cannot fix: authentication
+// (class 28), a missing database, a missing privilege, a malformed URL.
+func isFatal(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code[:2] == "28" || pgErr.Code == "3D000" || pgErr.Code == "42501"
+	}
+	var uerr *url.Error
+	return errors.As(err, &uerr)
+}
