@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
@@ -42,15 +41,11 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 	}
 	table, _ := migrations.QuoteQualified(c.InboxTable) // validated
 
-	nc, err := m.ConnectQuiet(ctx, &c.Common, "audit")
+	nc, js, err := m.ConnectJetStream(ctx, &c.Common, "audit")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	conn, err := pgx.Connect(ctx, c.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("connect to database: %w", err)
