@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"time"
@@ -14,35 +14,23 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
-// audit compares the outbox rows committed since --since with the stream:
-// missing, stored twice, out of commit order (package audit says how).
+// audit compares the outbox rows committed in a window with the stream:
+// rows missing, events stored twice, messages out of commit order. It only
+// reads (see internal/audit).
 func (m *Main) audit(ctx context.Context, args []string) error {
 	var f audit.Flags
-	if err := m.Flags("audit", args, func(fs *flag.FlagSet) {
-		f.Define(fs, true, "comma-separated stream subjects to read (default [{env}.]{app}.sync.>, which holds the DLQ subject too)")
-	}); err != nil {
+	if err := m.Flags("audit", args, func(fs *flag.FlagSet) { f.Define(fs, true) }); err != nil {
 		return err
 	}
-	opts, err := f.Options(time.Now())
+	w, err := f.Window(time.Now())
 	if err != nil {
-		return cli.Usagef("audit: %w", err)
+		return cli.Usagef("audit: %w (see relay audit --help)", err)
 	}
 	c, err := m.load()
 	if err != nil {
 		return err
 	}
-	s := c.Subjects()
-	opts.Stream, opts.DLQ = c.StreamName, s.DLQ()
-	opts.Subjects = f.SubjectList()
-	if len(opts.Subjects) == 0 {
-		prefix := ""
-		if c.EnvName != "" {
-			prefix = c.EnvName + "."
-		}
-		opts.Subjects = []string{prefix + c.AppName + ".sync.>"}
-	}
-	table, _ := migrations.QuoteQualified(c.OutboxTable) // validated
-
+	table, _ := migrations.QuoteQualified(c.OutboxTable)
 	nc, js, err := m.ConnectJetStream(ctx, &c.Common, "audit")
 	if err != nil {
 		return err
@@ -53,14 +41,21 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 		return fmt.Errorf("connect to database: %w", err)
 	}
 	defer conn.Close(context.Background())
-
-	rep, verdict := audit.AuditRelay(ctx, conn, js, audit.RelayOptions{Options: opts, OutboxTable: table})
-	var gap *audit.GapError
-	if verdict != nil && !errors.As(verdict, &gap) {
-		return verdict
+	rep, err := audit.Relay(ctx, conn, js, audit.RelayOptions{Window: w, Stream: c.StreamName, OutboxTable: table, Subjects: c.Subjects()})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
 	}
-	if err := audit.Write(m.Stdout, f.JSON, rep, audit.PrintRelay); err != nil {
-		return err
+	if f.JSON {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode report: %w", err)
+		}
+		fmt.Fprintf(m.Stdout, "%s\n", b)
+	} else {
+		rep.Print(m.Stdout)
 	}
-	return verdict
+	if err := rep.Gap(); err != nil {
+		return &cli.GapError{Err: fmt.Errorf("audit: %w", err)}
+	}
+	return nil
 }

@@ -3,135 +3,141 @@ package main_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
-// runAudit runs `relay audit` with args to its end and returns the report
-// (from --json), the exit status and the output.
-func (h *harness) runAudit(args ...string) (*audit.RelayReport, int, string) {
+// runAudit runs `relay audit --json` with args and decodes its report.
+func (h *harness) runAudit(wantCode int, args ...string) audit.RelayReport {
 	h.t.Helper()
-	t0 := time.Now()
-	defer func() { h.t.Logf("audit %v took %s", args, time.Since(t0)) }()
-	p := testutil.StartProcess(h.t, h.bin, h.env, append([]string{"audit", "--json"}, args...)...)
-	_ = p.Wait(2 * time.Minute)
-	out := p.Output()
+	start := time.Now()
+	res := testutil.RunCommand(h.t, 60*time.Second, h.bin, h.env, append([]string{"audit", "--json", "--settle", "0s"}, args...)...)
+	h.t.Logf("audit %v took %s", args, time.Since(start))
+	if res.Code != wantCode {
+		h.t.Fatalf("relay audit %v: exit %d, want %d\n%s\n%s", args, res.Code, wantCode, res.Stdout, res.Stderr)
+	}
 	var rep audit.RelayReport
-	start := strings.Index(out, "{")
-	if start < 0 {
-		h.t.Fatalf("relay audit printed no report (exit %d):\n%s", p.ExitCode(), out)
+	if err := json.Unmarshal([]byte(res.Stdout), &rep); err != nil {
+		h.t.Fatalf("relay audit output is not a report: %v\n%s", err, res.Stdout)
 	}
-	dec := json.NewDecoder(strings.NewReader(out[start:]))
-	if err := dec.Decode(&rep); err != nil {
-		h.t.Fatalf("relay audit report: %v\n%s", err, out)
-	}
-	return &rep, p.ExitCode(), out
+	return rep
 }
 
-// The relay audit finds nothing on a clean run, reading the stream in pages
-// of 7; it then finds a message deleted from the stream (a gap, exit 3), a
-// row stored twice and stored out of commit order, and counts a row the
-// relay dead-lettered as such, not as missing.
-func TestAuditRelayFindsMissingDuplicateOutOfOrder(t *testing.T) {
+// TestAudit_RelayFindsMissingCopiesAndDisorder drives the relay binary over
+// 50 events (one dead-lettered) and audits with a page of 7: a clean run has
+// no gap and every row accounted for; then a copy stored under another id is
+// reported as stored twice (no gap), messages with decreasing positions as
+// out of order, and a message deleted from the stream as missing (gap).
+func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
-	h.env = append(h.env, "DUPLICATE_WINDOW=1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h.provision()
 	p := h.start()
 	waitReplicating(t, p)
-	ctx := context.Background()
-	for range 10 {
-		if _, err := h.insertTx(ctx, 5, false); err != nil {
+	var ids []string
+	for range 7 {
+		tx, err := h.insertTx(ctx, 7, false)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, tx...)
 	}
-	// A row whose subject cannot be published: the relay dead-letters it.
-	var deadID string
-	if err := h.pool.QueryRow(ctx, `INSERT INTO jetstream_outbox_events (resource_type, event_type, subject)
-		VALUES ('user', 'created', 'bad subject') RETURNING event_id::text`).Scan(&deadID); err != nil {
+	// A subject with a space cannot be published: the relay dead-letters the row.
+	dead := testutil.NewUUID()
+	if _, err := h.pool.Exec(ctx, `INSERT INTO jetstream_outbox_events (event_id, resource_type, event_type, subject)
+		VALUES ($1, 'user', 'created', 'bad subject')`, dead); err != nil {
 		t.Fatal(err)
 	}
-	h.waitCount(subjAB, 50, 30*time.Second, p)
+	h.waitCount(subjAB, 49, 30*time.Second, p)
 	h.waitCount(appA+".sync.dlq", 1, 30*time.Second, p)
 
-	rep, code, out := h.runAudit("--since", "all", "--page", "7", "--settle", "0")
-	if code != 0 {
-		t.Fatalf("clean audit exit %d, want 0:\n%s", code, out)
+	rep := h.runAudit(cli.ExitOK, "--since", "1h", "--page", "7")
+	if rep.Rows != 50 || rep.Published != 49 || rep.DeadLettered != 1 || rep.Missing != 0 || rep.StoredTwice != 0 || rep.OutOfOrder != 0 {
+		t.Fatalf("clean run: %+v", rep)
 	}
-	if rep.Rows != 51 || rep.Messages != 51 || rep.Published != 50 || rep.DeadLettered != 1 || rep.Missing != 0 ||
-		rep.StoredTwice != 0 || rep.OutOfOrder != 0 {
-		t.Fatalf("clean audit: %+v", rep)
-	}
-	if len(rep.DeadLetteredIDs) != 1 || rep.DeadLetteredIDs[0] != deadID {
-		t.Fatalf("dead-lettered ids %v, want [%s]", rep.DeadLetteredIDs, deadID)
+	if rep.Messages != 50 {
+		t.Fatalf("paging read %d messages, want 50 (49 events and 1 dead letter)", rep.Messages)
 	}
 
+	// A copy of a stored event under another Nats-Msg-Id, stored last.
 	s, err := h.js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Lose one message: the 10th of the publish subject.
-	lost, err := s.GetMsg(ctx, 10)
+	orig, err := s.GetLastMsgForSubject(ctx, subjAB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteMsg(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
-	// Store the 20th again once the duplicate window has passed: same
-	// Nats-Msg-Id, an earlier position than the last message's.
-	again, err := s.GetMsg(ctx, 20)
+	first, err := s.GetMsg(ctx, orig.Sequence-10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 30*time.Second, func() error {
-		ack, err := h.js.PublishMsg(ctx, &nats.Msg{Subject: again.Subject, Header: again.Header, Data: again.Data})
-		if err != nil {
-			return err
-		}
-		if ack.Duplicate {
-			return fmt.Errorf("still within the duplicate window")
-		}
-		return nil
-	})
-
-	rep, code, out = h.runAudit("--since", "1h", "--page", "7", "--settle", "100ms")
-	if code != 3 {
-		t.Fatalf("audit after a loss: exit %d, want 3:\n%s", code, out)
+	cp := nats.NewMsg(subjAB)
+	cp.Data = first.Data
+	for k, v := range first.Header {
+		cp.Header[k] = v
 	}
-	if !strings.Contains(out, "audit found a gap: 1 outbox rows missing") {
-		t.Fatalf("no gap verdict on stderr:\n%s", out)
+	cp.Header.Set(envelope.HeaderMsgID, "copy-"+first.Header.Get(envelope.HeaderMsgID))
+	if _, err := h.js.PublishMsg(ctx, cp); err != nil {
+		t.Fatal(err)
 	}
-	lostID := lost.Header.Get(jetstream.MsgIDHeader)
-	againID := again.Header.Get(jetstream.MsgIDHeader)
-	if rep.Missing != 1 || len(rep.MissingIDs) != 1 || rep.MissingIDs[0] != lostID {
-		t.Fatalf("missing %d %v, want 1 [%s]", rep.Missing, rep.MissingIDs, lostID)
+	rep = h.runAudit(cli.ExitOK, "--since", "1h", "--page", "7")
+	if rep.StoredTwice != 1 || rep.OutOfOrder != 0 || rep.Missing != 0 {
+		t.Fatalf("after a copy: %+v", rep)
 	}
-	if !rep.Rechecked {
-		t.Fatalf("a missing row was not looked at again after --settle")
-	}
-	if rep.StoredTwice != 1 || len(rep.StoredTwiceIDs) != 1 || rep.StoredTwiceIDs[0].EventID != againID ||
-		len(rep.StoredTwiceIDs[0].Seqs) != 2 || rep.StoredTwiceIDs[0].Seqs[0] != 20 {
-		t.Fatalf("stored twice %d %+v, want 1 %s at seq 20 and later", rep.StoredTwice, rep.StoredTwiceIDs, againID)
-	}
-	if rep.OutOfOrder != 1 || len(rep.OutOfOrderAt) != 1 || rep.OutOfOrderAt[0].EventID != againID {
-		t.Fatalf("out of order %d %+v, want 1 at %s", rep.OutOfOrder, rep.OutOfOrderAt, againID)
-	}
-	if rep.Published != 49 || rep.DeadLettered != 1 {
-		t.Fatalf("published %d dead-lettered %d, want 49 and 1", rep.Published, rep.DeadLettered)
+	if d := rep.Duplicates[0]; !slices.Contains(d.IDs, first.Header.Get(envelope.HeaderMsgID)) || len(d.Seqs) != 2 {
+		t.Fatalf("copy reported as %+v", d)
 	}
 
-	// The human table says the same.
-	tp := testutil.StartProcess(t, h.bin, h.env, "audit", "--since", "all", "--settle", "0")
-	_ = tp.Wait(time.Minute)
-	if tp.ExitCode() != 3 || !strings.Contains(tp.Output(), lostID) || !strings.Contains(tp.Output(), "GAP") {
-		t.Fatalf("table audit exit %d:\n%s", tp.ExitCode(), tp.Output())
+	// Two new events whose positions lie behind what the stream holds.
+	behind := []string{testutil.NewUUID(), testutil.NewUUID()}
+	for i, id := range behind {
+		m := nats.NewMsg(subjAB)
+		m.Data = []byte(`{}`)
+		m.Header.Set(envelope.HeaderMsgID, id)
+		m.Header.Set(envelope.HeaderCommitLSN, []string{"0/2000", "0/1000"}[i])
+		m.Header.Set(envelope.HeaderTxIndex, "0")
+		if _, err := h.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep = h.runAudit(cli.ExitGap, "--since", "1h")
+	if rep.OutOfOrder != 2 || rep.Missing != 0 || rep.Violations[0].ID != behind[0] || rep.Violations[1].ID != behind[1] {
+		t.Fatalf("after positions behind: %+v", rep)
+	}
+	for _, m := range []uint64{rep.Violations[0].Seq, rep.Violations[1].Seq} {
+		if err := s.DeleteMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A stored event deleted from the stream is missing.
+	victim, err := s.GetMsg(ctx, orig.Sequence-20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctx, victim.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	rep = h.runAudit(cli.ExitGap, "--since", "all", "--page", "7")
+	if rep.Missing != 1 || rep.MissingIDs[0] != victim.Header.Get(envelope.HeaderMsgID) || rep.OutOfOrder != 0 {
+		t.Fatalf("after a deletion: %+v", rep)
+	}
+	// The table names it too, and the verdict goes to stderr once.
+	res := testutil.RunCommand(t, 60*time.Second, h.bin, h.env, "audit", "--since", "1h", "--settle", "0s")
+	if res.Code != cli.ExitGap || !strings.Contains(res.Stdout, victim.Header.Get(envelope.HeaderMsgID)) ||
+		!strings.Contains(res.Stderr, "1 rows missing") {
+		t.Fatalf("table: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }

@@ -38,13 +38,16 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 		{Args: []string{"status", "extra"}, Code: 2, OneLine: true, Stderr: []string{`unexpected argument "extra"`}},
 		{Args: []string{"backfill"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"--since"}},
 		{Args: []string{"backfill", "--since", "yesterday"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"RFC 3339"}},
+		{Args: []string{"audit"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"--since is required"}},
+		{Args: []string{"audit", "--since", "yesterday"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"a duration ago such as 1h"}},
+		{Args: []string{"audit", "--since", "1h", "--page", "0"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"--page 0"}},
 		// Configuration errors: nothing is attempted, status 2.
 		{Args: nil, Code: 2, Stderr: []string{"DATABASE_URL is required and not set"}},
 		{Args: []string{"provision"}, Env: append(valid, "MAX_INFLIGHT=lots"), Code: 2, Stderr: []string{`MAX_INFLIGHT="lots": expected a whole number`}},
 		{Args: []string{"run"}, Env: []string{"DATABASE_URL=postgres://bridge:TOPSECRET@127.0.0.1:1/app?sslmode=sometimes",
 			"APP_NAME=orders", "DESTINATION_APP=billing"}, Code: 2, Stderr: []string{"DATABASE_URL:", "sslmode is invalid"}},
 	}
-	for _, cmd := range []struct{ name, flag string }{{"run", ""}, {"provision", ""}, {"status", "-watch"}, {"backfill", "-since"}} {
+	for _, cmd := range []struct{ name, flag string }{{"run", ""}, {"provision", ""}, {"status", "-watch"}, {"backfill", "-since"}, {"audit", "-settle"}} {
 		want := []string{"Usage:\n  relay " + cmd.name, "Environment", "DATABASE_URL", "Example:\n  "}
 		if cmd.flag != "" {
 			want = append(want, "Flags:\n", cmd.flag)
@@ -58,7 +61,7 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 		)
 	}
 	results := testutil.CheckCLI(t, bin, cases)
-	for _, cmd := range []string{"run", "provision", "status", "backfill"} {
+	for _, cmd := range []string{"run", "provision", "status", "backfill", "audit"} {
 		if a, b := results[cmd+" --help"].Stdout, results["help "+cmd].Stdout; a != b {
 			t.Errorf("`relay %s --help` and `relay help %s` differ:\n%s\n---\n%s", cmd, cmd, a, b)
 		}

@@ -9,7 +9,8 @@
 //	relay version    print the build
 //
 // Every command answers --help; the exit status is 0 on success, 1 on a
-// runtime failure and 2 on a usage or configuration error.
+// runtime failure, 2 on a usage or configuration error and 3 when audit
+// finds a gap.
 package main
 
 import (
@@ -84,13 +85,13 @@ JetStream and the sinks' inboxes drop copies: running it twice is safe.`,
 		Run:     m.backfill,
 	}, {
 		Name:    "audit",
-		Args:    "--since TIME|DURATION|all [--json] [--limit N] [--page N] [--settle 5s] [--margin 1m] [--strict] [--subjects S]",
-		Summary: "compare outbox rows with the stream: missing, stored twice, out of commit order",
-		Detail: `Reads the stream's headers in pages and compares them with the outbox rows whose
-occurred_at is at or after --since, in Postgres (a temporary table), so memory stays
-flat. Run it after a failover, a slot recovery or a DLQ replay. Exit status: 0 no
-gap, 3 a gap (rows missing from the stream; with --strict also rows stored twice or
-out of order), 1 the audit could not run.`,
+		Args:    "--since TIME|DURATION|all [--json] [--limit=10] [--page=1000] [--settle=10s] [--margin=1m]",
+		Summary: "compare outbox rows with the stream: missing, stored twice, out of order",
+		Detail: `Reads this producer's messages from the stream (headers only, --page at a time, into
+a temporary table) and compares them with the outbox rows whose occurred_at is at or
+after TIME. Run it after a failover, a slot recovery or a backfill. Exit status 3:
+rows missing from the stream or messages out of commit order; copies stored twice
+are reported but are no gap. Rows younger than --settle are left out as in flight.`,
 		Env:     slices.Concat(cli.OneShotEnv, []string{"OUTBOX_TABLE"}),
 		Example: "relay audit --since 1h\nrelay audit --since 2026-01-02T15:04:05Z --json",
 		Run:     m.audit,

@@ -21,11 +21,26 @@ var subjAB = appA + ".sync." + appB
 // TestConcurrentWritersOnlyCommittedOnceInOrder: many writers, some
 // transactions rolled back; the stream holds exactly the committed events,
 // each once, every transaction in its own order, commits in commit order.
+// On the oldest supported nats-server, which has no fast batches, the relay
+// publishes with one ack per message.
 func TestConcurrentWritersOnlyCommittedOnceInOrder(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	for _, srv := range testutil.NATSServers() {
+		t.Run(srv.Name, func(t *testing.T) {
+			t.Parallel()
+			testConcurrentWritersOnlyCommittedOnceInOrder(t, srv)
+		})
+	}
+}
+
+func testConcurrentWritersOnlyCommittedOnceInOrder(t *testing.T, srv testutil.NATSServer) {
+	h := newHarness(t, testutil.NewDatabase(t), srv.Start(t))
 	p := h.start()
 	waitReplicating(t, p)
+	oldServer := srv.Name != "embedded"
+	if oldServer && !strings.Contains(p.Output(), "nats-server before 2.14: publishing with one ack per message") {
+		t.Fatalf("relay on nats-server %s does not say it publishes with one ack per message:\n%s", testutil.OldestNATSServer, p.Output())
+	}
 
 	ctx := context.Background()
 	var mu sync.Mutex
@@ -65,6 +80,17 @@ func TestConcurrentWritersOnlyCommittedOnceInOrder(t *testing.T) {
 	}
 	h.waitCount(subjAB, len(committed), 30*time.Second, p)
 	h.checkExactlyOnce(subjAB, committed, txs, rolledBack, true)
+	if oldServer {
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(30 * time.Second); err != nil {
+			t.Fatalf("relay after SIGTERM: %v\n%s", err, p.Output())
+		}
+		if !strings.Contains(p.Output(), `"fast_batched":0,`) {
+			t.Fatalf("relay on nats-server %s sent fast batches:\n%s", testutil.OldestNATSServer, p.Output())
+		}
+	}
 }
 
 // TestEnvelopeAndHeaders checks one fully specified row and the gem's
@@ -382,7 +408,15 @@ func TestStandbyTakesOver(t *testing.T) {
 // dead-lettered with the reason; the rows around them flow.
 func TestBadRowsGoToDLQAndDoNotBlock(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	for _, srv := range testutil.NATSServers() {
+		t.Run(srv.Name, func(t *testing.T) {
+			t.Parallel()
+			testBadRowsGoToDLQAndDoNotBlock(t, newHarness(t, testutil.NewDatabase(t), srv.Start(t)))
+		})
+	}
+}
+
+func testBadRowsGoToDLQAndDoNotBlock(t *testing.T, h *harness) {
 	p := h.start()
 	waitReplicating(t, p)
 	big := strings.Repeat("x", 1200*1024) // over the server's 1 MiB max payload

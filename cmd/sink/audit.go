@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"time"
@@ -14,33 +14,22 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
-// audit compares the stream's messages on the sink's subjects since --since
-// with the inbox: applied, not yet applied, dead, stale (package audit says
-// how).
+// audit compares the stream's messages on the sink's filter subject with the
+// inbox: events not applied, dead, stale. It only reads (see internal/audit).
 func (m *Main) audit(ctx context.Context, args []string) error {
 	var f audit.Flags
-	if err := m.Flags("audit", args, func(fs *flag.FlagSet) {
-		f.Define(fs, false, "comma-separated stream subjects to audit (default FILTER_SUBJECT)")
-	}); err != nil {
+	if err := m.Flags("audit", args, func(fs *flag.FlagSet) { f.Define(fs, false) }); err != nil {
 		return err
 	}
-	opts, err := f.Options(time.Now())
+	w, err := f.Window(time.Now())
 	if err != nil {
-		return cli.Usagef("audit: %w", err)
+		return cli.Usagef("audit: %w (see sink audit --help)", err)
 	}
 	c, err := m.load(false)
 	if err != nil {
 		return err
 	}
-	opts.Stream, opts.Subjects = c.StreamName, f.SubjectList()
-	if len(opts.Subjects) == 0 {
-		opts.Subjects = []string{c.Filter()}
-	}
-	if c.UseDLQ {
-		opts.DLQ = c.DLQ()
-	}
-	table, _ := migrations.QuoteQualified(c.InboxTable) // validated
-
+	table, _ := migrations.QuoteQualified(c.InboxTable)
 	nc, js, err := m.ConnectJetStream(ctx, &c.Common, "audit")
 	if err != nil {
 		return err
@@ -51,14 +40,21 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 		return fmt.Errorf("connect to database: %w", err)
 	}
 	defer conn.Close(context.Background())
-
-	rep, verdict := audit.AuditSink(ctx, conn, js, audit.SinkOptions{Options: opts, InboxTable: table})
-	var gap *audit.GapError
-	if verdict != nil && !errors.As(verdict, &gap) {
-		return verdict
+	rep, err := audit.Sink(ctx, conn, js, audit.SinkOptions{Window: w, Stream: c.StreamName, Filter: c.Filter(), InboxTable: table})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
 	}
-	if err := audit.Write(m.Stdout, f.JSON, rep, audit.PrintSink); err != nil {
-		return err
+	if f.JSON {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode report: %w", err)
+		}
+		fmt.Fprintf(m.Stdout, "%s\n", b)
+	} else {
+		rep.Print(m.Stdout)
 	}
-	return verdict
+	if err := rep.Gap(); err != nil {
+		return &cli.GapError{Err: fmt.Errorf("audit: %w", err)}
+	}
+	return nil
 }

@@ -12,97 +12,99 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
-// runAudit runs `sink audit --json` to its end and returns the report, the
-// exit status and the output.
-func (w *world) runAudit(t *testing.T, args ...string) (*audit.SinkReport, int, string) {
-	t.Helper()
-	p := testutil.StartProcess(t, w.bin, w.env(), append([]string{"audit", "--json"}, args...)...)
-	_ = p.Wait(2 * time.Minute)
-	out := p.Output()
-	start := strings.Index(out, "{")
-	if start < 0 {
-		t.Fatalf("sink audit printed no report (exit %d):\n%s", p.ExitCode(), out)
-	}
-	var rep audit.SinkReport
-	if err := json.NewDecoder(strings.NewReader(out[start:])).Decode(&rep); err != nil {
-		t.Fatalf("sink audit report: %v\n%s", err, out)
-	}
-	return &rep, p.ExitCode(), out
-}
-
-// The sink audit classifies every message on the sink's subject, read in
-// pages of 7: applied, dead (a poison message), stale (SKIP_STALE) — no
-// gap, exit 0 — and, once the sink is stopped, a message nobody applied:
-// a gap, exit 3, named by its event id.
-func TestAuditSinkFindsNotAppliedDeadStale(t *testing.T) {
+// TestAudit_SinkCountsAppliedDeadStaleAndGaps drives the sink binary over
+// 25 events: applied ones (one sent as a gem publisher does, with a
+// lowercase nats-msg-id, one named only by its body), a poison message whose id names its event (dead),
+// an event older than one applied for its key (stale, SKIP_STALE=true);
+// then, with the sink stopped, one more event is stored and not applied.
+// `sink audit --page 7` must count each once and exit 3 for the gap.
+func TestAudit_SinkCountsAppliedDeadStaleAndGaps(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ctx := context.Background()
-	p := w.start(t, "SKIP_STALE=true")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p := w.start(t, "SKIP_STALE=true", "MAX_DELIVER=1")
 	w.waitConsumer(t)
-	for i := range 50 {
-		w.publish(t, ctx, fmt.Sprintf("00000000-0000-4000-8000-%012d", i), fmt.Sprint(i), fmt.Sprintf("0/%X", 0x1000+i*16), 0)
+	var applied []string
+	for i := range 20 {
+		id := fmt.Sprintf("ev-%02d", i)
+		applied = append(applied, id)
+		w.publish(t, ctx, id, fmt.Sprint(i), fmt.Sprintf("0/%X", 0x1000+i), 0)
 	}
-	// Key "k": the newer event first, then an older one, which is stale.
-	w.publish(t, ctx, "00000000-0000-4000-8000-100000000001", "k", "0/9000", 0)
-	w.publish(t, ctx, "00000000-0000-4000-8000-100000000002", "k", "0/8000", 0)
-	staleID := "00000000-0000-4000-8000-100000000002"
-	// A poison message: dead-lettered at once.
-	poisonID := "00000000-0000-4000-8000-200000000001"
-	if _, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: "billing.sync.orders", Data: []byte("not json"),
-		Header: nats.Header{"Nats-Msg-Id": []string{poisonID}}}); err != nil {
+	// As the gem publishes: the id in a lowercase header.
+	gem := nats.NewMsg("billing.sync.orders")
+	gem.Data = []byte(`{"event_id":"gem-1","schema_version":1,"event_type":"user.updated","producer":"billing","resource_type":"user","resource_id":"gem","occurred_at":"2026-01-02T03:04:05Z","payload":{}}`)
+	gem.Header["nats-msg-id"] = []string{"gem-1"}
+	if _, err := w.js.PublishMsg(ctx, gem); err != nil {
 		t.Fatal(err)
 	}
+	applied = append(applied, "gem-1")
+	// No id header at all: only the body names the event.
+	bare := nats.NewMsg("billing.sync.orders")
+	bare.Data = []byte(strings.ReplaceAll(string(gem.Data), "gem", "bare"))
+	if _, err := w.js.PublishMsg(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	applied = append(applied, "bare-1")
+	poison := nats.NewMsg("billing.sync.orders")
+	poison.Data = []byte(`{not json`)
+	poison.Header.Set("Nats-Msg-Id", "poison-1")
+	if _, err := w.js.PublishMsg(ctx, poison); err != nil {
+		t.Fatal(err)
+	}
+	// Key "3" was applied at 0/1003; this one is older.
+	w.publish(t, ctx, "old-3", "3", "0/1", 0)
+
 	testutil.Eventually(t, 60*time.Second, func() error {
-		info := w.consumerInfo(t)
-		if info.NumPending != 0 || info.NumAckPending != 0 {
-			return fmt.Errorf("consumer: %d pending, %d awaiting ack", info.NumPending, info.NumAckPending)
+		var n int
+		if err := w.conn.QueryRow(ctx, `SELECT count(*) FROM jetstream_inbox_events WHERE status IN ('processed', 'dead', 'stale')`).Scan(&n); err != nil {
+			return err
+		}
+		if n != 24 {
+			return fmt.Errorf("%d inbox rows settled, want 24", n)
 		}
 		return nil
 	})
-
-	rep, code, out := w.runAudit(t, "--since", "all", "--page", "7", "--settle", "0")
-	if code != 0 {
-		t.Fatalf("audit exit %d, want 0:\n%s", code, out)
-	}
-	if rep.Messages != 53 || rep.Events != 53 || rep.Counts[audit.Applied] != 51 || rep.Counts[audit.Dead] != 1 ||
-		rep.Counts[audit.Stale] != 1 || rep.Counts[audit.NotApplied] != 0 {
-		t.Fatalf("audit: %+v", rep)
-	}
-	if ex := rep.Examples[audit.Dead]; len(ex) != 1 || ex[0].EventID != poisonID {
-		t.Fatalf("dead examples %+v, want %s", ex, poisonID)
-	}
-	if ex := rep.Examples[audit.Stale]; len(ex) != 1 || ex[0].EventID != staleID || ex[0].Status != "stale" {
-		t.Fatalf("stale examples %+v, want %s", ex, staleID)
-	}
-
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Wait(time.Minute); err != nil {
-		t.Fatalf("sink did not stop: %v", err)
+	if err := p.Wait(30 * time.Second); err != nil {
+		t.Fatalf("sink did not stop: %v\n%s", err, p.Output())
 	}
-	notApplied := "00000000-0000-4000-8000-300000000001"
-	w.publish(t, ctx, notApplied, "x", "0/A000", 0)
-	rep, code, out = w.runAudit(t, "--since", "10m", "--settle", "200ms")
-	if code != 3 {
-		t.Fatalf("audit with an unapplied message: exit %d, want 3:\n%s", code, out)
+
+	// The sink is down: this one stays in the stream.
+	w.publish(t, ctx, "late-1", "late", "0/9000", 0)
+
+	res := testutil.RunCommand(t, 60*time.Second, w.bin, w.env(), "audit", "--since", "1h", "--settle", "0s", "--page", "7", "--json")
+	if res.Code != cli.ExitGap {
+		t.Fatalf("sink audit: exit %d, want %d\n%s\n%s", res.Code, cli.ExitGap, res.Stdout, res.Stderr)
 	}
-	if !strings.Contains(out, "audit found a gap: 1 events not applied") {
-		t.Fatalf("no gap verdict:\n%s", out)
+	var rep audit.SinkReport
+	if err := json.Unmarshal([]byte(res.Stdout), &rep); err != nil {
+		t.Fatalf("not a report: %v\n%s", err, res.Stdout)
 	}
-	if !rep.Rechecked || rep.Counts[audit.NotApplied] != 1 || rep.Counts[audit.Applied] != 51 {
-		t.Fatalf("audit: %+v", rep)
+	if rep.Messages != 25 || rep.Events != 25 || rep.Applied != 22 || rep.Dead != 1 || rep.Stale != 1 || rep.NotApplied != 1 {
+		t.Fatalf("report: %+v", rep)
 	}
-	if ex := rep.Examples[audit.NotApplied]; len(ex) != 1 || ex[0].EventID != notApplied || ex[0].Status != "" {
-		t.Fatalf("not applied examples %+v, want %s without an inbox row", ex, notApplied)
+	if rep.NotAppliedIDs[0] != "late-1" || rep.DeadIDs[0] != "poison-1" || rep.StaleIDs[0] != "old-3" {
+		t.Fatalf("examples: %+v", rep)
 	}
-	// --strict: dead and stale events are findings too.
-	_, code, out = w.runAudit(t, "--since", "all", "--settle", "0", "--strict")
-	if code != 3 || !strings.Contains(out, "1 events dead, 1 events stale") {
-		t.Fatalf("strict audit exit %d:\n%s", code, out)
+
+	// Applied by a sink again: no gap, and the table says so.
+	p = w.start(t, "SKIP_STALE=true", "MAX_DELIVER=1")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		res = testutil.RunCommand(t, 60*time.Second, w.bin, w.env(), "audit", "--since", "1h", "--settle", "0s")
+		if res.Code != cli.ExitOK {
+			return fmt.Errorf("exit %d: %s", res.Code, res.Stdout)
+		}
+		return nil
+	})
+	if !strings.Contains(res.Stdout, "no gap") || !strings.Contains(res.Stdout, "dead") {
+		t.Fatalf("table:\n%s", res.Stdout)
 	}
+	_ = p
 }

@@ -42,6 +42,7 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 		{Args: []string{"dlq"}, Code: 2, OneLine: true, Stderr: []string{"dlq: expected a command: list, replay"}},
 		{Args: []string{"dlq", "purge"}, Code: 2, OneLine: true, Stderr: []string{`unknown command "purge"; valid commands: list, replay`}},
 		{Args: []string{"dlq", "replay"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"--event-id, --class or --all"}},
+		{Args: []string{"audit"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"--since is required"}},
 		// Configuration errors: nothing is attempted, status 2.
 		{Args: []string{"run"}, Env: valid, Code: 2, Stderr: []string{"HANDLER or ROUTES_FILE is required"}},
 		{Args: []string{"status"}, Env: append(valid, "BATCH_SIZE=many"), Code: 2, Stderr: []string{`BATCH_SIZE="many"`}},
@@ -50,7 +51,7 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 			Stdout: []string{"ERROR"}, Stderr: []string{"sink: database unreachable"}},
 	}
 	commands := []struct{ name, flag string }{
-		{"run", ""}, {"provision", ""}, {"status", "-json"}, {"dlq list", "-event-id"}, {"dlq replay", "-all"},
+		{"run", ""}, {"provision", ""}, {"status", "-json"}, {"dlq list", "-event-id"}, {"dlq replay", "-all"}, {"audit", "-since"},
 	}
 	for _, cmd := range commands {
 		args := strings.Fields(cmd.name)

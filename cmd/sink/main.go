@@ -9,11 +9,12 @@
 //	sink dlq list [--json]       print dead letters
 //	sink dlq replay (--event-id ID | --class C | --all) [--dry-run]
 //	                             republish dead letters to their original subject
-//	sink audit --since TIME      compare the stream with the inbox
+//	sink audit --since TIME      compare the stream's events with the inbox
 //	sink version                 print the build
 //
 // Every command answers --help; the exit status is 0 on success, 1 on a
-// runtime failure and 2 on a usage or configuration error.
+// runtime failure, 2 on a usage or configuration error and 3 when audit
+// finds a gap.
 package main
 
 import (
@@ -83,15 +84,15 @@ dead letter twice within the stream's duplicate window stores it once.`,
 		Run:     func(ctx context.Context, args []string) error { return m.dlq(ctx, "replay", args) },
 	}, {
 		Name:    "audit",
-		Args:    "--since TIME|DURATION|all [--json] [--limit N] [--page N] [--settle 5s] [--margin 1m] [--strict] [--subjects S]",
-		Summary: "compare the stream with the inbox: not applied, dead, stale",
-		Detail: `Reads the headers of the stream's messages on FILTER_SUBJECT (or --subjects) in
-pages and classifies each event by its inbox row, in Postgres (a temporary table),
-so memory stays flat. Run it after a failover, a recovery or a DLQ replay. Exit
-status: 0 no gap, 3 a gap (events not applied; with --strict also dead or stale
-ones), 1 the audit could not run.`,
+		Args:    "--since TIME|DURATION|all [--json] [--limit=10] [--page=1000] [--settle=10s]",
+		Summary: "compare the stream's events with the inbox: not applied, dead, stale",
+		Detail: `Reads the stream's messages on the filter subject stored since TIME (headers only,
+--page at a time, into a temporary table) and looks each event up in the inbox.
+Run it after a failover, a recovery or a DLQ replay. Exit status 3: events in the
+stream not applied (no inbox row, or received/processing/failed); dead and stale
+events are counted but are no gap. Messages younger than --settle are left out.`,
 		Env:     slices.Concat(cli.OneShotEnv, []string{"INBOX_TABLE", "FILTER_SUBJECT"}),
-		Example: "sink audit --since 1h\nsink audit --since all --json",
+		Example: "sink audit --since 1h\nsink audit --since 2026-01-02T15:04:05Z --json",
 		Run:     m.audit,
 	}}
 	return m

@@ -242,9 +242,15 @@ func TestBinary_KillAfterCommitBeforeAck(t *testing.T) {
 }
 
 // TestBinary_TwoProcessesExactlyOnce: two sinks on one durable, one of them
-// killed and restarted midway; every event has exactly one effect.
+// killed and restarted midway; every event has exactly one effect, on the
+// embedded server and on the oldest supported nats-server.
 func TestBinary_TwoProcessesExactlyOnce(t *testing.T) {
-	w := newWorld(t)
+	for _, srv := range testutil.NATSServers() {
+		t.Run(srv.Name, func(t *testing.T) { testTwoProcessesExactlyOnce(t, newWorldOn(t, srv.Start(t))) })
+	}
+}
+
+func testTwoProcessesExactlyOnce(t *testing.T, w *world) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const events, keys = 3000, 300
@@ -322,9 +328,15 @@ func TestBinary_TwoProcessesExactlyOnce(t *testing.T) {
 
 // TestBinary_SIGTERMFinishesInFlight: SIGTERM while a handler runs; the
 // sink waits for it, commits, acks and exits 0. Also covers provision,
-// readiness, metrics, status and the DLQ commands.
+// readiness, metrics, status and the DLQ commands, on the embedded server
+// and on the oldest supported nats-server.
 func TestBinary_SIGTERMFinishesInFlight(t *testing.T) {
-	w := newWorld(t)
+	for _, srv := range testutil.NATSServers() {
+		t.Run(srv.Name, func(t *testing.T) { testSIGTERMFinishesInFlight(t, newWorldOn(t, srv.Start(t))) })
+	}
+}
+
+func testSIGTERMFinishesInFlight(t *testing.T, w *world) {
 	ctx := context.Background()
 	out, err := w.runCmd(t, []string{"provision"})
 	if err != nil || !strings.Contains(out, "provisioned") {

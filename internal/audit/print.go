@@ -3,84 +3,76 @@ package audit
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"time"
 )
 
-// PrintRelay writes the human table of a relay audit.
-func PrintRelay(w io.Writer, r *RelayReport) {
-	fmt.Fprintf(w, "relay audit since %s: outbox %s against stream %s (%s)\n\n", r.Since, r.OutboxTable, r.Stream, strings.Join(r.Subjects, ", "))
-	row := func(name string, n int64, note string) { fmt.Fprintf(w, "  %-14s %10d  %s\n", name, n, note) }
-	row("outbox rows", r.Rows, "")
-	row("messages read", r.Messages, "")
-	row("published", r.Published, "")
-	row("dead-lettered", r.DeadLettered, "on the DLQ subject only (see sink dlq list)")
-	row("missing", r.Missing, mark(r.Missing, "GAP: not in the stream (relay backfill --since republishes)"))
-	row("stored twice", r.StoredTwice, mark(r.StoredTwice, "sinks' inboxes drop the copies"))
-	row("out of order", r.OutOfOrder, mark(r.OutOfOrder, "stored after an event of a later commit"))
-	if r.Rechecked {
-		fmt.Fprintln(w, "\n  (looked again after --settle)")
+// Print writes the report as a table: one line per category with its count
+// and the first ids.
+func (r *RelayReport) Print(w io.Writer) {
+	fmt.Fprintf(w, "relay audit of stream %s %v\n", r.Stream, r.Subjects)
+	fmt.Fprintf(w, "rows committed %s to %s (younger ones left out as in flight); %d messages read\n\n",
+		since(r.Since), r.Until.Format(time.RFC3339), r.Messages)
+	row(w, "rows", r.Rows, "")
+	row(w, "published", r.Published, "")
+	row(w, "dead-lettered", r.DeadLettered, "relay dead letters on the DLQ subject")
+	row(w, "missing", r.Missing, strings.Join(r.MissingIDs, " "))
+	var dups []string
+	for _, d := range r.Duplicates {
+		dups = append(dups, strings.Join(d.IDs, "=")+"@"+joinSeqs(d.Seqs))
 	}
-	list(w, "missing", r.MissingIDs)
-	list(w, "dead-lettered", r.DeadLetteredIDs)
-	if len(r.StoredTwiceIDs) > 0 {
-		fmt.Fprintln(w, "\nstored twice:")
-		for _, d := range r.StoredTwiceIDs {
-			fmt.Fprintf(w, "  %s  stream seqs %v\n", d.EventID, d.Seqs)
-		}
+	row(w, "stored twice", r.StoredTwice, strings.Join(dups, " "))
+	var vs []string
+	for _, v := range r.Violations {
+		vs = append(vs, fmt.Sprintf("seq %d %s at %s after %s", v.Seq, v.ID, v.Position, v.After))
 	}
-	if len(r.OutOfOrderAt) > 0 {
-		fmt.Fprintln(w, "\nout of order:")
-		for _, b := range r.OutOfOrderAt {
-			fmt.Fprintf(w, "  seq %d %s at %s, after seq %d %s at %s\n", b.Seq, b.EventID, b.Position, b.AfterSeq, b.AfterID, b.AfterPos)
-		}
-	}
+	row(w, "out of order", r.OutOfOrder, strings.Join(vs, "; "))
+	verdict(w, r.Gap())
 }
 
-// PrintSink writes the human table of a sink audit.
-func PrintSink(w io.Writer, r *SinkReport) {
-	fmt.Fprintf(w, "sink audit since %s: stream %s (%s) against inbox %s\n\n", r.Since, r.Stream, strings.Join(r.Subjects, ", "), r.InboxTable)
-	row := func(name string, n int64, note string) { fmt.Fprintf(w, "  %-14s %10d  %s\n", name, n, note) }
-	row("messages read", r.Messages, "")
-	row("events", r.Events, "distinct event ids")
-	if r.NoID > 0 {
-		row("without id", r.NoID, "no Nats-Msg-Id: cannot be matched")
+// Print writes the report as a table.
+func (r *SinkReport) Print(w io.Writer) {
+	fmt.Fprintf(w, "sink audit of stream %s on %s\n", r.Stream, r.Filter)
+	fmt.Fprintf(w, "messages stored %s to %s (younger ones left out as in flight); %d read, %d events\n\n",
+		since(r.Since), r.Until.Format(time.RFC3339), r.Messages, r.Events)
+	row(w, "applied", r.Applied, "")
+	row(w, "not applied", r.NotApplied, strings.Join(r.NotAppliedIDs, " "))
+	row(w, "dead", r.Dead, strings.Join(r.DeadIDs, " "))
+	row(w, "stale", r.Stale, strings.Join(r.StaleIDs, " "))
+	if r.Unidentified > 0 {
+		row(w, "unidentified", r.Unidentified, "seqs "+joinSeqs(r.UnidentifiedSeqs))
 	}
-	row("applied", r.Counts[Applied], "")
-	row("not applied", r.Counts[NotApplied], mark(r.Counts[NotApplied], "GAP: no inbox row, or received/processing/failed"))
-	row("dead", r.Counts[Dead], mark(r.Counts[Dead], "dead-lettered (sink dlq list / replay)"))
-	row("stale", r.Counts[Stale], mark(r.Counts[Stale], "discarded as older than their key's newest"))
-	if r.Rechecked {
-		fmt.Fprintln(w, "\n  (looked again after --settle)")
-	}
-	for _, c := range []string{NotApplied, Dead, Stale} {
-		ex := r.Examples[c]
-		if len(ex) == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "\n%s:\n", strings.ReplaceAll(c, "_", " "))
-		for _, e := range ex {
-			st := e.Status
-			if st == "" {
-				st = "no inbox row"
-			}
-			fmt.Fprintf(w, "  %s  stream seq %d  (%s)\n", e.EventID, e.Seq, st)
-		}
-	}
+	verdict(w, r.Gap())
 }
 
-func mark(n int64, note string) string {
-	if n == 0 {
-		return ""
+func since(t *time.Time) string {
+	if t == nil {
+		return "since the beginning"
 	}
-	return note
+	return "from " + t.Format(time.RFC3339)
 }
 
-func list(w io.Writer, title string, ids []string) {
-	if len(ids) == 0 {
+func row(w io.Writer, name string, n int64, examples string) {
+	if examples == "" || n == 0 {
+		fmt.Fprintf(w, "  %-14s %10d\n", name, n)
 		return
 	}
-	fmt.Fprintf(w, "\n%s:\n", title)
-	for _, id := range ids {
-		fmt.Fprintf(w, "  %s\n", id)
+	fmt.Fprintf(w, "  %-14s %10d  %s\n", name, n, examples)
+}
+
+func verdict(w io.Writer, gap error) {
+	if gap != nil {
+		fmt.Fprintf(w, "\nGAP: %v\n", gap)
+		return
 	}
+	fmt.Fprintln(w, "\nno gap")
+}
+
+func joinSeqs(seqs []uint64) string {
+	s := make([]string, len(seqs))
+	for i, q := range seqs {
+		s[i] = strconv.FormatUint(q, 10)
+	}
+	return strings.Join(s, ",")
 }

@@ -2,305 +2,258 @@ package audit
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
-// Options are the knobs both audits share.
-type Options struct {
-	Stream   string
-	Subjects []string  // consumer filter for the audited messages
-	DLQ      string    // the DLQ subject whose copies account for dead events
-	Since    time.Time // zero = everything
-	Margin   time.Duration
-	Settle   time.Duration
-	Page     int // messages per fetch and per COPY
-	Limit    int // example ids per finding
-	Strict   bool
-}
-
-func (o *Options) defaults() {
-	if o.Page <= 0 {
-		o.Page = 10000
-	}
-	if o.Limit < 0 {
-		o.Limit = 0
-	}
-}
-
-// RelayOptions configure AuditRelay.
+// RelayOptions say what the relay audit compares.
 type RelayOptions struct {
-	Options
-	OutboxTable string // quoted, schema-qualified
+	Window
+	Stream      string            // JetStream stream name
+	OutboxTable string            // quoted schema.table
+	Subjects    envelope.Subjects // the relay's subject builder (ENV_NAME, APP_NAME)
 }
 
-// RelayReport is what `relay audit` prints.
+// RelayReport is the result of Relay.
 type RelayReport struct {
-	Since       string   `json:"since"` // RFC 3339 or "all"
-	Stream      string   `json:"stream"`
-	Subjects    []string `json:"subjects"`
-	OutboxTable string   `json:"outbox_table"`
+	Since    *time.Time `json:"since"` // nil: all
+	Until    time.Time  `json:"until"` // rows younger than this were left out (settle)
+	Stream   string     `json:"stream"`
+	Subjects []string   `json:"subjects"`
+	Messages int64      `json:"messages_read"`
 
-	Rows         int64 `json:"rows"`          // outbox rows audited
-	Messages     int64 `json:"messages"`      // stream messages read
-	Published    int64 `json:"published"`     // rows with a message on a publish subject
-	DeadLettered int64 `json:"dead_lettered"` // rows only on the DLQ subject
-	Missing      int64 `json:"missing"`       // rows with no message at all: a gap
-	StoredTwice  int64 `json:"stored_twice"`  // rows stored more than once on a publish subject
-	OutOfOrder   int64 `json:"out_of_order"`  // messages whose position is below the one before
-
-	MissingIDs      []string     `json:"missing_ids,omitempty"`
-	DeadLetteredIDs []string     `json:"dead_lettered_ids,omitempty"`
-	StoredTwiceIDs  []Duplicate  `json:"stored_twice_ids,omitempty"`
-	OutOfOrderAt    []OrderBreak `json:"out_of_order_at,omitempty"`
-	Rechecked       bool         `json:"rechecked,omitempty"` // looked again after --settle
+	Rows         int64            `json:"rows"`          // outbox rows in the window
+	Published    int64            `json:"published"`     // rows with a message on a publish subject
+	DeadLettered int64            `json:"dead_lettered"` // rows only on the DLQ subject (the relay dead-lettered them)
+	Missing      int64            `json:"missing"`       // rows with no message at all
+	MissingIDs   []string         `json:"missing_ids,omitempty"`
+	StoredTwice  int64            `json:"stored_twice"` // events stored more than once
+	Duplicates   []Duplicate      `json:"stored_twice_examples,omitempty"`
+	OutOfOrder   int64            `json:"out_of_order"` // messages behind an earlier one's position
+	Violations   []OrderViolation `json:"out_of_order_examples,omitempty"`
 }
 
-// Duplicate is an event stored more than once.
+// Duplicate is an event stored under several stream sequences.
 type Duplicate struct {
-	EventID string   `json:"event_id"`
-	Seqs    []uint64 `json:"stream_seqs"`
+	IDs  []string `json:"ids"` // the Nats-Msg-Id of each copy
+	Seqs []uint64 `json:"seqs"`
 }
 
-// OrderBreak is a message stored after one with a later source position.
-type OrderBreak struct {
-	Seq      uint64 `json:"stream_seq"`
-	EventID  string `json:"event_id"`
-	Position string `json:"position"`
-	AfterSeq uint64 `json:"after_stream_seq"`
-	AfterPos string `json:"after_position"`
-	AfterID  string `json:"after_event_id"`
+// OrderViolation is a message stored after one with a later commit position.
+type OrderViolation struct {
+	Seq      uint64 `json:"seq"`
+	ID       string `json:"id"`
+	Position string `json:"position"` // commit LSN/index of the message
+	After    string `json:"after"`    // the highest position stored before it
 }
 
-// Verdict returns a *GapError when the audit found a gap (or, with Strict,
-// any finding).
-func (r *RelayReport) verdict(strict bool) error {
-	var what []string
-	if r.Missing > 0 {
-		what = append(what, fmt.Sprintf("%d outbox rows missing from the stream", r.Missing))
-	}
-	if strict && r.StoredTwice > 0 {
-		what = append(what, fmt.Sprintf("%d rows stored twice", r.StoredTwice))
-	}
-	if strict && r.OutOfOrder > 0 {
-		what = append(what, fmt.Sprintf("%d messages out of commit order", r.OutOfOrder))
-	}
-	if len(what) == 0 {
+// Gap reports whether the audit found something that breaks a guarantee:
+// a committed row that is not in the stream, or events out of commit order.
+// Copies stored twice are reported but are no gap: every inbox drops them.
+func (r *RelayReport) Gap() error {
+	if r.Missing == 0 && r.OutOfOrder == 0 {
 		return nil
 	}
-	return &GapError{What: strings.Join(what, ", ")}
+	return fmt.Errorf("%d rows missing from the stream, %d messages out of commit order", r.Missing, r.OutOfOrder)
 }
 
-// orderCheck follows source positions in stream order: O(1) state.
-type orderCheck struct {
-	prev    Message
-	hasPrev bool
-	breaks  int64
-	first   []OrderBreak
-	limit   int
-}
-
-func (c *orderCheck) see(m *Message) {
-	if !m.HasPos {
-		return // backfilled rows and the gem's messages carry no position
+// Relay compares the outbox rows committed in the window with the messages
+// of the relay's subjects in the stream. conn is a session of its own: the
+// audit creates a temporary table in it.
+func Relay(ctx context.Context, conn *pgx.Conn, js jetstream.JetStream, o RelayOptions) (*RelayReport, error) {
+	var now time.Time
+	if err := conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+		return nil, fmt.Errorf("read database time: %w", err)
 	}
-	if c.hasPrev && m.Pos.Compare(c.prev.Pos) < 0 {
-		c.breaks++
-		if len(c.first) < c.limit {
-			c.first = append(c.first, OrderBreak{Seq: m.Seq, EventID: m.MsgID, Position: m.Pos.String(),
-				AfterSeq: c.prev.Seq, AfterPos: c.prev.Pos.String(), AfterID: c.prev.MsgID})
-		}
-		return // the high-water mark stays: each later message is compared to it
-	}
-	c.prev, c.hasPrev = *m, true
-}
-
-// AuditRelay compares the outbox rows of conn's database with the stream.
-// conn must not be in a transaction; the audit opens its own (read only,
-// REPEATABLE READ) and leaves nothing behind.
-func AuditRelay(ctx context.Context, conn *pgx.Conn, js jetstream.JetStream, o RelayOptions) (*RelayReport, error) {
-	o.defaults()
-	rep := &RelayReport{Since: sinceText(o.Since), Stream: o.Stream, Subjects: o.Subjects, OutboxTable: o.OutboxTable}
-	// The snapshot fixes the rows audited before the stream is read, so a row
-	// is only judged against a stream that had the chance to receive it.
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
-	if err != nil {
-		return nil, fmt.Errorf("begin audit transaction: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE bridge_audit_stream (event_id uuid NOT NULL, seq bigint NOT NULL, dead bool NOT NULL) ON COMMIT DROP`); err != nil {
-		return nil, fmt.Errorf("create audit table: %w", err)
-	}
-	var since any
+	rep := &RelayReport{Until: now.Add(-o.Settle).UTC(), Stream: o.Stream}
 	if !o.Since.IsZero() {
-		since = o.Since
+		t := o.Since.UTC()
+		rep.Since = &t
 	}
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+o.OutboxTable+` WHERE $1::timestamptz IS NULL OR occurred_at >= $1`, since).Scan(&rep.Rows); err != nil {
-		return nil, fmt.Errorf("count outbox rows: %w", err)
+	// All of this producer's subjects: every destination and the DLQ are
+	// under [{env}.]{app}.sync.>; rows with a subject of their own add theirs.
+	producer := strings.TrimSuffix(o.Subjects.DLQ(), "dlq") + ">"
+	rep.Subjects = []string{producer}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT subject FROM `+o.OutboxTable+`
+		WHERE subject <> '' AND occurred_at >= $1 AND occurred_at < $2 ORDER BY 1`, o.Since, rep.Until)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox subjects: %w", err)
 	}
-	order := orderCheck{limit: o.Limit}
-	load := func(page []Message) error {
-		rows := make([][]any, 0, len(page))
-		for i := range page {
-			m := &page[i]
-			rep.Messages++
-			dead := m.Subject == o.DLQ
-			id := m.MsgID
-			if dead {
-				id = strings.TrimPrefix(id, envelope.DLQPrefix)
-			} else {
-				order.see(m)
-			}
-			u, ok := parseUUID(id)
-			if !ok {
-				continue // not an outbox event id: nothing of this outbox
-			}
-			rows = append(rows, []any{u, int64(m.Seq), dead})
-		}
-		if len(rows) == 0 {
-			return nil
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"bridge_audit_stream"}, []string{"event_id", "seq", "dead"}, pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("copy stream page: %w", err)
-		}
-		return nil
+	custom, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read outbox subjects: %w", err)
 	}
+	for _, s := range custom {
+		// A subject that is no valid publish subject was dead-lettered by
+		// the relay (it is on the DLQ subject) and cannot be a filter.
+		if !covers(producer, s) && envelope.ValidatePublishSubject(s) == nil {
+			rep.Subjects = append(rep.Subjects, s)
+		}
+	}
+
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS audit_relay_msgs (
+		seq bigint NOT NULL, msg_id text NOT NULL, dlq boolean NOT NULL,
+		lsn bigint, idx int, behind boolean NOT NULL, max_lsn bigint, max_idx int);
+		TRUNCATE audit_relay_msgs`); err != nil {
+		return nil, fmt.Errorf("create temporary table: %w", err)
+	}
+	dlqSubject := o.Subjects.DLQ()
+	var maxLSN uint64
+	maxIdx, seen := 0, false
+	rowsBuf := make([][]any, 0, o.page())
 	from := o.Since
 	if !from.IsZero() {
 		from = from.Add(-o.Margin)
 	}
-	last, err := scan(ctx, js, scanRange{stream: o.Stream, subjects: o.Subjects, from: from, page: o.Page}, load)
+	err = readStream(ctx, js, o.Stream, rep.Subjects, from, o.page(), func(page []message) error {
+		rowsBuf = rowsBuf[:0]
+		for i := range page {
+			m := &page[i]
+			rep.Messages++
+			id := msgID(m.Header)
+			dlq := m.Subject == dlqSubject
+			if dlq {
+				// The DLQ subject also holds the app's sink dead letters,
+				// which carry another producer's events and positions.
+				if m.Header.Get(envelope.HeaderErrorClass) != envelope.ClassRelay {
+					continue
+				}
+				id = strings.TrimPrefix(id, envelope.DLQPrefix)
+			}
+			row := []any{int64(m.Seq), id, dlq, nil, nil, false, nil, nil}
+			// Dead letters are left out of the order check: a row refused
+			// for good may be dead-lettered after the rows behind it were
+			// published (NO_STREAM_TIMEOUT), and no sink applies it.
+			if pos, ok := envelope.ParsePosition(m.Header); ok && !dlq {
+				l := uint64(pos.CommitLSN)
+				row[3], row[4] = int64(l), pos.TxIndex
+				if seen && (l < maxLSN || l == maxLSN && pos.TxIndex < maxIdx) {
+					row[5], row[6], row[7] = true, int64(maxLSN), maxIdx
+				} else {
+					maxLSN, maxIdx, seen = l, pos.TxIndex, true
+				}
+			}
+			rowsBuf = append(rowsBuf, row)
+		}
+		_, err := conn.CopyFrom(ctx, pgx.Identifier{"audit_relay_msgs"},
+			[]string{"seq", "msg_id", "dlq", "lsn", "idx", "behind", "max_lsn", "max_idx"}, pgx.CopyFromRows(rowsBuf))
+		if err != nil {
+			return fmt.Errorf("copy stream page: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := tx.Exec(ctx, `CREATE INDEX ON bridge_audit_stream (event_id); ANALYZE bridge_audit_stream`); err != nil {
-		return nil, fmt.Errorf("index audit table: %w", err)
+	if _, err := conn.Exec(ctx, `CREATE INDEX IF NOT EXISTS audit_relay_msgs_id ON audit_relay_msgs (msg_id);
+		CREATE INDEX IF NOT EXISTS audit_relay_msgs_pos ON audit_relay_msgs (lsn, idx); ANALYZE audit_relay_msgs`); err != nil {
+		return nil, fmt.Errorf("index temporary table: %w", err)
 	}
-	if err := relayCounts(ctx, tx, o, since, rep); err != nil {
+	if err := rep.compare(ctx, conn, o); err != nil {
 		return nil, err
 	}
-	if rep.Missing > 0 && o.Settle > 0 {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(o.Settle):
-		}
-		if _, err := scan(ctx, js, scanRange{stream: o.Stream, subjects: o.Subjects, afterSeq: last, page: o.Page}, load); err != nil {
-			return nil, err
-		}
-		if err := relayCounts(ctx, tx, o, since, rep); err != nil {
-			return nil, err
-		}
-		rep.Rechecked = true
-	}
-	rep.OutOfOrder, rep.OutOfOrderAt = order.breaks, order.first
-	if err := relayExamples(ctx, tx, o, since, rep); err != nil {
-		return nil, err
-	}
-	return rep, rep.verdict(o.Strict)
+	return rep, nil
 }
 
-func relayCounts(ctx context.Context, tx pgx.Tx, o RelayOptions, since any, rep *RelayReport) error {
-	err := tx.QueryRow(ctx, `
-		WITH s AS (SELECT event_id, count(*) FILTER (WHERE NOT dead) AS pub, count(*) FILTER (WHERE dead) AS dead
-			FROM bridge_audit_stream GROUP BY event_id)
-		SELECT count(*) FILTER (WHERE s.pub > 0),
-			count(*) FILTER (WHERE s.pub = 0 AND s.dead > 0),
-			count(*) FILTER (WHERE s.event_id IS NULL),
-			count(*) FILTER (WHERE s.pub > 1)
-		FROM `+o.OutboxTable+` o LEFT JOIN s USING (event_id)
-		WHERE $1::timestamptz IS NULL OR o.occurred_at >= $1`, since).
-		Scan(&rep.Published, &rep.DeadLettered, &rep.Missing, &rep.StoredTwice)
+// compare runs the anti-joins between the outbox window and the copied
+// messages.
+func (rep *RelayReport) compare(ctx context.Context, conn *pgx.Conn, o RelayOptions) error {
+	window := `FROM ` + o.OutboxTable + ` o WHERE o.occurred_at >= $1 AND o.occurred_at < $2`
+	err := conn.QueryRow(ctx, `SELECT count(*),
+		count(*) FILTER (WHERE pub),
+		count(*) FILTER (WHERE NOT pub AND dead),
+		count(*) FILTER (WHERE NOT pub AND NOT dead)
+		FROM (SELECT EXISTS (SELECT 1 FROM audit_relay_msgs m WHERE m.msg_id = o.event_id::text AND NOT m.dlq) AS pub,
+			EXISTS (SELECT 1 FROM audit_relay_msgs m WHERE m.msg_id = o.event_id::text AND m.dlq) AS dead `+window+`) r`,
+		o.Since, rep.Until).Scan(&rep.Rows, &rep.Published, &rep.DeadLettered, &rep.Missing)
 	if err != nil {
 		return fmt.Errorf("compare outbox with stream: %w", err)
 	}
-	return nil
-}
-
-func relayExamples(ctx context.Context, tx pgx.Tx, o RelayOptions, since any, rep *RelayReport) error {
-	if o.Limit == 0 {
-		return nil
-	}
-	window := `($1::timestamptz IS NULL OR o.occurred_at >= $1)`
-	var err error
 	if rep.Missing > 0 {
-		rep.MissingIDs, err = strings1(ctx, tx, `SELECT o.event_id::text FROM `+o.OutboxTable+` o WHERE `+window+`
-			AND NOT EXISTS (SELECT 1 FROM bridge_audit_stream s WHERE s.event_id = o.event_id) ORDER BY o.id LIMIT $2`, since, o.Limit)
+		rows, err := conn.Query(ctx, `SELECT o.event_id::text `+window+`
+			AND NOT EXISTS (SELECT 1 FROM audit_relay_msgs m WHERE m.msg_id = o.event_id::text)
+			ORDER BY o.id LIMIT $3`, o.Since, rep.Until, o.limit())
 		if err != nil {
 			return fmt.Errorf("list missing rows: %w", err)
 		}
-	}
-	if rep.DeadLettered > 0 {
-		rep.DeadLetteredIDs, err = strings1(ctx, tx, `SELECT o.event_id::text FROM `+o.OutboxTable+` o WHERE `+window+`
-			AND EXISTS (SELECT 1 FROM bridge_audit_stream s WHERE s.event_id = o.event_id AND s.dead)
-			AND NOT EXISTS (SELECT 1 FROM bridge_audit_stream s WHERE s.event_id = o.event_id AND NOT s.dead)
-			ORDER BY o.id LIMIT $2`, since, o.Limit)
-		if err != nil {
-			return fmt.Errorf("list dead-lettered rows: %w", err)
+		if rep.MissingIDs, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return fmt.Errorf("list missing rows: %w", err)
 		}
+	}
+
+	// Copies: one id under several sequences (republished after the
+	// duplicate window), or one position under several ids.
+	dups := `SELECT array_agg(msg_id ORDER BY seq), array_agg(seq ORDER BY seq), min(seq) AS first
+		FROM audit_relay_msgs WHERE NOT dlq GROUP BY msg_id HAVING count(*) > 1
+		UNION ALL
+		SELECT array_agg(msg_id ORDER BY seq), array_agg(seq ORDER BY seq), min(seq)
+		FROM audit_relay_msgs WHERE NOT dlq AND lsn IS NOT NULL GROUP BY lsn, idx HAVING count(DISTINCT msg_id) > 1`
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM (`+dups+`) d`).Scan(&rep.StoredTwice); err != nil {
+		return fmt.Errorf("count copies: %w", err)
 	}
 	if rep.StoredTwice > 0 {
-		rows, err := tx.Query(ctx, `SELECT s.event_id::text, array_agg(s.seq ORDER BY s.seq)
-			FROM bridge_audit_stream s JOIN `+o.OutboxTable+` o USING (event_id)
-			WHERE NOT s.dead AND `+window+`
-			GROUP BY s.event_id HAVING count(*) > 1 ORDER BY min(s.seq) LIMIT $2`, since, o.Limit)
+		rows, err := conn.Query(ctx, `SELECT * FROM (`+dups+`) d ORDER BY first LIMIT $1`, o.limit())
 		if err != nil {
-			return fmt.Errorf("list duplicates: %w", err)
+			return fmt.Errorf("list copies: %w", err)
 		}
+		var seqs []int64
+		var first int64
 		for rows.Next() {
 			var d Duplicate
-			var seqs []int64
-			if err := rows.Scan(&d.EventID, &seqs); err != nil {
+			if err := rows.Scan(&d.IDs, &seqs, &first); err != nil {
 				rows.Close()
-				return fmt.Errorf("list duplicates: %w", err)
+				return fmt.Errorf("list copies: %w", err)
 			}
 			for _, s := range seqs {
 				d.Seqs = append(d.Seqs, uint64(s))
 			}
-			rep.StoredTwiceIDs = append(rep.StoredTwiceIDs, d)
+			rep.Duplicates = append(rep.Duplicates, d)
 		}
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("list duplicates: %w", err)
+			return fmt.Errorf("list copies: %w", err)
+		}
+	}
+
+	// A message behind the highest position is out of order unless it is a
+	// later copy of an earlier message (counted above).
+	behind := `FROM audit_relay_msgs m WHERE m.behind AND NOT EXISTS (SELECT 1 FROM audit_relay_msgs e
+		WHERE e.seq < m.seq AND (e.msg_id = m.msg_id OR (e.lsn = m.lsn AND e.idx = m.idx)))`
+	if err := conn.QueryRow(ctx, `SELECT count(*) `+behind).Scan(&rep.OutOfOrder); err != nil {
+		return fmt.Errorf("count out-of-order messages: %w", err)
+	}
+	if rep.OutOfOrder > 0 {
+		rows, err := conn.Query(ctx, `SELECT m.seq, m.msg_id, m.lsn, m.idx, m.max_lsn, m.max_idx `+behind+` ORDER BY m.seq LIMIT $1`, o.limit())
+		if err != nil {
+			return fmt.Errorf("list out-of-order messages: %w", err)
+		}
+		for rows.Next() {
+			var seq, lsn, maxLSN int64
+			var idx, maxIdx int
+			var v OrderViolation
+			if err := rows.Scan(&seq, &v.ID, &lsn, &idx, &maxLSN, &maxIdx); err != nil {
+				rows.Close()
+				return fmt.Errorf("list out-of-order messages: %w", err)
+			}
+			v.Seq = uint64(seq)
+			v.Position = position(lsn, idx)
+			v.After = position(maxLSN, maxIdx)
+			rep.Violations = append(rep.Violations, v)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list out-of-order messages: %w", err)
 		}
 	}
 	return nil
 }
 
-// strings1 runs a query returning one text column.
-func strings1(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
-
-// parseUUID reads the canonical 36-character form; outbox event ids are
-// uuids, so anything else is another producer's message.
-func parseUUID(s string) (pgtype.UUID, bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return pgtype.UUID{}, false
-	}
-	var u pgtype.UUID
-	h := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
-	if _, err := hex.Decode(u.Bytes[:], []byte(h)); err != nil {
-		return pgtype.UUID{}, false
-	}
-	u.Valid = true
-	return u, true
-}
-
-func sinceText(t time.Time) string {
-	if t.IsZero() {
-		return "all"
-	}
-	return t.UTC().Format(time.RFC3339)
+func position(lsn int64, idx int) string {
+	return pglogrepl.LSN(uint64(lsn)).String() + "#" + strconv.Itoa(idx)
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,190 +13,148 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
-// SinkOptions configure AuditSink.
+// SinkOptions say what the sink audit compares.
 type SinkOptions struct {
-	Options
-	InboxTable string // quoted, schema-qualified
+	Window
+	Stream     string // JetStream stream name
+	Filter     string // the sink's FILTER_SUBJECT (wildcards allowed)
+	InboxTable string // quoted schema.table
 }
 
-// Categories of a stream message seen from the inbox.
-const (
-	Applied    = "applied"     // inbox row processed
-	NotApplied = "not_applied" // no inbox row, or received / processing / failed: a gap
-	Dead       = "dead"        // inbox row dead, or a copy on the DLQ subject
-	Stale      = "stale"       // discarded as older than its key's newest (SKIP_STALE)
-)
-
-// SinkReport is what `sink audit` prints.
+// SinkReport is the result of Sink. Events are counted once each, however
+// many times the stream holds them.
 type SinkReport struct {
-	Since      string   `json:"since"`
-	Stream     string   `json:"stream"`
-	Subjects   []string `json:"subjects"`
-	InboxTable string   `json:"inbox_table"`
+	Since    *time.Time `json:"since"`
+	Until    time.Time  `json:"until"` // messages stored after this were left out (settle)
+	Stream   string     `json:"stream"`
+	Filter   string     `json:"filter"`
+	Messages int64      `json:"messages_read"`
+	Events   int64      `json:"events"` // distinct event ids among them
 
-	Messages  int64                `json:"messages"`           // stream messages read on the subjects
-	Events    int64                `json:"events"`             // distinct event ids among them
-	NoID      int64                `json:"without_id"`         // messages without Nats-Msg-Id: cannot be matched
-	Counts    map[string]int64     `json:"counts"`             // events by category
-	Examples  map[string][]Example `json:"examples,omitempty"` // first events by category, stream order
-	Rechecked bool                 `json:"rechecked,omitempty"`
+	Applied       int64    `json:"applied"`
+	NotApplied    int64    `json:"not_applied"` // no inbox row, or received, processing, failed
+	NotAppliedIDs []string `json:"not_applied_ids,omitempty"`
+	Dead          int64    `json:"dead"`
+	DeadIDs       []string `json:"dead_ids,omitempty"`
+	Stale         int64    `json:"stale"`
+	StaleIDs      []string `json:"stale_ids,omitempty"`
+	// Unidentified messages name no event in their headers or body (poison
+	// the sink dead-letters without an inbox row).
+	Unidentified     int64    `json:"unidentified"`
+	UnidentifiedSeqs []uint64 `json:"unidentified_seqs,omitempty"`
 }
 
-// Example is one event of a category.
-type Example struct {
-	EventID string `json:"event_id"`
-	Seq     uint64 `json:"stream_seq"`
-	Status  string `json:"inbox_status,omitempty"` // "" = no inbox row
-}
-
-func (r *SinkReport) verdict(strict bool) error {
-	var what []string
-	if n := r.Counts[NotApplied]; n > 0 {
-		what = append(what, fmt.Sprintf("%d events not applied", n))
-	}
-	if strict {
-		for _, c := range []string{Dead, Stale} {
-			if n := r.Counts[c]; n > 0 {
-				what = append(what, fmt.Sprintf("%d events %s", n, c))
-			}
-		}
-	}
-	if len(what) == 0 {
+// Gap reports events stored in the stream and not applied: nothing in the
+// inbox, or a row still received, processing or failed. Dead events are not
+// a gap: they are in the DLQ with their reason (sink dlq list).
+func (r *SinkReport) Gap() error {
+	if r.NotApplied == 0 {
 		return nil
 	}
-	return &GapError{What: strings.Join(what, ", ")}
+	return fmt.Errorf("%d events in the stream not applied", r.NotApplied)
 }
 
-// AuditSink compares the stream's messages on the sink's subjects with the
-// inbox of conn's database. conn must not be in a transaction.
-func AuditSink(ctx context.Context, conn *pgx.Conn, js jetstream.JetStream, o SinkOptions) (*SinkReport, error) {
-	o.defaults()
-	rep := &SinkReport{Since: sinceText(o.Since), Stream: o.Stream, Subjects: o.Subjects, InboxTable: o.InboxTable}
-	// The temporary table lives as long as the session; the audit drops it
-	// when done so conn can be reused.
-	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE bridge_audit_sink (event_id text NOT NULL, seq bigint NOT NULL, dead bool NOT NULL)`); err != nil {
-		return nil, fmt.Errorf("create audit table: %w", err)
+// Sink compares the stream's messages on the sink's filter subject with the
+// inbox. conn is a session of its own: the audit creates a temporary table
+// in it.
+func Sink(ctx context.Context, conn *pgx.Conn, js jetstream.JetStream, o SinkOptions) (*SinkReport, error) {
+	rep := &SinkReport{Until: time.Now().Add(-o.Settle).UTC(), Stream: o.Stream, Filter: o.Filter}
+	if !o.Since.IsZero() {
+		t := o.Since.UTC()
+		rep.Since = &t
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bridge_audit_sink`)
-	load := func(dead bool) func([]Message) error {
-		return func(page []Message) error {
-			rows := make([][]any, 0, len(page))
-			for i := range page {
-				m := &page[i]
-				id := m.MsgID
-				if dead {
-					id = strings.TrimPrefix(id, envelope.DLQPrefix)
-				} else {
-					rep.Messages++
-				}
-				if id == "" {
-					if !dead {
-						rep.NoID++
-					}
-					continue
-				}
-				rows = append(rows, []any{id, int64(m.Seq), dead})
-			}
-			if len(rows) == 0 {
-				return nil
-			}
-			if _, err := conn.CopyFrom(ctx, pgx.Identifier{"bridge_audit_sink"}, []string{"event_id", "seq", "dead"}, pgx.CopyFromRows(rows)); err != nil {
-				return fmt.Errorf("copy stream page: %w", err)
-			}
-			return nil
-		}
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS audit_sink_msgs (seq bigint NOT NULL, event_id text NOT NULL);
+		TRUNCATE audit_sink_msgs`); err != nil {
+		return nil, fmt.Errorf("create temporary table: %w", err)
 	}
-	if _, err := scan(ctx, js, scanRange{stream: o.Stream, subjects: o.Subjects, from: o.Since, page: o.Page}, load(false)); err != nil {
-		return nil, err
-	}
-	// Dead letters are stored after their original, so the same lower bound
-	// finds every copy that matters.
-	if o.DLQ != "" {
-		if _, err := scan(ctx, js, scanRange{stream: o.Stream, subjects: []string{o.DLQ}, from: o.Since, page: o.Page}, load(true)); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := conn.Exec(ctx, `CREATE INDEX ON bridge_audit_sink (event_id); ANALYZE bridge_audit_sink`); err != nil {
-		return nil, fmt.Errorf("index audit table: %w", err)
-	}
-	if err := sinkClassify(ctx, conn, o, rep); err != nil {
-		return nil, err
-	}
-	if rep.Counts[NotApplied] > 0 && o.Settle > 0 {
-		// The sink may only be behind; give it the settle time.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(o.Settle):
-		}
-		if err := sinkClassify(ctx, conn, o, rep); err != nil {
-			return nil, err
-		}
-		rep.Rechecked = true
-	}
-	return rep, rep.verdict(o.Strict)
-}
-
-// sinkClassify counts the events by category and lists the first of each.
-func sinkClassify(ctx context.Context, conn *pgx.Conn, o SinkOptions, rep *SinkReport) error {
-	classified := `
-		WITH m AS (SELECT event_id, min(seq) AS seq FROM bridge_audit_sink WHERE NOT dead GROUP BY event_id),
-		c AS (
-			SELECT m.event_id, m.seq, coalesce(i.status, '') AS status,
-				CASE
-					WHEN i.status = 'processed' THEN 'applied'
-					WHEN i.status = 'stale' THEN 'stale'
-					WHEN i.status = 'dead' THEN 'dead'
-					WHEN EXISTS (SELECT 1 FROM bridge_audit_sink d WHERE d.dead AND d.event_id = m.event_id) THEN 'dead'
-					ELSE 'not_applied'
-				END AS category
-			FROM m LEFT JOIN ` + o.InboxTable + ` i ON i.event_id = m.event_id)`
-	rep.Counts = map[string]int64{Applied: 0, NotApplied: 0, Dead: 0, Stale: 0}
-	rep.Examples = nil
-	rows, err := conn.Query(ctx, classified+` SELECT category, count(*) FROM c GROUP BY category`)
+	stream, err := js.Stream(ctx, o.Stream)
 	if err != nil {
-		return fmt.Errorf("compare stream with inbox: %w", err)
+		return nil, fmt.Errorf("look up stream %s: %w", o.Stream, err)
 	}
-	rep.Events = 0
-	for rows.Next() {
-		var cat string
-		var n int64
-		if err := rows.Scan(&cat, &n); err != nil {
-			rows.Close()
-			return fmt.Errorf("compare stream with inbox: %w", err)
+	limit := o.limit()
+	rowsBuf := make([][]any, 0, o.page())
+	err = readStream(ctx, js, o.Stream, []string{o.Filter}, o.Since, o.page(), func(page []message) error {
+		rowsBuf = rowsBuf[:0]
+		for i := range page {
+			m := &page[i]
+			if m.Time.After(rep.Until) {
+				continue
+			}
+			rep.Messages++
+			id, err := eventID(ctx, stream, m)
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				rep.Unidentified++
+				if len(rep.UnidentifiedSeqs) < limit {
+					rep.UnidentifiedSeqs = append(rep.UnidentifiedSeqs, m.Seq)
+				}
+				continue
+			}
+			rowsBuf = append(rowsBuf, []any{int64(m.Seq), id})
 		}
-		rep.Counts[cat] = n
-		rep.Events += n
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("compare stream with inbox: %w", err)
-	}
-	if o.Limit == 0 {
+		if _, err := conn.CopyFrom(ctx, pgx.Identifier{"audit_sink_msgs"}, []string{"seq", "event_id"}, pgx.CopyFromRows(rowsBuf)); err != nil {
+			return fmt.Errorf("copy stream page: %w", err)
+		}
 		return nil
-	}
-	rows, err = conn.Query(ctx, classified+`
-		SELECT category, event_id, seq, status FROM (
-			SELECT c.*, row_number() OVER (PARTITION BY category ORDER BY seq) AS n FROM c WHERE category <> 'applied') x
-		WHERE n <= $1 ORDER BY category, seq`, o.Limit)
+	})
 	if err != nil {
-		return fmt.Errorf("list events by category: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var cat string
-		var e Example
-		var seq int64
-		if err := rows.Scan(&cat, &e.EventID, &seq, &e.Status); err != nil {
-			return fmt.Errorf("list events by category: %w", err)
+	if _, err := conn.Exec(ctx, `CREATE INDEX IF NOT EXISTS audit_sink_msgs_id ON audit_sink_msgs (event_id); ANALYZE audit_sink_msgs`); err != nil {
+		return nil, fmt.Errorf("index temporary table: %w", err)
+	}
+	// One row per event: its first sequence and what the inbox says.
+	events := `SELECT e.event_id, e.first, CASE coalesce(i.status, '')
+			WHEN 'processed' THEN 'applied' WHEN 'dead' THEN 'dead' WHEN 'stale' THEN 'stale' ELSE 'not_applied' END AS verdict
+		FROM (SELECT event_id, min(seq) AS first FROM audit_sink_msgs GROUP BY event_id) e
+		LEFT JOIN ` + o.InboxTable + ` i ON i.event_id = e.event_id`
+	err = conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE verdict = 'applied'),
+		count(*) FILTER (WHERE verdict = 'not_applied'), count(*) FILTER (WHERE verdict = 'dead'),
+		count(*) FILTER (WHERE verdict = 'stale') FROM (`+events+`) v`).
+		Scan(&rep.Events, &rep.Applied, &rep.NotApplied, &rep.Dead, &rep.Stale)
+	if err != nil {
+		return nil, fmt.Errorf("compare stream with inbox: %w", err)
+	}
+	for _, c := range []struct {
+		verdict string
+		n       int64
+		ids     *[]string
+	}{{"not_applied", rep.NotApplied, &rep.NotAppliedIDs}, {"dead", rep.Dead, &rep.DeadIDs}, {"stale", rep.Stale, &rep.StaleIDs}} {
+		if c.n == 0 {
+			continue
 		}
-		e.Seq = uint64(seq)
-		if rep.Examples == nil {
-			rep.Examples = map[string][]Example{}
+		rows, err := conn.Query(ctx, `SELECT event_id FROM (`+events+`) v WHERE verdict = $1 ORDER BY first LIMIT $2`, c.verdict, limit)
+		if err != nil {
+			return nil, fmt.Errorf("list %s events: %w", c.verdict, err)
 		}
-		rep.Examples[cat] = append(rep.Examples[cat], e)
+		if *c.ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return nil, fmt.Errorf("list %s events: %w", c.verdict, err)
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("list events by category: %w", err)
+	return rep, nil
+}
+
+// eventID names the event of a message as the sink's inbox does. The inbox
+// keys on the envelope's event_id, which every bridge publisher also sends
+// as Nats-Msg-Id; a replayed dead letter's id is "replay-…", and a message
+// without an id header can only be named by its body, so those bodies are
+// fetched one by one.
+func eventID(ctx context.Context, s jetstream.Stream, m *message) (string, error) {
+	if id := msgID(m.Header); id != "" && !strings.HasPrefix(id, "replay-") {
+		return id, nil
 	}
-	return nil
+	raw, err := s.GetMsg(ctx, m.Seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", nil // deleted since it was read
+	}
+	if err != nil {
+		return "", fmt.Errorf("read message %d: %w", m.Seq, err)
+	}
+	env, err := envelope.Parse(raw.Data)
+	if err != nil {
+		return "", nil
+	}
+	return env.EventID, nil
 }

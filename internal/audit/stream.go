@@ -4,120 +4,127 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
-// Message is what the audit needs of one stored message: no body.
-type Message struct {
+// DefaultPage is how many messages are read and copied at a time.
+const DefaultPage = 1000
+
+// emptyWait is how long one fetch waits for its first message. A fetch that
+// gets nothing in that time means nothing (more) matches the filter: the
+// consumer is on the server beside the stream, so a matching message is
+// delivered within milliseconds.
+const emptyWait = 3 * time.Second
+
+// message is what the audits need of one stored message.
+type message struct {
 	Seq     uint64
-	Time    time.Time // when the stream stored it
 	Subject string
-	MsgID   string // Nats-Msg-Id, "" when absent
-	Pos     envelope.Position
-	HasPos  bool // Bridge-Commit-LSN and Bridge-Tx-Index present and well formed
+	Time    time.Time
+	Header  nats.Header
 }
 
-// scanRange says which messages to read.
-type scanRange struct {
-	stream   string
-	subjects []string  // consumer filter; empty = the whole stream
-	from     time.Time // zero = from the first message
-	afterSeq uint64    // > 0: only messages after this sequence (a second look at the tail)
-	page     int
-}
-
-// fetchWait bounds one fetch; a stream that has messages pending answers long
-// before it.
-const fetchWait = 5 * time.Second
-
-// scan calls fn with the messages of r, a page at a time, in stream order, up
-// to the stream's last sequence when scan started. It returns that sequence,
-// from which a later scan of the tail may start.
-func scan(ctx context.Context, js jetstream.JetStream, r scanRange, fn func([]Message) error) (uint64, error) {
-	st, err := js.Stream(ctx, r.stream)
-	if err != nil {
-		return 0, fmt.Errorf("look up stream %s: %w", r.stream, err)
+// MsgID returns the message's Nats-Msg-Id, in any letter case: publishers
+// that write headers themselves (the Ruby gem) send nats-msg-id, and NATS
+// headers are case-sensitive.
+func msgID(h nats.Header) string {
+	if v := h.Get(envelope.HeaderMsgID); v != "" {
+		return v
 	}
-	last := st.CachedInfo().State.LastSeq
-	if last <= r.afterSeq {
-		return max(last, r.afterSeq), nil
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.subjects, HeadersOnly: true,
-		InactiveThreshold: time.Minute}
-	switch {
-	case r.afterSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.afterSeq+1
-	case !r.from.IsZero():
-		from := r.from
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
-	}
-	c, err := st.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
-	}
-	if info.NumPending == 0 {
-		return last, nil
-	}
-	page := make([]Message, 0, r.page)
-	// A fetch waits until its batch is full or fetchWait passes: ask for no
-	// more than are pending, or the last page of every audit would wait.
-	pending := info.NumPending
-	for done := false; !done; {
-		batch, err := c.Fetch(int(min(uint64(r.page), max(pending, 1))), jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, envelope.HeaderMsgID) {
+			return v[0]
 		}
-		got := 0
+	}
+	return ""
+}
+
+// readStream calls page with the headers of the messages of stream on
+// filters, from since (zero: the first message) up to the stream's last
+// sequence when the read began, at most size messages at a time. The slice
+// passed to page is reused.
+func readStream(ctx context.Context, js jetstream.JetStream, stream string, filters []string, since time.Time,
+	size int, page func([]message) error) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", stream, err)
+	}
+	last := s.CachedInfo().State.LastSeq
+	if last == 0 {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, HeadersOnly: true, InactiveThreshold: time.Minute}
+	if !since.IsZero() {
+		t := since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("create ordered consumer on %s: %w", stream, err)
+	}
+	buf := make([]message, 0, size)
+	want := size
+	for {
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(emptyWait))
+		if err != nil {
+			return fmt.Errorf("fetch from %s: %w", stream, err)
+		}
+		buf = buf[:0]
+		done := false
+		// A pull request waits until its batch is full or it expires: stop
+		// at the message the server says is the last that matches, and ask
+		// the next time for no more than remain.
 		for m := range batch.Messages() {
-			got++
 			meta, err := m.Metadata()
 			if err != nil {
-				return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
+				return fmt.Errorf("read message metadata: %w", err)
 			}
 			if meta.Sequence.Stream > last {
 				done = true
 				break
 			}
-			h := m.Headers()
-			msg := Message{Seq: meta.Sequence.Stream, Time: meta.Timestamp, Subject: m.Subject(),
-				MsgID: h.Get(envelope.HeaderMsgID)}
-			msg.Pos, msg.HasPos = envelope.ParsePosition(h)
-			page = append(page, msg)
-			pending = meta.NumPending
+			buf = append(buf, message{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers()})
+			want = int(min(uint64(size), max(meta.NumPending, 1)))
 			if meta.NumPending == 0 || meta.Sequence.Stream == last {
 				done = true
+				break
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
-		}
-		if got == 0 && !done {
-			// Nothing within fetchWait although messages were pending: they
-			// were deleted (retention, purge) since; ask again.
-			info, err := c.Info(ctx)
-			if err != nil {
-				return 0, fmt.Errorf("read stream %s: %w", r.stream, err)
+		if !done {
+			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+				return fmt.Errorf("fetch from %s: %w", stream, err)
 			}
-			pending = info.NumPending
-			done = pending == 0
 		}
-		if len(page) > 0 {
-			if err := fn(page); err != nil {
-				return 0, err
+		if len(buf) > 0 {
+			if err := page(buf); err != nil {
+				return err
 			}
-			page = page[:0]
 		}
-		if err := ctx.Err(); err != nil {
-			return 0, err
+		if done || len(buf) == 0 {
+			return ctx.Err()
 		}
 	}
-	return last, nil
+}
+
+// covers reports whether the subject pattern (tokens, * and >) matches the
+// literal subject.
+func covers(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
 }

@@ -29,7 +29,16 @@ const (
 	ExitOK      = 0 // done, or help was asked for
 	ExitFailure = 1 // the work failed at run time (a dependency down, a refused write)
 	ExitUsage   = 2 // the command line or the configuration is wrong; nothing was attempted
+	ExitGap     = 3 // an audit ran to the end and found a gap (see GapError)
 )
+
+// GapError is the verdict of a check that ran to the end and found what it
+// looks for (an audit's missing or unapplied events): the process exits with
+// ExitGap, so a script can tell "found a gap" from "could not check".
+type GapError struct{ Err error }
+
+func (e *GapError) Error() string { return e.Err.Error() }
+func (e *GapError) Unwrap() error { return e.Err }
 
 // UsageError is a mistake in the command line or the configuration: the
 // process prints it as one line and exits with ExitUsage.
@@ -65,22 +74,18 @@ func PrintVersion(w io.Writer, name string, args []string) bool {
 }
 
 // ExitCode is the exit status for a binary's result: ExitOK for nil and for
-// a help request (flag.ErrHelp), ExitUsage for a UsageError, ExitFailure for
-// anything else.
+// a help request (flag.ErrHelp), ExitUsage for a UsageError, ExitGap for a
+// GapError, ExitFailure for anything else.
 func ExitCode(err error) int {
-	var (
-		ue    *UsageError
-		coded interface{ ExitCode() int }
-	)
+	var ue *UsageError
+	var ge *GapError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return ExitOK
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.As(err, &coded):
-		// A finding with a status of its own (an audit's gap is 3), apart
-		// from "could not run".
-		return coded.ExitCode()
+	case errors.As(err, &ge):
+		return ExitGap
 	}
 	return ExitFailure
 }
@@ -349,7 +354,11 @@ func (c *CLI) Usage() {
 	synopsis(w, c.Name+" version", "print the version, VCS revision and Go version (also --version)")
 	synopsis(w, c.Name+" help [COMMAND]", "print this help, or a command's (also COMMAND --help)")
 	fmt.Fprintf(w, "\nEach command answers --help with its flags, the environment it reads and an example.\n")
-	fmt.Fprintf(w, "Exit status: %d success, %d runtime failure, %d usage or configuration error.\n", ExitOK, ExitFailure, ExitUsage)
+	fmt.Fprintf(w, "Exit status: %d success, %d runtime failure, %d usage or configuration error", ExitOK, ExitFailure, ExitUsage)
+	if c.find("audit") != nil {
+		fmt.Fprintf(w, ", %d audit found a gap", ExitGap)
+	}
+	fmt.Fprint(w, ".\n")
 	fmt.Fprint(w, "\nEnvironment (name, default, meaning):\n")
 	config.Usage(w, c.Config)
 }

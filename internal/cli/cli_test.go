@@ -20,6 +20,8 @@ func TestExitCode(t *testing.T) {
 		{"usage", cli.Usagef("unknown command %q", "x"), cli.ExitUsage},
 		{"wrapped usage", fmt.Errorf("status: %w", cli.Usagef("bad flag")), cli.ExitUsage},
 		{"marked usage", cli.AsUsage(errors.New("--rate 0: expected 1 to 100000")), cli.ExitUsage},
+		{"gap", &cli.GapError{Err: errors.New("2 events missing")}, cli.ExitGap},
+		{"wrapped gap", fmt.Errorf("audit: %w", &cli.GapError{Err: errors.New("x")}), cli.ExitGap},
 		{"runtime", errors.New("database unreachable"), cli.ExitFailure},
 	}
 	for _, tt := range tests {

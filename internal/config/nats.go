@@ -18,6 +18,9 @@ import (
 // errors and retry themselves), and retries the first connection until ctx ends,
 // so a relay or sink started before NATS comes up waits instead of exiting.
 // Authentication and TLS errors are returned at once: retrying cannot fix them.
+// So is a server older than MinNATSServer (CheckServerVersion): the process
+// stops with a message naming both versions instead of failing later on the
+// first request the old server refuses.
 func ConnectNATS(ctx context.Context, c *Common, name string, log zerolog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
@@ -37,6 +40,11 @@ func ConnectNATS(ctx context.Context, c *Common, name string, log zerolog.Logger
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("server", RedactNATSURL(nc.ConnectedUrl())).Msg("nats reconnected")
+			// A cluster being rolled back may hand us an older node; the
+			// connection carries on, but the operator should know.
+			if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+				log.Error().Err(err).Str("server", RedactNATSURL(nc.ConnectedUrl())).Msg("nats reconnected to an unsupported server")
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			ev := log.Error().Err(err)
@@ -73,6 +81,11 @@ func ConnectNATS(ctx context.Context, c *Common, name string, log zerolog.Logger
 	for {
 		nc, err := nats.Connect(urls, opts...)
 		if err == nil {
+			if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+				server := RedactNATSURL(nc.ConnectedUrl())
+				nc.Close()
+				return nil, fmt.Errorf("connect to nats at %s: %w", server, err)
+			}
 			return nc, nil
 		}
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||

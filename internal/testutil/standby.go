@@ -1,55 +1,101 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 )
 
-// Standby is a streaming replica of a primary started by StartPostgres, for
-// failover tests: stop the primary with StopImmediate, Promote the standby,
-// and let clients find the new primary through MultiHostURL.
+// StandbyOptions configure StartStandby.
+type StandbyOptions struct {
+	// Name is the standby's cluster_name, and so its application_name on the
+	// primary (pg_stat_replication, synchronous_standby_names). Default
+	// "standby".
+	Name string
+	// Synchronous makes the primary wait for this standby on every commit
+	// (synchronous_standby_names, synchronous_commit=on): whatever the
+	// primary acknowledged is on the standby when the primary dies.
+	Synchronous bool
+	// Settings are extra postgresql.conf settings of the standby.
+	Settings map[string]string
+}
+
+// Standby is a streaming replica of a local primary.
 type Standby struct {
 	*localenv.Postgres
-	Name string
+	tb      testing.TB
+	name    string
+	primary *localenv.Postgres
 }
 
-// StandbyOption tunes StartStandby.
-type StandbyOption func(*standbyConfig)
-
-type standbyConfig struct {
-	name string
-	sync bool
-}
-
-// Synchronous makes the primary wait for the standby on every commit
-// (synchronous_standby_names, synchronous_commit=remote_apply): whatever the
-// primary acknowledged is on the standby when the primary dies.
-func Synchronous() StandbyOption { return func(c *standbyConfig) { c.sync = true } }
-
-// StandbyName sets the standby's application name (default "standby").
-func StandbyName(name string) StandbyOption { return func(c *standbyConfig) { c.name = name } }
-
-// StartStandby clones primary with pg_basebackup into tb.TempDir() and runs
-// it as a hot standby on a random port (as the postgres user when root, like
-// the primary). It is closed when the test ends.
-func StartStandby(tb testing.TB, primary *localenv.Postgres, opts ...StandbyOption) *Standby {
+// StartStandby makes a streaming replica of primary, a cluster started with
+// StartPostgres on local server binaries: pg_basebackup -R -X stream into a
+// temporary directory (as the postgres user when root, like the primary),
+// then a start on a free port with hot_standby=on. It waits until the
+// primary reports the standby streaming (and synchronous, with
+// opts.Synchronous). It is closed when the test ends.
+func StartStandby(tb testing.TB, primary *localenv.Postgres, opts StandbyOptions) *Standby {
 	tb.Helper()
-	cfg := standbyConfig{name: "standby"}
-	for _, o := range opts {
-		o(&cfg)
+	if opts.Name == "" {
+		opts.Name = "standby"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := primary.StartStandby(ctx, localenv.StandbyOptions{Dir: tb.TempDir(), Name: cfg.name})
+	bin, err := postgresBin()
+	if err != nil {
+		tb.Skipf("standby needs local postgres binaries: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(primary.Dir(), "data", "PG_VERSION")); err != nil {
+		tb.Skipf("standby needs a primary on local binaries (%s has no data directory): %v", primary.Dir(), err)
+	}
+	dir := tb.TempDir()
+	cred, err := serverCredential()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if cred != nil {
+		// The primary's start made the temporary root traversable for the
+		// server user; the new directory must belong to it.
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			tb.Fatalf("give standby dir to postgres user: %v", err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_basebackup"), "-D", filepath.Join(dir, "data"),
+		"-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port()), "-U", "postgres")
+	cmd.Dir = dir
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("pg_basebackup from port %d: %v\n%s", primary.Port(), err, out.Bytes())
+	}
+	settings := map[string]string{"hot_standby": "on", "cluster_name": opts.Name}
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	pg, err := localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: dir, Settings: settings})
 	if err != nil {
 		tb.Fatalf("start standby: %v", err)
 	}
+	s := &Standby{Postgres: pg, tb: tb, name: opts.Name, primary: primary}
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			tb.Logf("standby log tail:\n%s", pg.LogTail(40))
@@ -58,40 +104,127 @@ func StartStandby(tb testing.TB, primary *localenv.Postgres, opts ...StandbyOpti
 			tb.Errorf("close standby: %v", err)
 		}
 	})
-	if cfg.sync {
-		if err := primary.RequireSyncStandby(ctx, cfg.name); err != nil {
-			tb.Fatalf("synchronous standby: %v", err)
+	if opts.Synchronous {
+		s.exec(ctx, primary.URL("postgres"), "ALTER SYSTEM SET synchronous_standby_names = "+quoteLiteral(`"`+opts.Name+`"`),
+			"SELECT pg_reload_conf()")
+	}
+	want := "async"
+	if opts.Synchronous {
+		want = "sync"
+	}
+	Eventually(tb, time.Minute, func() error {
+		var state, sync string
+		err := queryRow(ctx, primary.URL("postgres"), `SELECT state, sync_state FROM pg_stat_replication WHERE application_name = $1`,
+			[]any{opts.Name}, &state, &sync)
+		if err != nil {
+			return fmt.Errorf("standby %s not connected to the primary: %w", opts.Name, err)
+		}
+		if state != "streaming" || sync != want {
+			return fmt.Errorf("standby %s is %s/%s, want streaming/%s", opts.Name, state, sync, want)
+		}
+		return nil
+	})
+	return s
+}
+
+// Promote makes the standby a primary (pg_ctl promote) and waits until it
+// accepts writes.
+func (s *Standby) Promote() {
+	s.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s.exec(ctx, s.URL("postgres"), "SELECT pg_promote(true, 60)")
+	Eventually(s.tb, time.Minute, func() error {
+		var recovering bool
+		if err := queryRow(ctx, s.URL("postgres"), "SELECT pg_is_in_recovery()", nil, &recovering); err != nil {
+			return err
+		}
+		if recovering {
+			return errors.New("standby still in recovery")
+		}
+		return nil
+	})
+}
+
+// CrashPrimary stops the primary with pg_ctl stop -m immediate: no
+// shutdown checkpoint, connections cut, as a machine that dies.
+func (s *Standby) CrashPrimary() {
+	s.tb.Helper()
+	if err := s.primary.Stop("immediate"); err != nil {
+		s.tb.Fatalf("stop primary: %v", err)
+	}
+}
+
+// MultiHostURL builds a connection string for database that tries each
+// cluster in turn and keeps the one that accepts writes
+// (target_session_attrs=read-write), as an application pointed at a
+// primary and its standby does.
+func MultiHostURL(database string, clusters ...*localenv.Postgres) string {
+	hosts := make([]string, len(clusters))
+	for i, c := range clusters {
+		hosts[i] = "127.0.0.1:" + strconv.Itoa(c.Port())
+	}
+	return "postgres://postgres@" + strings.Join(hosts, ",") + "/" + url.PathEscape(database) +
+		"?sslmode=disable&target_session_attrs=read-write&connect_timeout=5"
+}
+
+func (s *Standby) exec(ctx context.Context, dsn string, stmts ...string) {
+	s.tb.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		s.tb.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, q := range stmts {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			s.tb.Fatalf("%s: %v", q, err)
 		}
 	}
-	return &Standby{Postgres: pg, Name: cfg.name}
 }
 
-// Promote turns the standby into a primary and waits until it accepts writes.
-func (s *Standby) Promote(tb testing.TB) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+func queryRow(ctx context.Context, dsn, q string, args []any, dest ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := s.Postgres.Promote(ctx); err != nil {
-		tb.Fatalf("promote: %v\n%s", err, s.LogTail(20))
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
 	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return conn.QueryRow(ctx, q, args...).Scan(dest...)
 }
 
-// StopImmediate crashes pg: pg_ctl stop -m immediate, no shutdown checkpoint.
-func StopImmediate(tb testing.TB, pg *localenv.Postgres) {
-	tb.Helper()
-	if err := pg.Stop("immediate"); err != nil {
-		tb.Fatalf("stop postgres immediately: %v", err)
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// postgresBin finds the server binaries as localenv does: PG_BIN, or the
+// newest version under /usr/lib/postgresql.
+func postgresBin() (string, error) {
+	if dir := os.Getenv("PG_BIN"); dir != "" {
+		return dir, nil
 	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_basebackup")
+	sort.Slice(matches, func(i, j int) bool { return version(matches[i]) < version(matches[j]) })
+	if len(matches) == 0 {
+		return "", localenv.ErrPostgresNotInstalled
+	}
+	return filepath.Dir(matches[len(matches)-1]), nil
 }
 
-// MultiHostURL is a connection string listing every server, in order, for
-// database, with target_session_attrs=read-write: a client connects to the
-// first that accepts writes, so after a promotion it finds the new primary.
-func MultiHostURL(database string, servers ...*localenv.Postgres) string {
-	hosts := make([]string, len(servers))
-	for i, s := range servers {
-		hosts[i] = fmt.Sprintf("127.0.0.1:%d", s.Port())
+func version(bin string) float64 {
+	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(filepath.Dir(bin))), 64)
+	return v
+}
+
+// serverCredential is the postgres OS user when running as root (the
+// server refuses to run as root), nil otherwise.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
 	}
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable&target_session_attrs=read-write",
-		strings.Join(hosts, ","), url.PathEscape(database))
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, so the standby must run as the postgres OS user: %w", err)
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }

@@ -1,7 +1,9 @@
 // Package testutil holds the helpers integration tests share: a Postgres
-// cluster per test binary, private Postgres clusters and JetStream servers,
-// condition waits, and building and running the project's binaries as
-// separate processes. Import it from _test.go files only.
+// cluster per test binary, private Postgres clusters and JetStream servers
+// (embedded, or a nats-server release run as a process, for the oldest
+// supported server), condition waits, and building and running the
+// project's binaries as separate processes. Import it from _test.go files
+// only.
 //
 // Every package that uses SharedPostgres, NewDatabase or BuildBinary needs
 //

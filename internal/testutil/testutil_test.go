@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -182,5 +185,38 @@ func TestModuleRoot(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "module github.com/jetstream-bridge/jetstream-bridge") {
 		t.Fatalf("%s/go.mod is not this module's", root)
+	}
+}
+
+func TestStartNATSServerBinary(t *testing.T) {
+	t.Parallel()
+	// The oldest supported release is the minimum's latest patch.
+	v, err := config.ParseServerVersion(testutil.OldestNATSServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Major != config.MinNATSServer.Major || v.Minor != config.MinNATSServer.Minor {
+		t.Fatalf("OldestNATSServer %s is not a release of the minimum %s", testutil.OldestNATSServer, config.MinNATSServer)
+	}
+	srv := testutil.StartNATSServerBinary(t, testutil.OldestNATSServer)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if got, want := nc.ConnectedServerVersion(), testutil.OldestNATSServer; got != want {
+		t.Fatalf("server version %s, want %s", got, want)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "s", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "s.x", []byte("x")); err != nil {
+		t.Fatal(err)
 	}
 }
