@@ -1,18 +1,16 @@
-// Package migrations holds the SQL schema of JetStream Bridge and applies it.
+// Package migrations holds the SQL schema of JetStream Bridge and renders it
+// under the configured names; internal/provision applies it.
 //
 // The .sql files are plain and idempotent so operators can review them and run
 // them by hand (psql -f) with admin credentials; the binaries apply the same
-// files at start when AUTO_PROVISION=true. Names are written with their
+// files on `provision` and at start when AUTO_PROVISION=true. Names are written with their
 // defaults and rewritten when the configuration names other tables.
 package migrations
 
 import (
-	"context"
 	"embed"
 	"fmt"
 	"strings"
-
-	"github.com/jackc/pgx/v5"
 )
 
 //go:embed *.sql
@@ -69,28 +67,6 @@ func render(file string, n Names) (string, error) {
 		sql = strings.ReplaceAll(sql, DefaultPublication, n.Publication)
 	}
 	return sql, nil
-}
-
-// Apply runs the given schema SQL in one transaction under an advisory lock,
-// so several processes starting at once do not race on CREATE ... IF NOT EXISTS.
-func Apply(ctx context.Context, conn *pgx.Conn, sql ...string) error {
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin migration: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(7236418906571)"); err != nil {
-		return fmt.Errorf("lock migration: %w", err)
-	}
-	for _, s := range sql {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("apply schema: %w", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit migration: %w", err)
-	}
-	return nil
 }
 
 // ValidIdent accepts plain lowercase SQL identifiers: a letter or underscore,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -37,7 +38,7 @@ func TestApplyTwiceAndPublishHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		if err := migrations.Apply(ctx, conn, out, in); err != nil {
+		if err := provision.Apply(ctx, conn, out, in); err != nil {
 			t.Fatalf("apply #%d: %v", i+1, err)
 		}
 	}
@@ -83,7 +84,7 @@ func TestCustomNames(t *testing.T) {
 			t.Fatalf("a default name survived:\n%s", sql)
 		}
 	}
-	if err := migrations.Apply(ctx, conn, out, in); err != nil {
+	if err := provision.Apply(ctx, conn, out, in); err != nil {
 		t.Fatal(err)
 	}
 	var tables int
@@ -153,7 +154,7 @@ func TestInboxUpgradesPositionsKeyedWithoutProducer(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := range 2 {
-				if err := migrations.Apply(ctx, conn, in); err != nil {
+				if err := provision.Apply(ctx, conn, in); err != nil {
 					t.Fatalf("apply #%d: %v", i+1, err)
 				}
 			}

@@ -23,7 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -327,8 +327,8 @@ func (b *bench) applySchemas(ctx context.Context) error {
 
 // streamSpec is the stream the relay provisions; steps that publish without
 // a relay create the same one.
-func streamSpec() publish.StreamSpec {
-	return publish.StreamSpec{
+func streamSpec() provision.StreamSpec {
+	return provision.StreamSpec{
 		Name:       streamName,
 		Subjects:   []string{appSrc + ".sync.>", appSrc + ".sync.dlq"},
 		Fallback:   []string{subject},
@@ -346,7 +346,7 @@ func (b *bench) resetStream(ctx context.Context, create bool) error {
 	if !create {
 		return nil
 	}
-	if _, err := publish.EnsureStream(ctx, b.js, streamSpec(), zerolog.Nop()); err != nil {
+	if _, err := provision.EnsureStream(ctx, b.js, streamSpec(), zerolog.Nop()); err != nil {
 		return err
 	}
 	return nil

@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 )
 
 func main() {
@@ -42,7 +42,7 @@ func main() {
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr}
 	err := m.Run(ctx, os.Args[1:])
 	stop()
-	os.Exit(config.Report(os.Stderr, "bench", err))
+	os.Exit(cli.Report(os.Stderr, "bench", err))
 }
 
 // Main runs the benchmark.
@@ -191,7 +191,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 	fs.Func("relay-env", "", envFlag(&o.RelayEnv))
 	fs.Func("sink-env", "", envFlag(&o.SinkEnv))
-	if err := config.ParseFlags(fs, args, func() { fmt.Fprint(m.Stdout, usageText) }); err != nil {
+	if err := cli.ParseFlags(fs, args, func() { fmt.Fprint(m.Stdout, usageText) }); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -294,12 +294,12 @@ func parseList(s string, allowMax bool) ([]int, error) {
 // Run runs the selected steps and prints the report. It returns an error when
 // a step could not be measured; unmet targets are reported, not errors.
 func (m *Main) Run(ctx context.Context, args []string) error {
-	if config.PrintVersion(m.Stdout, "bench", args) {
+	if cli.PrintVersion(m.Stdout, "bench", args) {
 		return nil
 	}
 	o, err := m.parse(args)
 	if err != nil {
-		return config.AsUsage(err)
+		return cli.AsUsage(err)
 	}
 	b := &bench{opts: o, out: m.Stdout}
 	defer b.close()

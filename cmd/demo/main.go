@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
@@ -33,7 +34,7 @@ func main() {
 	interrupts := make(chan os.Signal, 4)
 	signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Interrupts: interrupts}
-	os.Exit(config.Report(os.Stderr, "demo", m.Run(context.Background(), os.Args[1:])))
+	os.Exit(cli.Report(os.Stderr, "demo", m.Run(context.Background(), os.Args[1:])))
 }
 
 // Main runs the demo.
@@ -155,7 +156,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	fs.StringVar(&o.DatabaseB, "db-b", o.DatabaseB, "")
 	fs.StringVar(&o.NATSURLs, "nats", o.NATSURLs, "")
 	fs.BoolVar(&o.NoInstall, "no-install", false, "")
-	if err := config.ParseFlags(fs, args, func() { fmt.Fprint(m.Stdout, usageText) }); err != nil {
+	if err := cli.ParseFlags(fs, args, func() { fmt.Fprint(m.Stdout, usageText) }); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -177,12 +178,12 @@ func (m *Main) parse(args []string) (*Options, error) {
 
 // Run runs the demo. It returns nil only when both sides converged.
 func (m *Main) Run(ctx context.Context, args []string) error {
-	if config.PrintVersion(m.Stdout, "demo", args) {
+	if cli.PrintVersion(m.Stdout, "demo", args) {
 		return nil
 	}
 	o, err := m.parse(args)
 	if err != nil {
-		return config.AsUsage(err)
+		return cli.AsUsage(err)
 	}
 	// Phase contexts: the first interrupt ends setup and writing, the second
 	// the wait for convergence. Shutdown runs on its own bounded contexts.

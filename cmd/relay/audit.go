@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -24,7 +24,7 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 	}
 	w, err := f.Window(time.Now())
 	if err != nil {
-		return config.Usagef("audit: %w (see relay audit --help)", err)
+		return cli.Usagef("audit: %w (see relay audit --help)", err)
 	}
 	c, err := m.load()
 	if err != nil {
@@ -55,7 +55,7 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 		rep.Print(m.Stdout)
 	}
 	if err := rep.Gap(); err != nil {
-		return &config.GapError{Err: fmt.Errorf("audit: %w", err)}
+		return &cli.GapError{Err: fmt.Errorf("audit: %w", err)}
 	}
 	return nil
 }

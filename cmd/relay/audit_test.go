@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
@@ -54,7 +54,7 @@ func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 		ids = append(ids, tx...)
 	}
 	// A subject with a space cannot be published: the relay dead-letters the row.
-	dead := newUUID()
+	dead := testutil.NewUUID()
 	if _, err := h.pool.Exec(ctx, `INSERT INTO jetstream_outbox_events (event_id, resource_type, event_type, subject)
 		VALUES ($1, 'user', 'created', 'bad subject')`, dead); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 	h.waitCount(subjAB, 49, 30*time.Second, p)
 	h.waitCount(appA+".sync.dlq", 1, 30*time.Second, p)
 
-	rep := h.runAudit(config.ExitOK, "--since", "1h", "--page", "7")
+	rep := h.runAudit(cli.ExitOK, "--since", "1h", "--page", "7")
 	if rep.Rows != 50 || rep.Published != 49 || rep.DeadLettered != 1 || rep.Missing != 0 || rep.StoredTwice != 0 || rep.OutOfOrder != 0 {
 		t.Fatalf("clean run: %+v", rep)
 	}
@@ -92,7 +92,7 @@ func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 	if _, err := h.js.PublishMsg(ctx, cp); err != nil {
 		t.Fatal(err)
 	}
-	rep = h.runAudit(config.ExitOK, "--since", "1h", "--page", "7")
+	rep = h.runAudit(cli.ExitOK, "--since", "1h", "--page", "7")
 	if rep.StoredTwice != 1 || rep.OutOfOrder != 0 || rep.Missing != 0 {
 		t.Fatalf("after a copy: %+v", rep)
 	}
@@ -101,7 +101,7 @@ func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 	}
 
 	// Two new events whose positions lie behind what the stream holds.
-	behind := []string{newUUID(), newUUID()}
+	behind := []string{testutil.NewUUID(), testutil.NewUUID()}
 	for i, id := range behind {
 		m := nats.NewMsg(subjAB)
 		m.Data = []byte(`{}`)
@@ -112,7 +112,7 @@ func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep = h.runAudit(config.ExitGap, "--since", "1h")
+	rep = h.runAudit(cli.ExitGap, "--since", "1h")
 	if rep.OutOfOrder != 2 || rep.Missing != 0 || rep.Violations[0].ID != behind[0] || rep.Violations[1].ID != behind[1] {
 		t.Fatalf("after positions behind: %+v", rep)
 	}
@@ -130,13 +130,13 @@ func TestAudit_RelayFindsMissingCopiesAndDisorder(t *testing.T) {
 	if err := s.DeleteMsg(ctx, victim.Sequence); err != nil {
 		t.Fatal(err)
 	}
-	rep = h.runAudit(config.ExitGap, "--since", "all", "--page", "7")
+	rep = h.runAudit(cli.ExitGap, "--since", "all", "--page", "7")
 	if rep.Missing != 1 || rep.MissingIDs[0] != victim.Header.Get(envelope.HeaderMsgID) || rep.OutOfOrder != 0 {
 		t.Fatalf("after a deletion: %+v", rep)
 	}
 	// The table names it too, and the verdict goes to stderr once.
 	res := testutil.RunCommand(t, 60*time.Second, h.bin, h.env, "audit", "--since", "1h", "--settle", "0s")
-	if res.Code != config.ExitGap || !strings.Contains(res.Stdout, victim.Header.Get(envelope.HeaderMsgID)) ||
+	if res.Code != cli.ExitGap || !strings.Contains(res.Stdout, victim.Header.Get(envelope.HeaderMsgID)) ||
 		!strings.Contains(res.Stderr, "1 rows missing") {
 		t.Fatalf("table: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
@@ -28,12 +29,12 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 	from := time.Time{}
 	switch since {
 	case "":
-		return config.Usagef("backfill: --since RFC3339-time or --since all is required (see relay backfill --help)")
+		return cli.Usagef("backfill: --since RFC3339-time or --since all is required (see relay backfill --help)")
 	case "all":
 	default:
 		t, err := time.Parse(time.RFC3339, since)
 		if err != nil {
-			return config.Usagef("backfill: --since %q: expected RFC 3339 such as 2026-01-02T15:04:05Z, or all", since)
+			return cli.Usagef("backfill: --since %q: expected RFC 3339 such as 2026-01-02T15:04:05Z, or all", since)
 		}
 		from = t
 	}

@@ -89,7 +89,7 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 		testutil.Eventually(t, 90*time.Second, func() error {
 			if n := applied(); n < committed {
 				return fmt.Errorf("%s: %d of %d applied; relay:\n%s\nsink:\n%s", what, n, committed,
-					lastLines(relay.Output(), 5), lastLines(sink.Output(), 5))
+					testutil.Tail(relay.Output(), 5), testutil.Tail(sink.Output(), 5))
 			}
 			return nil
 		})

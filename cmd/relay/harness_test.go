@@ -2,11 +2,8 @@ package main_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -108,15 +105,6 @@ func waitReplicating(t *testing.T, p *testutil.Process) {
 	})
 }
 
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	s := hex.EncodeToString(b[:])
-	return s[:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
-}
-
 // insertTx inserts n rows in one transaction (committed unless rollback) and
 // returns their event ids in insertion order.
 func (h *harness) insertTx(ctx context.Context, n int, rollback bool) ([]string, error) {
@@ -127,7 +115,7 @@ func (h *harness) insertTx(ctx context.Context, n int, rollback bool) ([]string,
 	defer tx.Rollback(ctx)
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = newUUID()
+		ids[i] = testutil.NewUUID()
 		if _, err := tx.Exec(ctx, `INSERT INTO jetstream_outbox_events (event_id, resource_type, resource_id, event_type, payload)
 			VALUES ($1, 'user', $2, 'created', jsonb_build_object('id', $2::text, 'n', $3::int))`, ids[i], fmt.Sprint(i%7), i); err != nil {
 			return nil, err
@@ -185,20 +173,12 @@ func (h *harness) waitCount(subject string, want int, timeout time.Duration, pro
 		if got != uint64(want) {
 			out := ""
 			if len(procs) > 0 {
-				out = lastLines(procs[len(procs)-1].Output(), 5)
+				out = testutil.Tail(procs[len(procs)-1].Output(), 5)
 			}
 			return fmt.Errorf("%s holds %d messages, want %d; relay log tail:\n%s", subject, got, want, out)
 		}
 		return nil
 	})
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // readStream returns every message on subject in stream order.
@@ -295,15 +275,6 @@ func (h *harness) checkExactlyOnce(subject string, committed []string, txs [][]s
 		prev = cur
 	}
 	return msgs
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func httpStatus(url string) (int, string) {

@@ -21,7 +21,7 @@ import (
 	"runtime/debug"
 	"slices"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 )
 
 func main() {
@@ -43,15 +43,15 @@ func main() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
-	config.Exec("relay", newMain(os.Stdout, os.Stderr, nil).Run)
+	cli.Exec("relay", newMain(os.Stdout, os.Stderr, nil).Run)
 }
 
 // Main dispatches subcommands.
-type Main struct{ config.CLI }
+type Main struct{ cli.CLI }
 
 func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
-	m := &Main{config.CLI{Name: "relay", Summary: summary, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
-	m.Commands = []config.Command{{
+	m := &Main{cli.CLI{Name: "relay", Summary: summary, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
+	m.Commands = []cli.Command{{
 		Name:    "run",
 		Summary: "stream the outbox (default)",
 		Detail: `Streams every committed outbox insert to JetStream until SIGTERM or SIGINT, then
@@ -70,7 +70,7 @@ With AUTO_PROVISION=true (default) it first does what provision does.`,
 		Args:    "[--json] [--watch=2s]",
 		Summary: "print slot and stream state",
 		Detail:  "Exits 1 when the database is unreachable, so it can serve as a check.",
-		Env:     slices.Concat(config.OneShotEnv, []string{"OUTBOX_TABLE", "REPLICATION_SLOT", "PUBLICATION"}),
+		Env:     slices.Concat(cli.OneShotEnv, []string{"OUTBOX_TABLE", "REPLICATION_SLOT", "PUBLICATION"}),
 		Example: "relay status --watch=2s",
 		Run:     m.status,
 	}, {
@@ -80,7 +80,7 @@ With AUTO_PROVISION=true (default) it first does what provision does.`,
 		Detail: `Republishes rows the replication slot never streamed: rows older than the slot,
 or committed while a lost slot was recreated. Each row keeps its event id, so
 JetStream and the sinks' inboxes drop copies: running it twice is safe.`,
-		Env:     slices.Concat(config.OneShotEnv, []string{"OUTBOX_TABLE", "MAX_INFLIGHT", "USE_DLQ"}),
+		Env:     slices.Concat(cli.OneShotEnv, []string{"OUTBOX_TABLE", "MAX_INFLIGHT", "USE_DLQ"}),
 		Example: "relay backfill --since 2026-01-02T15:04:05Z --dry-run\nrelay backfill --since 2026-01-02T15:04:05Z",
 		Run:     m.backfill,
 	}, {
@@ -92,7 +92,7 @@ a temporary table) and compares them with the outbox rows whose occurred_at is a
 after TIME. Run it after a failover, a slot recovery or a backfill. Exit status 3:
 rows missing from the stream or messages out of commit order; copies stored twice
 are reported but are no gap. Rows younger than --settle are left out as in flight.`,
-		Env:     slices.Concat(config.OneShotEnv, []string{"OUTBOX_TABLE"}),
+		Env:     slices.Concat(cli.OneShotEnv, []string{"OUTBOX_TABLE"}),
 		Example: "relay audit --since 1h\nrelay audit --since 2026-01-02T15:04:05Z --json",
 		Run:     m.audit,
 	}}

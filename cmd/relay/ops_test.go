@@ -38,7 +38,7 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 	}
 	n := testutil.StartNATS(t)
 	h := newHarness(t, pg.URL("relay"), n.URL())
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	p := h.start("HTTP_ADDR=" + addr)
 	waitReplicating(t, p)
 	ready := func(want int) {
@@ -86,7 +86,7 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 func TestMetricsMoveAndStatusReports(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	p := h.start("HTTP_ADDR=" + addr)
 	waitReplicating(t, p)
 	if got := metric(t, addr, "jetstream_bridge_relay_events_published_total"); got != 0 {
@@ -184,7 +184,7 @@ func TestStatusWatchRefreshes(t *testing.T) {
 func TestReadCoalescingKeepsEveryEvent(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	// 20ms: two transactions per 20ms (100/s) make the stream busy.
 	p := h.start("HTTP_ADDR="+addr, "BATCH_LINGER=20ms")
 	waitReplicating(t, p)

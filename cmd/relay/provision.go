@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -39,20 +38,10 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 // decoding would start before the publication is visible.
 func (r *Relay) provision(ctx context.Context) error {
 	c := r.cfg
-	sql, err := migrations.Outbox(c.Names())
-	if err != nil {
+	if err := provision.Outbox(ctx, c.DatabaseURL, c.Names()); err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, c.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("connect to database: %w", err)
-	}
-	err = migrations.Apply(ctx, conn, sql)
-	conn.Close(context.Background())
-	if err != nil {
-		return fmt.Errorf("outbox schema: %w", err)
-	}
-	created, err := cdc.CreateSlot(ctx, c.DatabaseURL, c.Slot())
+	created, err := provision.CreateSlot(ctx, c.DatabaseURL, c.Slot())
 	if err != nil {
 		return err
 	}
@@ -60,18 +49,18 @@ func (r *Relay) provision(ctx context.Context) error {
 		r.log.Info().Str("slot", c.Slot()).Msg("replication slot created")
 		r.warnOlderRows(ctx)
 	}
-	_, err = publish.EnsureStream(ctx, r.js, r.streamSpec(), r.log)
+	_, err = provision.EnsureStream(ctx, r.js, r.streamSpec(), r.log)
 	return err
 }
 
-func (r *Relay) streamSpec() publish.StreamSpec {
+func (r *Relay) streamSpec() provision.StreamSpec {
 	c := r.cfg
 	s := c.Subjects()
 	prefix := ""
 	if c.EnvName != "" {
 		prefix = c.EnvName + "."
 	}
-	return publish.StreamSpec{
+	return provision.StreamSpec{
 		Name:       c.StreamName,
 		Subjects:   []string{prefix + c.AppName + ".sync.>", s.DLQ()},
 		Fallback:   []string{s.Publish("")},
@@ -84,7 +73,7 @@ func (r *Relay) streamSpec() publish.StreamSpec {
 // provisionWithRetry provisions at start; connection trouble is retried,
 // anything else (permissions, bad names) stops the relay.
 func (r *Relay) provisionWithRetry(ctx context.Context) error {
-	for backoff := 250 * time.Millisecond; ; backoff = min(backoff*2, 10*time.Second) {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
 		err := r.provision(ctx)
 		if err == nil || ctx.Err() != nil {
 			return err
@@ -92,11 +81,9 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 		if !config.Transient(err) {
 			return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
 		}
-		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("provisioning failed, retrying")
-		select {
-		case <-ctx.Done():
+		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("provisioning failed, retrying")
+		if !wait.Wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
 	}
 }

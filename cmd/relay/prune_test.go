@@ -39,7 +39,7 @@ func (h *harness) waitPruneTicks(p *testutil.Process, offset int, line string, n
 			return nil
 		}
 		if got := strings.Count(p.Output()[offset:], line); got < n {
-			return fmt.Errorf("%d %q lines, want %d:\n%s", got, line, n, lastLines(p.Output(), 5))
+			return fmt.Errorf("%d %q lines, want %d:\n%s", got, line, n, testutil.Tail(p.Output(), 5))
 		}
 		return nil
 	})
@@ -65,7 +65,7 @@ func TestStandbyDoesNotPrune(t *testing.T) {
 	}
 	testutil.Eventually(t, 60*time.Second, func() error {
 		if n := h.oldRows(); n != 0 {
-			return fmt.Errorf("%d old rows left after the standby took over:\n%s", n, lastLines(b.Output(), 5))
+			return fmt.Errorf("%d old rows left after the standby took over:\n%s", n, testutil.Tail(b.Output(), 5))
 		}
 		return nil
 	})
@@ -95,7 +95,7 @@ func TestPruneWaitsForConfirmation(t *testing.T) {
 	h.waitCount(subjAB, 25, 60*time.Second, p)
 	testutil.Eventually(t, 60*time.Second, func() error {
 		if n := h.oldRows(); n != 0 {
-			return fmt.Errorf("%d old rows left after they were published:\n%s", n, lastLines(p.Output(), 5))
+			return fmt.Errorf("%d old rows left after they were published:\n%s", n, testutil.Tail(p.Output(), 5))
 		}
 		return nil
 	})

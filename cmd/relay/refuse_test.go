@@ -69,7 +69,7 @@ func (h *harness) waitSlotPast(p *testutil.Process) {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("slot confirmed %s, want at least %s; relay:\n%s", confirmed, target, lastLines(p.Output(), 5))
+			return fmt.Errorf("slot confirmed %s, want at least %s; relay:\n%s", confirmed, target, testutil.Tail(p.Output(), 5))
 		}
 		return nil
 	})
@@ -100,7 +100,7 @@ func runRefusedSubject(t *testing.T, subject, want string) {
 	h.waitSlotPast(p)
 	select {
 	case <-p.Done():
-		t.Fatalf("relay exited:\n%s", lastLines(p.Output(), 10))
+		t.Fatalf("relay exited:\n%s", testutil.Tail(p.Output(), 10))
 	default:
 	}
 }
@@ -155,10 +155,10 @@ func TestBackfillDeadLettersRefusedRows(t *testing.T) {
 	}
 	b := testutil.StartProcess(t, h.bin, h.env, "backfill", "--since", "all")
 	if err := b.Wait(120 * time.Second); err != nil {
-		t.Fatalf("backfill: %v\n%s", err, lastLines(b.Output(), 10))
+		t.Fatalf("backfill: %v\n%s", err, testutil.Tail(b.Output(), 10))
 	}
 	if !strings.Contains(b.Output(), "7 rows republished (3 dead-lettered") {
-		t.Fatalf("backfill output: %s", lastLines(b.Output(), 3))
+		t.Fatalf("backfill output: %s", testutil.Tail(b.Output(), 3))
 	}
 	h.checkExactlyOnce(subjAB, append(good, more...), nil, nil, false)
 	reasons := h.deadLetterReasons()

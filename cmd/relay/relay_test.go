@@ -320,7 +320,7 @@ func TestNATSRestartMidStream(t *testing.T) {
 	h.waitCount(subjAB, len(committed), 60*time.Second, p)
 	h.checkExactlyOnce(subjAB, committed, txs, nil, false)
 	if strings.Count(p.Output(), "nats reconnected") == 0 {
-		t.Fatalf("relay never saw the NATS restart:\n%s", lastLines(p.Output(), 20))
+		t.Fatalf("relay never saw the NATS restart:\n%s", testutil.Tail(p.Output(), 20))
 	}
 }
 
@@ -354,7 +354,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	h.waitCount(subjAB, len(committed), 60*time.Second, p)
 	h.checkExactlyOnce(subjAB, committed, nil, nil, false)
 	if !strings.Contains(p.Output(), "reconnecting") {
-		t.Fatalf("relay never saw the restart:\n%s", lastLines(p.Output(), 20))
+		t.Fatalf("relay never saw the restart:\n%s", testutil.Tail(p.Output(), 20))
 	}
 }
 
@@ -363,13 +363,13 @@ func TestPostgresRestartMidStream(t *testing.T) {
 func TestStandbyTakesOver(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	a := h.start("HTTP_ADDR=" + addrA)
 	waitReplicating(t, a)
 	b := h.start("HTTP_ADDR=" + addrB)
 	testutil.Eventually(t, 20*time.Second, func() error {
 		if !strings.Contains(b.Output(), "hot standby") {
-			return fmt.Errorf("second relay not standing by:\n%s", lastLines(b.Output(), 5))
+			return fmt.Errorf("second relay not standing by:\n%s", testutil.Tail(b.Output(), 5))
 		}
 		return nil
 	})
@@ -507,7 +507,7 @@ func TestGracefulShutdownConfirms(t *testing.T) {
 	h.waitCount(subjAB, 200, 20*time.Second, p)
 	p.Signal(syscall.SIGTERM)
 	if err := p.Wait(20 * time.Second); err != nil {
-		t.Fatalf("relay did not exit 0 on SIGTERM: %v\n%s", err, lastLines(p.Output(), 10))
+		t.Fatalf("relay did not exit 0 on SIGTERM: %v\n%s", err, testutil.Tail(p.Output(), 10))
 	}
 	var ok bool
 	if err := h.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`,
@@ -612,7 +612,7 @@ func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
 	out := p.Output()
 	for _, want := range []string{"wal_status=lost", "may be missing", "pg_drop_replication_slot"} {
 		if !strings.Contains(out, want) {
-			t.Errorf("exit message lacks %q:\n%s", want, lastLines(out, 5))
+			t.Errorf("exit message lacks %q:\n%s", want, testutil.Tail(out, 5))
 		}
 	}
 }
@@ -637,7 +637,7 @@ func TestBackfillRowsOlderThanTheSlot(t *testing.T) {
 	p := h.start()
 	waitReplicating(t, p)
 	if !strings.Contains(p.Output(), "relay backfill") {
-		t.Fatalf("no warning about rows older than the slot:\n%s", lastLines(p.Output(), 5))
+		t.Fatalf("no warning about rows older than the slot:\n%s", testutil.Tail(p.Output(), 5))
 	}
 	late, err := h.insertTx(ctx, 10, false)
 	if err != nil {
@@ -650,7 +650,7 @@ func TestBackfillRowsOlderThanTheSlot(t *testing.T) {
 			t.Fatalf("backfill: %v\n%s", err, b.Output())
 		}
 		if !strings.Contains(b.Output(), "60 rows republished") {
-			t.Fatalf("backfill output: %s", lastLines(b.Output(), 3))
+			t.Fatalf("backfill output: %s", testutil.Tail(b.Output(), 3))
 		}
 	}
 	h.checkExactlyOnce(subjAB, append(early, late...), [][]string{early}, nil, false)
@@ -670,7 +670,7 @@ func TestPublicationWithoutOutboxRefused(t *testing.T) {
 		t.Fatal("relay ran with a publication that does not include the outbox")
 	}
 	if out := p.Output(); !strings.Contains(out, "ALTER PUBLICATION jetstream_bridge_outbox ADD TABLE") {
-		t.Fatalf("exit message does not say how to fix it:\n%s", lastLines(out, 3))
+		t.Fatalf("exit message does not say how to fix it:\n%s", testutil.Tail(out, 3))
 	}
 }
 

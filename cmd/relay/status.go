@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 )
 
 // Status is what `relay status` prints.
@@ -50,7 +50,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return config.ShowStatus(ctx, &m.CLI, &c.Common, flags, config.StatusReport[*Status]{
+	return cli.ShowStatus(ctx, &m.CLI, &c.Common, flags, cli.StatusReport[*Status]{
 		Collect: func(ctx context.Context, js jetstream.JetStream) *Status { return collectStatus(ctx, c, js) },
 		Print:   printStatus,
 		Verdict: func(st *Status) error {

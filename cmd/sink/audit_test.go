@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -80,8 +80,8 @@ func TestAudit_SinkCountsAppliedDeadStaleAndGaps(t *testing.T) {
 	w.publish(t, ctx, "late-1", "late", "0/9000", 0)
 
 	res := testutil.RunCommand(t, 60*time.Second, w.bin, w.env(), "audit", "--since", "1h", "--settle", "0s", "--page", "7", "--json")
-	if res.Code != config.ExitGap {
-		t.Fatalf("sink audit: exit %d, want %d\n%s\n%s", res.Code, config.ExitGap, res.Stdout, res.Stderr)
+	if res.Code != cli.ExitGap {
+		t.Fatalf("sink audit: exit %d, want %d\n%s\n%s", res.Code, cli.ExitGap, res.Stdout, res.Stderr)
 	}
 	var rep audit.SinkReport
 	if err := json.Unmarshal([]byte(res.Stdout), &rep); err != nil {
@@ -98,7 +98,7 @@ func TestAudit_SinkCountsAppliedDeadStaleAndGaps(t *testing.T) {
 	p = w.start(t, "SKIP_STALE=true", "MAX_DELIVER=1")
 	testutil.Eventually(t, 60*time.Second, func() error {
 		res = testutil.RunCommand(t, 60*time.Second, w.bin, w.env(), "audit", "--since", "1h", "--settle", "0s")
-		if res.Code != config.ExitOK {
+		if res.Code != cli.ExitOK {
 			return fmt.Errorf("exit %d: %s", res.Code, res.Stdout)
 		}
 		return nil

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -103,7 +102,7 @@ func (c *Config) Validate() error {
 	if c.FilterSubject != "" {
 		if err := envelope.ValidateFilterSubject(c.FilterSubject); err != nil {
 			errs = append(errs, fmt.Errorf("FILTER_SUBJECT: %w (e.g. billing.sync.orders or billing.sync.>)", err))
-		} else if c.AppName != "" && publish.Overlap(c.FilterSubject, c.DLQ()) {
+		} else if c.AppName != "" && envelope.Overlap(c.FilterSubject, c.DLQ()) {
 			errs = append(errs, fmt.Errorf("FILTER_SUBJECT %q covers the dead-letter subject %s: the sink would consume its own dead letters", c.FilterSubject, c.DLQ()))
 		}
 	}
@@ -164,7 +163,7 @@ func (c *Config) Validate() error {
 	case "push":
 		if err := envelope.ValidatePublishSubject(c.Deliver()); err != nil {
 			errs = append(errs, fmt.Errorf("DELIVER_SUBJECT=%q: %w (e.g. _bridge.orders-workers)", c.Deliver(), err))
-		} else if c.AppName != "" && (publish.Overlap(c.Deliver(), c.Filter()) || publish.Overlap(c.Deliver(), c.DLQ())) {
+		} else if c.AppName != "" && (envelope.Overlap(c.Deliver(), c.Filter()) || envelope.Overlap(c.Deliver(), c.DLQ())) {
 			errs = append(errs, fmt.Errorf("DELIVER_SUBJECT %q overlaps the stream's subjects (%s, %s): JetStream refuses a delivery cycle", c.Deliver(), c.Filter(), c.DLQ()))
 		}
 	default:

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
@@ -31,7 +31,7 @@ func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 		return err
 	}
 	if sub == "replay" && eventID == "" && class == "" && !all {
-		return config.Usagef("dlq replay: choose what to replay with --event-id, --class or --all (see sink dlq replay --help)")
+		return cli.Usagef("dlq replay: choose what to replay with --event-id, --class or --all (see sink dlq replay --help)")
 	}
 	c, err := m.load(false)
 	if err != nil {

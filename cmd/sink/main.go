@@ -23,22 +23,23 @@ import (
 	"os"
 	"slices"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 func main() {
-	config.Exec("sink", newMain(os.Stdout, os.Stderr, nil).Run)
+	cli.Exec("sink", newMain(os.Stdout, os.Stderr, nil).Run)
 }
 
 // Main dispatches subcommands.
-type Main struct{ config.CLI }
+type Main struct{ cli.CLI }
 
 func newMain(stdout, stderr io.Writer, environ map[string]string) *Main {
-	m := &Main{config.CLI{Name: "sink", Summary: summary, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
+	m := &Main{cli.CLI{Name: "sink", Summary: summary, Stdout: stdout, Stderr: stderr, Environ: environ, Config: &Config{}}}
 	// run and provision read the whole configuration; provision does not need
 	// HANDLER or ROUTES_FILE.
 	handlerless := slices.DeleteFunc(config.EnvNames(&Config{}), func(n string) bool { return n == "HANDLER" || n == "ROUTES_FILE" })
-	m.Commands = []config.Command{{
+	m.Commands = []cli.Command{{
 		Name:    "run",
 		Summary: "consume and apply (default)",
 		Detail: `Applies each event in one transaction with its inbox row and acknowledges it
@@ -60,7 +61,7 @@ provision does. HANDLER or ROUTES_FILE is required.`,
 		Args:    "[--json] [--watch=2s]",
 		Summary: "print consumer and inbox state",
 		Detail:  "Exits 1 when the database is unreachable or the consumer unavailable, so it can serve as a check.",
-		Env: slices.Concat(config.OneShotEnv, []string{"INBOX_TABLE", "DURABLE_NAME", "FILTER_SUBJECT", "CONSUMER_MODE",
+		Env: slices.Concat(cli.OneShotEnv, []string{"INBOX_TABLE", "DURABLE_NAME", "FILTER_SUBJECT", "CONSUMER_MODE",
 			"DELIVER_SUBJECT", "MAX_DELIVER", "ACK_WAIT", "BACKOFF", "BATCH_SIZE", "CONCURRENCY"}),
 		Example: "sink status --json",
 		Run:     m.status,
@@ -68,7 +69,7 @@ provision does. HANDLER or ROUTES_FILE is required.`,
 		Name:    "dlq list",
 		Args:    "[--json] [--class C] [--event-id ID]",
 		Summary: "print dead letters",
-		Env:     config.OneShotEnv,
+		Env:     cli.OneShotEnv,
 		Example: "sink dlq list --class handler",
 		Run:     func(ctx context.Context, args []string) error { return m.dlq(ctx, "list", args) },
 	}, {
@@ -78,7 +79,7 @@ provision does. HANDLER or ROUTES_FILE is required.`,
 		Detail: `Republishes each dead letter's body and original headers to its original subject.
 The inbox applies a replayed event even when its row is dead; replaying the same
 dead letter twice within the stream's duplicate window stores it once.`,
-		Env:     config.OneShotEnv,
+		Env:     cli.OneShotEnv,
 		Example: "sink dlq replay --class handler --dry-run\nsink dlq replay --event-id 0b7e6a52-5f1c-4c1e-9a51-7d0f3c2e9b11",
 		Run:     func(ctx context.Context, args []string) error { return m.dlq(ctx, "replay", args) },
 	}, {
@@ -90,7 +91,7 @@ dead letter twice within the stream's duplicate window stores it once.`,
 Run it after a failover, a recovery or a DLQ replay. Exit status 3: events in the
 stream not applied (no inbox row, or received/processing/failed); dead and stale
 events are counted but are no gap. Messages younger than --settle are left out.`,
-		Env:     slices.Concat(config.OneShotEnv, []string{"INBOX_TABLE", "FILTER_SUBJECT"}),
+		Env:     slices.Concat(cli.OneShotEnv, []string{"INBOX_TABLE", "FILTER_SUBJECT"}),
 		Example: "sink audit --since 1h\nsink audit --since 2026-01-02T15:04:05Z --json",
 		Run:     m.audit,
 	}}

@@ -37,7 +37,7 @@ func TestBinary_ReadinessFollowsDependenciesAndMetricsMove(t *testing.T) {
 	pgProxy := testutil.StartProxy(t, u.Host)
 	natsProxy := testutil.StartProxy(t, strings.TrimPrefix(w.nats, "nats://"))
 	db := strings.Replace(w.db, u.Host, pgProxy.Addr, 1)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	w.start(t, "DATABASE_URL="+db, "NATS_URLS=nats://"+natsProxy.Addr, "HTTP_ADDR="+addr)
 	w.waitConsumer(t)
 

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
-	"github.com/jetstream-bridge/jetstream-bridge/migrations"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
@@ -43,32 +40,22 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 // CONSUMER_MODE says; a consumer of the other kind is recreated).
 func (a *App) provision(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	c := a.cfg
-	sql, err := migrations.Inbox(c.Names())
-	if err != nil {
+	if err := provision.Inbox(ctx, c.DatabaseURL, c.Names()); err != nil {
 		return nil, err
 	}
-	conn, err := pgx.Connect(ctx, c.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("connect to database: %w", err)
-	}
-	err = migrations.Apply(ctx, conn, sql)
-	conn.Close(context.Background())
-	if err != nil {
-		return nil, fmt.Errorf("inbox schema: %w", err)
-	}
-	if _, err := publish.EnsureStream(ctx, a.js, publish.StreamSpec{
+	if _, err := provision.EnsureStream(ctx, a.js, provision.StreamSpec{
 		Name:     c.StreamName,
 		Subjects: []string{c.Filter(), c.DLQ()},
 		Replicas: c.StreamReplicas,
 	}, a.log); err != nil {
 		return nil, err
 	}
-	return sink.EnsureConsumer(ctx, a.js, c.consumerSpec(), a.log)
+	return provision.EnsureConsumer(ctx, a.js, c.consumerSpec(), a.log)
 }
 
 // consumerSpec is the consumer the configuration asks for.
-func (c *Config) consumerSpec() sink.ConsumerSpec {
-	spec := sink.ConsumerSpec{
+func (c *Config) consumerSpec() provision.ConsumerSpec {
+	spec := provision.ConsumerSpec{
 		Stream:        c.StreamName,
 		Durable:       c.Durable(),
 		Filter:        c.Filter(),

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -105,7 +105,7 @@ func (w *restrictedWorld) waitApplied(t *testing.T, n int) {
 func (w *restrictedWorld) checkDone(t *testing.T, events int, mode string, extra ...string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() error {
-		info, err := sink.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", mode == "push")
+		info, err := provision.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", mode == "push")
 		if err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func TestBinary_RestrictedPull(t *testing.T) {
 	w := newRestrictedWorld(t)
 	w.provision(t)
 	const events, keys = 300, 30
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	p := w.start(t, append(as("pull"), "AUTO_PROVISION=false", "HTTP_ADDR="+addr, "ACK_WAIT=2s", "BACKOFF=2s")...)
 	w.publishEvents(t, 0, events, keys, true)
 	w.waitApplied(t, events)
@@ -213,7 +213,7 @@ func TestBinary_RestrictedPushScaleOut(t *testing.T) {
 	push := []string{"CONSUMER_MODE=push", "AUTO_PROVISION=false", "CONCURRENCY=4", "ACK_WAIT=2s", "BACKOFF=2s"}
 	w.provision(t, "CONSUMER_MODE=push")
 	const events, keys = 2000, 200
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	a := w.start(t, append(append(as("push"), push...), "HTTP_ADDR="+addrA)...)
 	b := w.start(t, append(append(as("push"), push...), "HTTP_ADDR="+addrB)...)
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -242,7 +242,7 @@ func TestBinary_RestrictedPushScaleOut(t *testing.T) {
 	unlock()
 	w.waitApplied(t, events)
 	w.checkDone(t, events, "push", "CONSUMER_MODE=push")
-	info, err := sink.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", true)
+	info, err := provision.ConsumerInfo(context.Background(), w.js, "jetstream-bridge-stream", "orders-workers", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,10 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
@@ -243,7 +245,7 @@ func (a *App) watchPending(ctx context.Context, met *metrics) {
 	defer t.Stop()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := sink.ConsumerInfo(ictx, a.js, c.StreamName, c.Durable(), c.Push())
+		info, err := provision.ConsumerInfo(ictx, a.js, c.StreamName, c.Durable(), c.Push())
 		cancel()
 		if err == nil {
 			met.pending.Set(float64(info.NumPending))
@@ -262,7 +264,7 @@ func (a *App) watchPending(ctx context.Context, met *metrics) {
 
 // retry calls f until it succeeds, fails for good, or ctx ends (then nil).
 func retry(ctx context.Context, log zerolog.Logger, what string, f func() error) error {
-	for backoff := 250 * time.Millisecond; ; backoff = min(backoff*2, 10*time.Second) {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
 		err := f()
 		if err == nil || ctx.Err() != nil {
 			return nil
@@ -270,11 +272,9 @@ func retry(ctx context.Context, log zerolog.Logger, what string, f func() error)
 		if !config.Transient(err) {
 			return err
 		}
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg(what + " failed, retrying")
-		select {
-		case <-ctx.Done():
+		log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg(what + " failed, retrying")
+		if !wait.Wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
 	}
 }

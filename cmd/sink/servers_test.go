@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -23,7 +23,7 @@ func TestBinary_RefusesNATSServerBefore210(t *testing.T) {
 			t.Fatalf("sink %v: %v\n%s", args, err, p.Output())
 		}
 		out := p.Output()
-		if got, want := p.ExitCode(), config.ExitFailure; got != want {
+		if got, want := p.ExitCode(), cli.ExitFailure; got != want {
 			t.Fatalf("sink %v: exit status %d, want %d\n%s", args, got, want, out)
 		}
 		if !strings.Contains(out, "nats-server 2.9.25 is too old: jetstream-bridge needs nats-server 2.10.0 or newer") {

@@ -342,7 +342,7 @@ func testSIGTERMFinishesInFlight(t *testing.T, w *world) {
 	if err != nil || !strings.Contains(out, "provisioned") {
 		t.Fatalf("sink provision: %v\n%s", err, out)
 	}
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	w.publish(t, ctx, "poison-neighbour", "2", "0/10", 0)
 	if _, err := w.js.Publish(ctx, "billing.sync.orders", []byte("{not json"), jetstream.WithMsgID("bad-1")); err != nil {
 		t.Fatal(err)
@@ -416,16 +416,6 @@ func testSIGTERMFinishesInFlight(t *testing.T, w *world) {
 	if err == nil || !strings.Contains(out, "sink provision") {
 		t.Fatalf("bind to a missing consumer: %v\n%s", err, out)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func scrape(addr, path string) string {

@@ -12,7 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -63,7 +64,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return config.ShowStatus(ctx, &m.CLI, &c.Common, flags, config.StatusReport[*Status]{
+	return cli.ShowStatus(ctx, &m.CLI, &c.Common, flags, cli.StatusReport[*Status]{
 		Collect: func(ctx context.Context, js jetstream.JetStream) *Status {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
@@ -84,7 +85,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 
 func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Status {
 	st := &Status{InboxTable: c.InboxTable}
-	if i, err := sink.ConsumerInfo(ctx, js, c.StreamName, c.Durable(), c.Push()); err != nil {
+	if i, err := provision.ConsumerInfo(ctx, js, c.StreamName, c.Durable(), c.Push()); err != nil {
 		st.ConsumerError = err.Error()
 	} else {
 		cs := &ConsumerState{Stream: i.Stream, Name: i.Name, FilterSubject: i.Config.FilterSubject, Mode: "pull",
@@ -92,7 +93,7 @@ func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Stat
 			NumPending: i.NumPending, NumAckPending: i.NumAckPending, NumRedelivered: i.NumRedelivered,
 			NumWaiting: i.NumWaiting, AckFloorStream: i.AckFloor.Stream, DeliveredSeq: i.Delivered.Stream,
 			AckWait: i.Config.AckWait.String(), MaxDeliver: i.Config.MaxDeliver, MaxAckPending: i.Config.MaxAckPending,
-			Warnings: sink.CheckBound(i, c.consumerSpec())}
+			Warnings: provision.CheckBound(i, c.consumerSpec())}
 		if cs.DeliverSubject != "" {
 			cs.Mode = "push"
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/checkpoint"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
@@ -146,7 +147,7 @@ func (s *Stream) setConfirmed(lsn pglogrepl.LSN) {
 // the safe position and returns nil.
 func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 	defer close(out)
-	backoff := 250 * time.Millisecond
+	retry := backoff.New(250*time.Millisecond, 10*time.Second)
 	for {
 		started := time.Now()
 		err := s.session(ctx, out)
@@ -163,7 +164,7 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 					Msg("slot is held by another relay, waiting as hot standby")
 			}
 			s.setState(State{Standby: true, Reason: busy.Error()})
-			backoff = 250 * time.Millisecond
+			retry.Reset()
 			sleep(ctx, time.Second)
 			continue
 		case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrProtocol), isFatalPgError(err):
@@ -171,12 +172,11 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 			return err
 		}
 		if time.Since(started) > 30*time.Second {
-			backoff = 250 * time.Millisecond
+			retry.Reset()
 		}
 		s.setState(State{Reason: "replication connection lost: " + err.Error()})
-		s.log.Warn().Err(err).Dur("retry_in", backoff).Str("slot", s.opts.Slot).Msg("replication stream interrupted, reconnecting")
-		sleep(ctx, backoff)
-		backoff = min(backoff*2, 10*time.Second)
+		s.log.Warn().Err(err).Dur("retry_in", retry.Delay()).Str("slot", s.opts.Slot).Msg("replication stream interrupted, reconnecting")
+		retry.Wait(ctx)
 	}
 }
 

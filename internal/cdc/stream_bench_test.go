@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/checkpoint"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -55,12 +56,12 @@ func benchStream(b *testing.B, rowsPerTx int, messages bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := migrations.Apply(ctx, conn, outbox); err != nil {
+	if err := provision.Apply(ctx, conn, outbox); err != nil {
 		b.Fatal(err)
 	}
 	conn.Close(ctx)
 	slot := fmt.Sprintf("bench_stream_%d", time.Now().UnixNano())
-	if _, err := cdc.CreateSlot(ctx, url, slot); err != nil {
+	if _, err := provision.CreateSlot(ctx, url, slot); err != nil {
 		b.Fatal(err)
 	}
 

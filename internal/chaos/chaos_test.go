@@ -187,7 +187,7 @@ func TestChaos(t *testing.T) {
 	}
 	for _, s := range w.services() {
 		if err := s.proc.Wait(40 * time.Second); err != nil {
-			t.Errorf("%s did not exit 0 on SIGTERM: %v\n%s", s.name, err, tail(s.proc.Output(), 10))
+			t.Errorf("%s did not exit 0 on SIGTERM: %v\n%s", s.name, err, testutil.Tail(s.proc.Output(), 10))
 		}
 	}
 }

@@ -115,11 +115,11 @@ func TestHostileNamesRefusedBeforeConnecting(t *testing.T) {
 			switch {
 			case err == nil || errors.Is(err, testutil.ErrStillRunning):
 				p.Kill()
-				t.Errorf("%s %v with %s=%q: %v, want a non-zero exit\n%s", c.bin, args, c.variable, c.value, err, tail(out, 5))
+				t.Errorf("%s %v with %s=%q: %v, want a non-zero exit\n%s", c.bin, args, c.variable, c.value, err, testutil.Tail(out, 5))
 			case !strings.Contains(out, c.variable):
-				t.Errorf("%s %v with %s=%q: the error does not name the variable:\n%s", c.bin, args, c.variable, c.value, tail(out, 5))
+				t.Errorf("%s %v with %s=%q: the error does not name the variable:\n%s", c.bin, args, c.variable, c.value, testutil.Tail(out, 5))
 			case strings.Contains(out, `"message":"starting`):
-				t.Errorf("%s %v with %s=%q: started before refusing the name:\n%s", c.bin, args, c.variable, c.value, tail(out, 5))
+				t.Errorf("%s %v with %s=%q: started before refusing the name:\n%s", c.bin, args, c.variable, c.value, testutil.Tail(out, 5))
 			}
 		}
 	}
@@ -322,7 +322,7 @@ func TestWebhookSignaturesAndReplay(t *testing.T) {
 	})
 	testutil.Eventually(t, 60*time.Second, func() error {
 		if !strings.Contains(p.Output(), `"message":"consuming"`) {
-			return fmt.Errorf("sink not consuming:\n%s", tail(p.Output(), 5))
+			return fmt.Errorf("sink not consuming:\n%s", testutil.Tail(p.Output(), 5))
 		}
 		return nil
 	})
@@ -482,7 +482,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			relayAddr, sinkAddr := freeAddr(t), freeAddr(t)
+			relayAddr, sinkAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 			relayEnv := append([]string{
 				fmt.Sprintf("DATABASE_URL=postgres://bridge:%s@127.0.0.1:%d/%s?sslmode=disable", pgPass, pg.Port(), src),
 				"APP_NAME=app_a", "DESTINATION_APP=app_b", "REPLICATION_SLOT=sec_" + src, "LOG_LEVEL=debug",
@@ -511,7 +511,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 			insert := func(n int) {
 				t.Helper()
 				for range n {
-					id := uuidV4()
+					id := testutil.NewUUID()
 					if inserted%10 == 0 {
 						rc.mu.Lock()
 						rc.failFirst[id] = true
@@ -535,7 +535,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 				t.Helper()
 				testutil.Eventually(t, 90*time.Second, func() error {
 					if n, _ := rc.count(); n < inserted {
-						return fmt.Errorf("%d of %d applied; relay:\n%s\nsink:\n%s", n, inserted, tail(relay.Output(), 3), tail(sinkP.Output(), 3))
+						return fmt.Errorf("%d of %d applied; relay:\n%s\nsink:\n%s", n, inserted, testutil.Tail(relay.Output(), 3), testutil.Tail(sinkP.Output(), 3))
 					}
 					return nil
 				})
@@ -744,7 +744,7 @@ func runLeastPrivilege(t *testing.T, sinkPerms []string) {
 			if violations() != "" {
 				return nil // no point waiting: reported below
 			}
-			return fmt.Errorf("%d of %d applied; relay:\n%s\nsink:\n%s", n, events-1, tail(relay.Output(), 4), tail(sinkP.Output(), 4))
+			return fmt.Errorf("%d of %d applied; relay:\n%s\nsink:\n%s", n, events-1, testutil.Tail(relay.Output(), 4), testutil.Tail(sinkP.Output(), 4))
 		}
 		return nil
 	})
@@ -774,21 +774,11 @@ func runLeastPrivilege(t *testing.T, sinkPerms []string) {
 	for _, p := range procs {
 		p.Signal(syscall.SIGTERM)
 		if err := p.Wait(40 * time.Second); err != nil {
-			t.Errorf("SIGTERM: %v\n%s", err, tail(p.Output(), 5))
+			t.Errorf("SIGTERM: %v\n%s", err, testutil.Tail(p.Output(), 5))
 		}
 	}
 	if v := violations(); v != "" {
 		t.Errorf("permission violations logged:\n%s", v)
 	}
 	t.Logf("relay may publish only app_a.sync.>; sink only %s; both subscribe only _INBOX.>", strings.Join(sinkPerms, ", "))
-}
-
-// uuidV4 returns a random UUID.
-func uuidV4() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	s := hex.EncodeToString(b[:])
-	return s[:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
 }

@@ -2,13 +2,11 @@ package chaos_test
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -162,7 +160,7 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 		}
 	}
 	for i := range w.relays {
-		w.relayAddrs[i] = freeAddr(t)
+		w.relayAddrs[i] = testutil.FreeAddr(t)
 		env := append(slices.Clone(relayEnv), "HTTP_ADDR="+w.relayAddrs[i])
 		if i == 1 {
 			// Read coalescing engages at two transactions per linger: from
@@ -186,7 +184,7 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 		}
 		for _, s := range w.sinks {
 			if !strings.Contains(s.output(), `"message":"consuming"`) {
-				return fmt.Errorf("%s not consuming yet:\n%s", s.name, tail(s.output(), 5))
+				return fmt.Errorf("%s not consuming yet:\n%s", s.name, testutil.Tail(s.output(), 5))
 			}
 		}
 		return nil
@@ -225,24 +223,6 @@ func keys(n int) []string {
 		out[i] = fmt.Sprintf("%s/%d", types[i%len(types)], i/len(types))
 	}
 	return out
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // ---- processes ----
@@ -316,8 +296,8 @@ func (s *service) check(w *world) {
 		return
 	}
 	err := s.proc.Wait(0)
-	w.logf("%s exited unexpectedly (%v); restarting it. Log tail:\n%s", s.name, err, tail(s.proc.Output(), 8))
-	s.exits = append(s.exits, fmt.Sprintf("%v: %s", err, tail(s.proc.Output(), 3)))
+	w.logf("%s exited unexpectedly (%v); restarting it. Log tail:\n%s", s.name, err, testutil.Tail(s.proc.Output(), 8))
+	s.exits = append(s.exits, fmt.Sprintf("%v: %s", err, testutil.Tail(s.proc.Output(), 3)))
 	s.startLocked()
 }
 
@@ -521,10 +501,7 @@ func uuid(rng *rand.Rand) string {
 			b[i+j] = byte(v >> (8 * j))
 		}
 	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	s := hex.EncodeToString(b[:])
-	return s[:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
+	return testutil.FormatUUID(b)
 }
 
 // ---- faults ----

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 )
 
 // ConnectNATS opens the NATS connection with the configured credentials. It
@@ -75,7 +77,7 @@ func ConnectNATS(ctx context.Context, c *Common, name string, log zerolog.Logger
 		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
 	}
 	urls := strings.Join(c.NATSURLs, ",")
-	backoff := 250 * time.Millisecond
+	retry := backoff.New(250*time.Millisecond, 10*time.Second)
 	for {
 		nc, err := nats.Connect(urls, opts...)
 		if err == nil {
@@ -91,12 +93,9 @@ func ConnectNATS(ctx context.Context, c *Common, name string, log zerolog.Logger
 			strings.Contains(err.Error(), "x509") {
 			return nil, fmt.Errorf("connect to nats: %w", err)
 		}
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot connect to nats, retrying")
-		select {
-		case <-ctx.Done():
+		log.Warn().Err(err).Dur("retry_in", retry.Delay()).Msg("cannot connect to nats, retrying")
+		if !retry.Wait(ctx) {
 			return nil, fmt.Errorf("connect to nats: %w", err)
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }

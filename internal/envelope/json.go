@@ -342,7 +342,16 @@ const hexDigits = "0123456789abcdef"
 // otherwise), U+2028 and U+2029 (so the output is also safe inside
 // JavaScript), and it replaces each byte of invalid UTF-8 with \ufffd, the
 // same coercion encoding/json applies, so the output is always valid UTF-8.
-func appendJSONString(dst []byte, s string) []byte {
+// NUL is kept, as \u0000: the envelope carries the data as it was.
+func appendJSONString(dst []byte, s string) []byte { return appendJSON(dst, s, false) }
+
+// AppendJSONBString appends s as a JSON string for a jsonb column: as the
+// envelope writes strings, except that NUL becomes \ufffd, as invalid UTF-8
+// does, because Postgres refuses \u0000 in jsonb and one odd header must not
+// make a whole event fail.
+func AppendJSONBString(dst []byte, s string) []byte { return appendJSON(dst, s, true) }
+
+func appendJSON(dst []byte, s string, jsonb bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -362,6 +371,12 @@ func appendJSONString(dst []byte, s string) []byte {
 				dst = append(dst, '\\', 'r')
 			case '\t':
 				dst = append(dst, '\\', 't')
+			case 0:
+				if jsonb {
+					dst = append(dst, `\ufffd`...)
+					break
+				}
+				dst = append(dst, '\\', 'u', '0', '0', '0', '0')
 			default:
 				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}

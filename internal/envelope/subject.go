@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -154,4 +155,76 @@ func validateSubject(s string, filter bool) error {
 		start = end + 1
 	}
 	return nil
+}
+
+// Subject patterns are NATS subjects whose tokens (separated by '.') may be
+// '*', matching one token, or a final '>', matching one or more. A literal
+// subject is a pattern without wildcards, so Covers(pattern, subject) is
+// whether pattern matches subject. These functions walk the strings without
+// allocating: the sink matches every event's subject against its routes.
+// A subject or pattern with an empty token ("", "a..b", "a.") is malformed:
+// it covers nothing, and nothing covers or overlaps it.
+
+// Covers reports whether every subject matched by b is matched by a.
+func Covers(a, b string) bool {
+	at, bt := tokens{rest: a}, tokens{rest: b}
+	for {
+		x, okx := at.next()
+		y, oky := bt.next()
+		switch {
+		case okx && x == "", oky && y == "":
+			return false
+		case !okx:
+			return !oky
+		case x == ">":
+			return oky
+		case !oky:
+			return false
+		case x == "*":
+			if y == ">" {
+				return false
+			}
+		case x != y:
+			return false
+		}
+	}
+}
+
+// Overlap reports whether some subject is matched by both a and b.
+func Overlap(a, b string) bool {
+	at, bt := tokens{rest: a}, tokens{rest: b}
+	for {
+		x, okx := at.next()
+		y, oky := bt.next()
+		switch {
+		case okx && x == "", oky && y == "":
+			return false
+		case !okx || !oky:
+			return !okx && !oky
+		case x == ">" || y == ">":
+			return true
+		case x != "*" && y != "*" && x != y:
+			return false
+		}
+	}
+}
+
+// tokens iterates over a subject's tokens.
+type tokens struct {
+	rest string
+	done bool
+}
+
+func (t *tokens) next() (string, bool) {
+	if t.done {
+		return "", false
+	}
+	i := strings.IndexByte(t.rest, '.')
+	if i < 0 {
+		t.done = true
+		return t.rest, true
+	}
+	tok := t.rest[:i]
+	t.rest = t.rest[i+1:]
+	return tok, true
 }

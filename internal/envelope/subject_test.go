@@ -129,3 +129,52 @@ func TestValidateSubject(t *testing.T) {
 		})
 	}
 }
+
+// TestCoversAndOverlap is the one table for subject matching: stream
+// subjects against each other (provisioning), filters and routes against
+// literal subjects (batching, routing).
+func TestCoversAndOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		a, b            string
+		covers, overlap bool
+	}{
+		{"a.sync.>", "a.sync.b", true, true},
+		{"a.sync.>", "a.sync.dlq", true, true},
+		{"a.sync.b", "a.sync.>", false, true},
+		{"a.sync.*", "a.sync.b", true, true},
+		{"a.sync.*", "a.sync.b.c", false, false},
+		{"a.>", "a.sync.*", true, true},
+		{"a.*", "a.>", false, true},
+		{"a.sync.b", "a.sync.b", true, true},
+		{"a.sync.b", "b.sync.a", false, false},
+		{"a.sync.>", "a.sync", false, false},
+		{"*.sync.b", "a.sync.*", false, true},
+		{">", "x", true, true},
+		{"*.sync.>", "billing.sync.orders.extra", true, true},
+		{"billing.*.orders", "billing.sync.orders", true, true},
+		{"billing.*.orders", "billing.sync.orders.x", false, false},
+		{"audit.>", "audit", false, false}, // '>' needs at least one token
+		// Malformed subjects (an empty token) match nothing.
+		{"*.sync.>", "billing.sync.", false, false},
+		{"billing.*.orders", "billing..orders", false, false},
+		{">", "", false, false},
+		{"a..b", "a..b", false, false},
+	} {
+		if got := envelope.Covers(tc.a, tc.b); got != tc.covers {
+			t.Errorf("Covers(%q, %q)=%v, want %v", tc.a, tc.b, got, tc.covers)
+		}
+		if got := envelope.Overlap(tc.a, tc.b); got != tc.overlap {
+			t.Errorf("Overlap(%q, %q)=%v, want %v", tc.a, tc.b, got, tc.overlap)
+		}
+		if got := envelope.Overlap(tc.b, tc.a); got != tc.overlap {
+			t.Errorf("Overlap(%q, %q)=%v, want %v (symmetric)", tc.b, tc.a, got, tc.overlap)
+		}
+	}
+}
+
+func BenchmarkCovers(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		envelope.Covers("*.sync.>", "billing.sync.orders")
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -42,12 +43,12 @@ func BridgeSchemas() (outbox, inbox string, err error) {
 }
 
 // ApplySQL runs the SQL scripts in order on one connection of pool, in one
-// transaction under the migrations' advisory lock (see migrations.Apply).
+// transaction under the migrations' advisory lock (see provision.Apply).
 func ApplySQL(ctx context.Context, pool *pgxpool.Pool, sql ...string) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
 	defer conn.Release()
-	return migrations.Apply(ctx, conn.Conn(), sql...)
+	return provision.Apply(ctx, conn.Conn(), sql...)
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
 // Fast batch publishing (nats-server 2.14+, streams with allow_batched).
@@ -362,7 +364,7 @@ func BatchFilter(filters []string) func(subject string) bool {
 		if ok, found := seen[subject]; found {
 			return ok
 		}
-		ok := slices.ContainsFunc(filters, func(f string) bool { return Covers(f, subject) })
+		ok := slices.ContainsFunc(filters, func(f string) bool { return envelope.Covers(f, subject) })
 		if len(seen) >= 4096 {
 			clear(seen)
 		}

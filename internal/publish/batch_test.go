@@ -128,7 +128,7 @@ func checkOrder(t *testing.T, what string, got, want []string) {
 // long ones as fast batches; every message is acked once, in submission order, and the
 // stream holds each once, in submission order.
 func TestFastBatchStoresEveryMessageOnceInOrder(t *testing.T) {
-	r := newBatchRig(t, connect(t), jetstream.StreamConfig{AllowBatchPublish: true}, false, publish.Options{MaxInflight: 256})
+	r := newBatchRig(t, testutil.ConnectJS(t, testutil.StartNATS(t).URL()), jetstream.StreamConfig{AllowBatchPublish: true}, false, publish.Options{MaxInflight: 256})
 	ids := seqIDs(0, 6000)
 	for i, chunk := range []int{1, 3, 97, 2000} { // a quarter of the messages each
 		r.publishAll(t, ids[i*1500:(i+1)*1500], chunk, nil)
@@ -147,7 +147,7 @@ func TestFastBatchStoresEveryMessageOnceInOrder(t *testing.T) {
 // loses no message and stores none twice or out of order.
 func TestFastBatchSurvivesServerRestart(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	js := connectTo(t, srv.URL(), reconnecting...)
+	js := testutil.ConnectJS(t, srv.URL(), testutil.Reconnecting...)
 	r := newBatchRig(t, js, jetstream.StreamConfig{AllowBatchPublish: true, Storage: jetstream.FileStorage}, false,
 		publish.Options{MaxInflight: 256, AckTimeout: 2 * time.Second})
 	ids := seqIDs(0, 4000)
@@ -172,7 +172,7 @@ func TestFastBatchSurvivesServerRestart(t *testing.T) {
 func TestFastBatchRefusedMessageInTheMiddle(t *testing.T) {
 	var mu sync.Mutex
 	var refused []string
-	r := newBatchRig(t, connect(t), jetstream.StreamConfig{AllowBatchPublish: true, MaxMsgSize: 512}, false, publish.Options{
+	r := newBatchRig(t, testutil.ConnectJS(t, testutil.StartNATS(t).URL()), jetstream.StreamConfig{AllowBatchPublish: true, MaxMsgSize: 512}, false, publish.Options{
 		MaxInflight: 256,
 		Rejected: func(m *publish.Message, err error) (*publish.Message, error) {
 			mu.Lock()
@@ -218,7 +218,7 @@ func TestFastBatchRefusedMessageInTheMiddle(t *testing.T) {
 // stream without allow_batched, the publisher loses nothing and goes on with
 // one ack per message.
 func TestFastBatchFallsBackWhenTheStreamRefusesBatches(t *testing.T) {
-	r := newBatchRig(t, connect(t), jetstream.StreamConfig{}, true, publish.Options{MaxInflight: 256})
+	r := newBatchRig(t, testutil.ConnectJS(t, testutil.StartNATS(t).URL()), jetstream.StreamConfig{}, true, publish.Options{MaxInflight: 256})
 	r.publishAll(t, seqIDs(0, 5), 5, nil)
 	r.waitAcked(t, 5)
 	ids := seqIDs(0, 3000)
@@ -236,7 +236,7 @@ func TestFastBatchFallsBackWhenTheStreamRefusesBatches(t *testing.T) {
 // duplicate (and no batch breaks on them); batching resumes with the first
 // new message.
 func TestFastBatchAfterARestartReportsDuplicates(t *testing.T) {
-	js := connect(t)
+	js := testutil.ConnectJS(t, testutil.StartNATS(t).URL())
 	first := newBatchRig(t, js, jetstream.StreamConfig{AllowBatchPublish: true, Duplicates: time.Minute}, false, publish.Options{MaxInflight: 256})
 	first.publishAll(t, seqIDs(0, 1000), 1000, nil)
 	first.waitAcked(t, 1000)

@@ -62,7 +62,7 @@ func checkStoredOnceInOrder(t *testing.T, r *batchRig, ids []string) {
 func TestPushBackKeepsStreamOrderInFastBatches(t *testing.T) {
 	srv := testutil.StartNATSConfig(t, "jetstream { max_buffered_msgs: 20 }")
 	var refused atomic.Int64
-	r := newBatchRig(t, connectTo(t, srv.URL()), jetstream.StreamConfig{AllowBatchPublish: true, Duplicates: time.Minute}, false,
+	r := newBatchRig(t, testutil.ConnectJS(t, srv.URL()), jetstream.StreamConfig{AllowBatchPublish: true, Duplicates: time.Minute}, false,
 		publish.Options{MaxInflight: 256, AckTimeout: 5 * time.Second,
 			Retried: func(_ *publish.Message, err error) {
 				if strings.Contains(err.Error(), "too many requests") {
@@ -90,7 +90,7 @@ func TestPushBackKeepsStreamOrderInFastBatches(t *testing.T) {
 func TestPushBackPerMessageWindowStaysUnderIngestLimit(t *testing.T) {
 	srv := testutil.StartNATSConfig(t, "jetstream { max_buffered_size: 64KB }")
 	var retried atomic.Int64
-	r := newBatchRig(t, connectTo(t, srv.URL()), jetstream.StreamConfig{Duplicates: time.Minute}, false,
+	r := newBatchRig(t, testutil.ConnectJS(t, srv.URL()), jetstream.StreamConfig{Duplicates: time.Minute}, false,
 		publish.Options{MaxInflight: 1024, MaxInflightBytes: 32 << 10, AckTimeout: 5 * time.Second,
 			Retried: func(*publish.Message, error) { retried.Add(1) }})
 	body := bytes.Repeat([]byte("x"), 1000)
@@ -120,7 +120,7 @@ func TestFastBatchConfirmsOnlyStoredMessages(t *testing.T) {
 		return strings.HasSuffix(subject, ".$FI") &&
 			(bytes.Contains(data, []byte(`"error"`)) || bytes.Contains(data, []byte(`"type":"gap"`)))
 	})
-	r := newBatchRig(t, connectTo(t, "nats://"+proxy.Addr), jetstream.StreamConfig{AllowBatchPublish: true, MaxMsgSize: 512}, false,
+	r := newBatchRig(t, testutil.ConnectJS(t, "nats://"+proxy.Addr), jetstream.StreamConfig{AllowBatchPublish: true, MaxMsgSize: 512}, false,
 		publish.Options{MaxInflight: 256, AckTimeout: 5 * time.Second,
 			Rejected: func(m *publish.Message, err error) (*publish.Message, error) {
 				return &publish.Message{Subject: "s.dlq", Body: []byte(`{}`),

@@ -1,5 +1,6 @@
 // Package publish sends messages to JetStream through a bounded asynchronous
-// window and provisions the stream they land in.
+// window. The stream they land in is provisioned elsewhere
+// (internal/provision).
 //
 // The Publisher keeps at most MaxInflight messages unacknowledged and reports
 // acknowledgements strictly in submission order. When a publish fails it stops
@@ -36,6 +37,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 )
 
 // Message is one message to publish. Header must already carry Nats-Msg-Id.
@@ -721,7 +724,7 @@ func (p *Publisher) recover(ctx context.Context, first pending, firstErr error) 
 
 // republish publishes m synchronously until it is stored, rejected or ctx ends.
 func (p *Publisher) republish(ctx context.Context, m *Message, err error) error {
-	backoff := 50 * time.Millisecond
+	retry := backoff.New(50*time.Millisecond, p.opts.MaxBackoff)
 	for attempt := 1; ; attempt++ {
 		if ctx.Err() != nil {
 			return nil
@@ -739,15 +742,8 @@ func (p *Publisher) republish(ctx context.Context, m *Message, err error) error 
 			p.opts.Log.Warn().Err(err).Str("subject", m.Subject).Str("msg_id", m.MsgID).Int("attempt", attempt).
 				Msg("retrying publish")
 		}
-		if attempt > 1 {
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			backoff = min(backoff*2, p.opts.MaxBackoff)
+		if attempt > 1 && !retry.Wait(ctx) {
+			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, p.opts.AckTimeout)
 		var ack *jetstream.PubAck

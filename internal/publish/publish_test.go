@@ -53,7 +53,7 @@ func msg(subject, id string) *publish.Message {
 // stream holds each id once.
 func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	js := connectTo(t, srv.URL(), reconnecting...)
+	js := testutil.ConnectJS(t, srv.URL(), testutil.Reconnecting...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "s", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage}); err != nil {
@@ -126,7 +126,7 @@ func TestPublisherSurvivesServerRestartInOrder(t *testing.T) {
 // TestPublisherDeadLettersRefusedMessages: a message over the stream's max
 // size is replaced by the dead letter the caller builds; the next ones flow.
 func TestPublisherDeadLettersRefusedMessages(t *testing.T) {
-	js := connect(t)
+	js := testutil.ConnectJS(t, testutil.StartNATS(t).URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "s", Subjects: []string{"s.>"}, MaxMsgSize: 512}); err != nil {
@@ -163,7 +163,7 @@ func TestPublisherDeadLettersRefusedMessages(t *testing.T) {
 // and whether JetStream deduplicated the message; a subject no stream covers
 // is rejected when NoStream says so, and the window goes on.
 func TestPublisherReportsAcksAndNoStream(t *testing.T) {
-	js := connect(t)
+	js := testutil.ConnectJS(t, testutil.StartNATS(t).URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "acks", Subjects: []string{"s.>"}}); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
@@ -58,21 +59,11 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := testutil.NewDatabase(t)
-	sql, err := migrations.Outbox(migrations.Names{Outbox: table, Publication: pubName})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = migrations.Apply(ctx, conn, sql)
-	conn.Close(ctx)
-	if err != nil {
+	if err := provision.Outbox(ctx, dbURL, migrations.Names{Outbox: table, Publication: pubName}); err != nil {
 		t.Fatal(err)
 	}
 	slot := fmt.Sprintf("relay_lib_%d", time.Now().UnixNano()%1e9)
-	if _, err := cdc.CreateSlot(ctx, dbURL, slot); err != nil {
+	if _, err := provision.CreateSlot(ctx, dbURL, slot); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -30,7 +31,7 @@ func (r *Relay) start(ctx context.Context) error {
 
 // checkSlot verifies the slot at start.
 func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
-	for backoff := 250 * time.Millisecond; ; backoff = min(backoff*2, 10*time.Second) {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
 		info, err := cdc.ReadSlot(ctx, r.opts.DB, r.opts.Slot)
 		if err == nil {
 			if info == nil {
@@ -45,11 +46,9 @@ func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
 		if isFatal(err) {
 			return err
 		}
-		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot read replication slot, retrying")
-		select {
-		case <-ctx.Done():
+		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("cannot read replication slot, retrying")
+		if !wait.Wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
 	}
 }

@@ -82,10 +82,10 @@ func (it *item) headersJSON() []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendJSONString(b, k)
+		b = envelope.AppendJSONBString(b, k)
 		b = append(b, ':')
 		if len(vs) == 1 {
-			b = appendJSONString(b, vs[0])
+			b = envelope.AppendJSONBString(b, vs[0])
 			continue
 		}
 		b = append(b, '[')
@@ -93,7 +93,7 @@ func (it *item) headersJSON() []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, v)
+			b = envelope.AppendJSONBString(b, v)
 		}
 		b = append(b, ']')
 	}

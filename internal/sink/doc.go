@@ -18,7 +18,8 @@
 //
 // Files follow the data path:
 //
-//	consumer.go    the durable consumer, pull or push: provisioning, lookup, checks
+//	consumer.go    binding to the durable pull consumer (creating, updating and
+//	               inspecting it is provisioning: internal/provision)
 //	source.go      where messages come from (Source): a pull consumer through the
 //	               jetstream client, a pull consumer bound without any JetStream API
 //	               call, or a push consumer's queue subscription; the bounded pull loop;

@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
@@ -70,7 +70,7 @@ func newEnvOn(t testing.TB, natsURL string, opts ...nats.Option) *env {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if err := migrations.Apply(ctx, conn, inboxSQL,
+	if err := provision.Apply(ctx, conn, inboxSQL,
 		`CREATE TABLE effects (seq bigserial PRIMARY KEY, event_id text NOT NULL, note text)`); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func newEnvOn(t testing.TB, natsURL string, opts ...nats.Option) *env {
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := publish.EnsureStream(ctx, e.js, publish.StreamSpec{Name: streamName, Subjects: []string{filter, dlqSubject}}, zerolog.Nop()); err != nil {
+	if _, err := provision.EnsureStream(ctx, e.js, provision.StreamSpec{Name: streamName, Subjects: []string{filter, dlqSubject}}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	e.ensureConsumer(t, consumerSpec())
@@ -91,19 +91,19 @@ func newEnvOn(t testing.TB, natsURL string, opts ...nats.Option) *env {
 }
 
 // ensureConsumer provisions spec and binds e.cons to it, for consumer info.
-func (e *env) ensureConsumer(t testing.TB, spec sink.ConsumerSpec) {
+func (e *env) ensureConsumer(t testing.TB, spec provision.ConsumerSpec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := sink.EnsureConsumer(ctx, e.js, spec, zerolog.Nop()); err != nil {
+	if _, err := provision.EnsureConsumer(ctx, e.js, spec, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	info, err := sink.ConsumerInfo(ctx, e.js, spec.Stream, spec.Durable, spec.DeliverSubject != "")
+	info, err := provision.ConsumerInfo(ctx, e.js, spec.Stream, spec.Durable, spec.DeliverSubject != "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.info = func() (*jetstream.ConsumerInfo, error) {
-		return sink.ConsumerInfo(context.Background(), e.js, spec.Stream, spec.Durable, spec.DeliverSubject != "")
+		return provision.ConsumerInfo(context.Background(), e.js, spec.Stream, spec.Durable, spec.DeliverSubject != "")
 	}
 	if info.Config.DeliverSubject == "" {
 		if e.cons, err = sink.BindConsumer(ctx, e.js, spec.Stream, spec.Durable); err != nil {
@@ -112,8 +112,8 @@ func (e *env) ensureConsumer(t testing.TB, spec sink.ConsumerSpec) {
 	}
 }
 
-func consumerSpec() sink.ConsumerSpec {
-	return sink.ConsumerSpec{Stream: streamName, Durable: durable, Filter: filter, AckWait: 30 * time.Second,
+func consumerSpec() provision.ConsumerSpec {
+	return provision.ConsumerSpec{Stream: streamName, Durable: durable, Filter: filter, AckWait: 30 * time.Second,
 		MaxDeliver: 5, Backoff: sink.DefaultBackoff(), MaxAckPending: 1000}
 }
 

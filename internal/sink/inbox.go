@@ -477,38 +477,6 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD
-// and NUL is escaped as \ufffd (jsonb refuses \u0000).
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c == 0:
-				dst = append(dst, `\ufffd`...)
-			case c < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, "\uFFFD"...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
-}
-
 // DB is the part of a pool the sink uses; *pgxpool.Pool implements it.
 type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)

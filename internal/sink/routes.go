@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"gopkg.in/yaml.v3"
@@ -96,7 +95,6 @@ type Router struct {
 
 type compiledRoute struct {
 	Route
-	subject []string // pattern tokens; nil matches any subject
 	handler Handler
 }
 
@@ -109,11 +107,7 @@ func NewRouter(ctx context.Context, routes []Route, build func(context.Context, 
 		if err != nil {
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
-		c := compiledRoute{Route: rt, handler: h}
-		if rt.Subject != "" {
-			c.subject = strings.Split(rt.Subject, ".")
-		}
-		r.routes[i] = c
+		r.routes[i] = compiledRoute{Route: rt, handler: h}
 	}
 	return r, nil
 }
@@ -143,38 +137,9 @@ func (r *Router) Match(eventType, resourceType, subject string) Handler {
 		c := &r.routes[i]
 		if (c.EventType == "" || c.EventType == eventType) &&
 			(c.ResourceType == "" || c.ResourceType == resourceType) &&
-			(c.subject == nil || subjectMatches(c.subject, subject)) {
+			(c.Subject == "" || envelope.Covers(c.Subject, subject)) {
 			return c.handler
 		}
 	}
 	return nil
-}
-
-// subjectMatches reports whether subject matches the pattern tokens,
-// without allocating.
-func subjectMatches(pattern []string, subject string) bool {
-	for i, p := range pattern {
-		if p == ">" {
-			return subject != ""
-		}
-		if subject == "" {
-			return false
-		}
-		tok := subject
-		rest := ""
-		if j := strings.IndexByte(subject, '.'); j >= 0 {
-			tok, rest = subject[:j], subject[j+1:]
-			if rest == "" { // trailing dot: an empty token
-				return false
-			}
-		}
-		if p != "*" && p != tok {
-			return false
-		}
-		subject = rest
-		if i == len(pattern)-1 {
-			return subject == ""
-		}
-	}
-	return subject == ""
 }

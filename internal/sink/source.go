@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 )
 
 // Msg is what the sink needs of a delivered message: its content, its
@@ -165,7 +167,7 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 // returns an error only when the consumer stays missing.
 func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, pull func(n int, add func(Msg)) error) error {
 	limit := s.maxHeld - s.batchSize
-	backoff := 250 * time.Millisecond
+	retry := backoff.New(250*time.Millisecond, 5*time.Second)
 	gone := 0
 	add := func(m Msg) { d.add(newItem(m)) }
 	for ctx.Err() == nil {
@@ -175,7 +177,8 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 		err := pull(s.batchSize, add)
 		if err == nil {
 			bound.Store(true)
-			backoff, gone = 250*time.Millisecond, 0
+			retry.Reset()
+			gone = 0
 			continue
 		}
 		bound.Store(false)
@@ -188,13 +191,9 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 			}
 		}
 		if ctx.Err() == nil {
-			s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("fetch failed, retrying")
+			s.log.Warn().Err(err).Dur("retry_in", retry.Delay()).Msg("fetch failed, retrying")
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
+		retry.Wait(ctx)
 	}
 	return nil
 }

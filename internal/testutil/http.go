@@ -2,22 +2,22 @@ package testutil
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 )
 
 // FreeAddr returns a free 127.0.0.1:port for a process's HTTP_ADDR. The port
 // is released before returning, so a process started right after gets it.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := localenv.FreeAddr()
 	if err != nil {
-		tb.Fatalf("pick free address: %v", err)
+		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // HTTPGet fetches url and returns the status code and body; an error

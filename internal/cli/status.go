@@ -1,4 +1,4 @@
-package config
+package cli
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 // StatusFlags are the flags of a binary's status subcommand.
@@ -30,7 +32,7 @@ func (c *CLI) ParseStatusFlags(args []string) (StatusFlags, error) {
 
 // ConnectJetStream connects to NATS as ConnectQuiet does and opens the
 // JetStream API on the connection. The caller closes the connection.
-func (c *CLI) ConnectJetStream(ctx context.Context, common *Common, purpose string) (*nats.Conn, jetstream.JetStream, error) {
+func (c *CLI) ConnectJetStream(ctx context.Context, common *config.Common, purpose string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := c.ConnectQuiet(ctx, common, purpose)
 	if err != nil {
 		return nil, nil, err
@@ -58,7 +60,7 @@ type StatusReport[S any] struct {
 // shows the status once, or every f.Watch until ctx ends (see Watch): as
 // indented JSON with --json, as text otherwise. It returns the verdict on
 // the last status shown.
-func ShowStatus[S any](ctx context.Context, c *CLI, common *Common, f StatusFlags, r StatusReport[S]) error {
+func ShowStatus[S any](ctx context.Context, c *CLI, common *config.Common, f StatusFlags, r StatusReport[S]) error {
 	nc, js, err := c.ConnectJetStream(ctx, common, "status")
 	if err != nil {
 		return err

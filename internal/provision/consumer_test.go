@@ -1,4 +1,4 @@
-package sink_test
+package provision_test
 
 import (
 	"context"
@@ -12,13 +12,27 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
+const (
+	streamName = "jetstream-bridge-stream"
+	durable    = "orders-workers"
+	filter     = "billing.sync.orders"
+	dlqSubject = "orders.sync.dlq"
+
+	deliverSubject = "_bridge.orders-workers"
+)
+
+func testSpec() provision.ConsumerSpec {
+	return provision.ConsumerSpec{Stream: streamName, Durable: durable, Filter: filter, AckWait: 30 * time.Second,
+		MaxDeliver: 5, Backoff: sink.DefaultBackoff(), MaxAckPending: 1000}
+}
+
 func TestConsumerSpec_Config(t *testing.T) {
-	s := sink.ConsumerSpec{Durable: "d", Filter: "a.sync.b", AckWait: 10 * time.Second, MaxDeliver: 3,
+	s := provision.ConsumerSpec{Durable: "d", Filter: "a.sync.b", AckWait: 10 * time.Second, MaxDeliver: 3,
 		Backoff: []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}, MaxAckPending: 100}
 	c := s.Config()
 	if want := []time.Duration{10 * time.Second, 10 * time.Second, 15 * time.Second}; !slices.Equal(c.BackOff, want) {
@@ -40,17 +54,17 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamSpec{Name: streamName, Subjects: []string{"billing.sync.>", dlqSubject}}, zerolog.Nop()); err != nil {
+	if _, err := provision.EnsureStream(ctx, js, provision.StreamSpec{Name: streamName, Subjects: []string{"billing.sync.>", dlqSubject}}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	spec := consumerSpec()
+	spec := testSpec()
 
 	// Bind without provisioning: a missing consumer is a clear error.
 	if _, err := sink.BindConsumer(ctx, js, streamName, durable); !errors.Is(err, sink.ErrConsumerMissing) {
 		t.Fatalf("BindConsumer on nothing: %v, want ErrConsumerMissing", err)
 	}
 
-	info, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	info, err := provision.EnsureConsumer(ctx, js, spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,13 +73,13 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 		t.Fatalf("created config: %+v", info.Config)
 	}
 	// Again: nothing to change, same consumer.
-	if i2, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || i2.Created != info.Created {
+	if i2, err := provision.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || i2.Created != info.Created {
 		t.Fatalf("second EnsureConsumer: %v (created %v, was %v)", err, i2.Created, info.Created)
 	}
 	// Settings the server can update are updated in place.
 	spec.Filter = "billing.sync.other"
 	spec.MaxAckPending = 50
-	i3, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	i3, err := provision.EnsureConsumer(ctx, js, spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +108,8 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 	}
 	for range batch.Messages() {
 	}
-	spec = consumerSpec()
-	i, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop())
+	spec = testSpec()
+	i, err := provision.EnsureConsumer(ctx, js, spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,19 +120,19 @@ func TestEnsureConsumer_CreatesUpdatesRecreates(t *testing.T) {
 		t.Fatalf("recreated consumer has %d pending, want 0 (already consumed messages are not delivered again)", i.NumPending)
 	}
 	// The recreated consumer is kept as it is on the next start.
-	if i5, err := sink.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || i5.Created != i.Created {
+	if i5, err := provision.EnsureConsumer(ctx, js, spec, zerolog.Nop()); err != nil || i5.Created != i.Created {
 		t.Fatalf("EnsureConsumer after recreation: %v", err)
 	}
 	b, err := sink.BindConsumer(ctx, js, streamName, durable)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := sink.CheckBound(b.CachedInfo(), spec); len(w) != 0 {
+	if w := provision.CheckBound(b.CachedInfo(), spec); len(w) != 0 {
 		t.Fatalf("CheckBound warnings on a provisioned consumer: %v", w)
 	}
 	other := spec
 	other.Filter = "other.subject"
-	if w := sink.CheckBound(old.CachedInfo(), other); len(w) != 2 {
+	if w := provision.CheckBound(old.CachedInfo(), other); len(w) != 2 {
 		t.Fatalf("CheckBound on an ack-none consumer with another filter: %v, want 2 warnings", w)
 	}
 }
@@ -136,11 +150,11 @@ func TestEnsureConsumer_SwitchesPullAndPush(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamSpec{Name: streamName, Subjects: []string{filter, dlqSubject}}, zerolog.Nop()); err != nil {
+	if _, err := provision.EnsureStream(ctx, js, provision.StreamSpec{Name: streamName, Subjects: []string{filter, dlqSubject}}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	pull := consumerSpec()
-	if _, err := sink.EnsureConsumer(ctx, js, pull, zerolog.Nop()); err != nil {
+	pull := testSpec()
+	if _, err := provision.EnsureConsumer(ctx, js, pull, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -164,10 +178,10 @@ func TestEnsureConsumer_SwitchesPullAndPush(t *testing.T) {
 
 	push := pull
 	push.DeliverSubject = deliverSubject
-	if w := sink.CheckBound(c.CachedInfo(), push); len(w) != 1 || !strings.Contains(w[0], "pull consumer, CONSUMER_MODE is push") {
+	if w := provision.CheckBound(c.CachedInfo(), push); len(w) != 1 || !strings.Contains(w[0], "pull consumer, CONSUMER_MODE is push") {
 		t.Fatalf("CheckBound of a pull consumer for push mode: %v", w)
 	}
-	info, err := sink.EnsureConsumer(ctx, js, push, zerolog.Nop())
+	info, err := provision.EnsureConsumer(ctx, js, push, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,27 +192,27 @@ func TestEnsureConsumer_SwitchesPullAndPush(t *testing.T) {
 	if info.NumPending != 1 {
 		t.Fatalf("push consumer has %d pending, want 1 (the two acknowledged are not delivered again)", info.NumPending)
 	}
-	if w := sink.CheckBound(info, push); len(w) != 0 {
+	if w := provision.CheckBound(info, push); len(w) != 0 {
 		t.Fatalf("CheckBound of the provisioned push consumer: %v", w)
 	}
-	if w := sink.CheckBound(info, pull); len(w) != 1 || !strings.Contains(w[0], "push consumer") {
+	if w := provision.CheckBound(info, pull); len(w) != 1 || !strings.Contains(w[0], "push consumer") {
 		t.Fatalf("CheckBound of a push consumer for pull mode: %v", w)
 	}
-	if again, err := sink.EnsureConsumer(ctx, js, push, zerolog.Nop()); err != nil || again.Created != info.Created {
+	if again, err := provision.EnsureConsumer(ctx, js, push, zerolog.Nop()); err != nil || again.Created != info.Created {
 		t.Fatalf("EnsureConsumer on the push consumer again: %v", err)
 	}
-	if got, err := sink.ConsumerInfo(ctx, js, streamName, durable, false); err != nil || got.Config.DeliverSubject != deliverSubject {
+	if got, err := provision.ConsumerInfo(ctx, js, streamName, durable, false); err != nil || got.Config.DeliverSubject != deliverSubject {
 		t.Fatalf("ConsumerInfo of a push consumer looked up as pull: %v", err)
 	}
 
-	back, err := sink.EnsureConsumer(ctx, js, pull, zerolog.Nop())
+	back, err := provision.EnsureConsumer(ctx, js, pull, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if back.Config.DeliverSubject != "" || back.Config.DeliverGroup != "" {
 		t.Fatalf("back to pull: %+v", back.Config)
 	}
-	if _, err := sink.ConsumerInfo(ctx, js, streamName, "nobody", true); !errors.Is(err, sink.ErrConsumerMissing) {
-		t.Fatalf("ConsumerInfo of nothing: %v, want ErrConsumerMissing", err)
+	if _, err := provision.ConsumerInfo(ctx, js, streamName, "nobody", true); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("ConsumerInfo of nothing: %v, want ErrConsumerNotFound", err)
 	}
 }

@@ -1,4 +1,9 @@
-package config
+// Package cli is the command line every binary shares: subcommand dispatch
+// (CLI and its Command table), flags, help, the status subcommand's
+// plumbing, and how errors become exit statuses. What the binaries are
+// configured with, and how it is read from the environment, is
+// internal/config.
+package cli
 
 import (
 	"context"
@@ -15,6 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 )
 
 // Exit statuses shared by every binary.
@@ -62,7 +69,7 @@ func PrintVersion(w io.Writer, name string, args []string) bool {
 	if len(args) != 1 || (args[0] != "version" && args[0] != "-version" && args[0] != "--version") {
 		return false
 	}
-	fmt.Fprintf(w, "%s %s\n", name, ReadBuild())
+	fmt.Fprintf(w, "%s %s\n", name, config.ReadBuild())
 	return true
 }
 
@@ -203,7 +210,7 @@ func (c *CLI) Check() error {
 	if len(c.Commands) == 0 {
 		return errors.New("no commands")
 	}
-	known := EnvNames(c.Config)
+	known := config.EnvNames(c.Config)
 	seen := map[string]bool{}
 	var errs []error
 	for _, cmd := range c.Commands {
@@ -353,7 +360,7 @@ func (c *CLI) Usage() {
 	}
 	fmt.Fprint(w, ".\n")
 	fmt.Fprint(w, "\nEnvironment (name, default, meaning):\n")
-	Usage(w, c.Config)
+	config.Usage(w, c.Config)
 }
 
 // groupUsage prints the help of a group of commands ("sink dlq --help").
@@ -408,7 +415,7 @@ func (c *CLI) CommandUsage(sub string, fs *flag.FlagSet) {
 	} else {
 		fmt.Fprint(w, "\nEnvironment it reads (name, default, meaning):\n")
 	}
-	UsageOf(w, c.Config, cmd.Env)
+	config.UsageOf(w, c.Config, cmd.Env)
 	if cmd.Example != "" {
 		fmt.Fprint(w, "\nExample:\n")
 		for _, line := range strings.Split(strings.TrimSpace(cmd.Example), "\n") {
@@ -440,7 +447,7 @@ func (c *CLI) Flags(sub string, args []string, define func(*flag.FlagSet)) error
 // Load fills cfg from the environment and validates it. A bad or missing
 // variable is a UsageError: nothing was attempted.
 func (c *CLI) Load(cfg Validator) error {
-	if err := Load(cfg, c.Environ); err != nil {
+	if err := config.Load(cfg, c.Environ); err != nil {
 		return Usagef("configuration:\n%w", err)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -451,14 +458,14 @@ func (c *CLI) Load(cfg Validator) error {
 
 // ConnectQuiet connects to NATS for a one-shot command: it logs only with
 // LOG_LEVEL=debug and gives up after 10 seconds.
-func (c *CLI) ConnectQuiet(ctx context.Context, common *Common, purpose string) (*nats.Conn, error) {
+func (c *CLI) ConnectQuiet(ctx context.Context, common *config.Common, purpose string) (*nats.Conn, error) {
 	log := zerolog.Nop()
 	if common.LogLevel == "debug" {
-		log = NewLogger(common, c.Stderr, c.Name)
+		log = config.NewLogger(common, c.Stderr, c.Name)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return ConnectNATS(cctx, common, "jetstream-bridge-"+c.Name+"-"+purpose, log)
+	return config.ConnectNATS(cctx, common, "jetstream-bridge-"+c.Name+"-"+purpose, log)
 }
 
 // Watch calls show once, or every interval until ctx ends when interval > 0,

@@ -1,15 +1,16 @@
-package publish
+package provision
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
 
 // StreamSpec is what the bridge needs from its stream.
@@ -146,7 +147,7 @@ func overlapping(subj string, others map[string][]string) string {
 	slices.Sort(names)
 	for _, n := range names {
 		for _, s := range others[n] {
-			if Overlap(subj, s) {
+			if envelope.Overlap(subj, s) {
 				return n
 			}
 		}
@@ -161,10 +162,10 @@ func mergeSubjects(have, want []string) ([]string, bool) {
 	out := slices.Clone(have)
 	changed := false
 	for _, w := range want {
-		if slices.ContainsFunc(out, func(h string) bool { return Covers(h, w) }) {
+		if slices.ContainsFunc(out, func(h string) bool { return envelope.Covers(h, w) }) {
 			continue
 		}
-		out = slices.DeleteFunc(out, func(h string) bool { return Covers(w, h) })
+		out = slices.DeleteFunc(out, func(h string) bool { return envelope.Covers(w, h) })
 		out = append(out, w)
 		changed = true
 	}
@@ -173,51 +174,9 @@ func mergeSubjects(have, want []string) ([]string, bool) {
 
 func covered(have, want []string) bool {
 	for _, w := range want {
-		if !slices.ContainsFunc(have, func(h string) bool { return Covers(h, w) }) {
+		if !slices.ContainsFunc(have, func(h string) bool { return envelope.Covers(h, w) }) {
 			return false
 		}
 	}
 	return true
-}
-
-// Covers reports whether every subject matched by b is matched by a.
-func Covers(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i, t := range at {
-		if t == ">" {
-			return i < len(bt)
-		}
-		if i >= len(bt) {
-			return false
-		}
-		switch {
-		case t == "*":
-			if bt[i] == ">" {
-				return false
-			}
-		case bt[i] != t:
-			return false
-		}
-	}
-	return len(at) == len(bt)
-}
-
-// Overlap reports whether some subject is matched by both a and b.
-func Overlap(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; ; i++ {
-		switch {
-		case i == len(at) && i == len(bt):
-			return true
-		case i == len(at) || i == len(bt):
-			return false
-		}
-		x, y := at[i], bt[i]
-		if x == ">" || y == ">" {
-			return true
-		}
-		if x != "*" && y != "*" && x != y {
-			return false
-		}
-	}
 }
