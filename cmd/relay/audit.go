@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"time"
@@ -45,17 +44,5 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if f.JSON {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return fmt.Errorf("encode report: %w", err)
-		}
-		fmt.Fprintf(m.Stdout, "%s\n", b)
-	} else {
-		rep.Print(m.Stdout)
-	}
-	if err := rep.Gap(); err != nil {
-		return &cli.GapError{Err: fmt.Errorf("audit: %w", err)}
-	}
-	return nil
+	return audit.Write(m.Stdout, rep, f.JSON)
 }

@@ -1,11 +1,14 @@
 package audit
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
 )
 
 // Print writes the report as a table: one line per category with its count
@@ -75,4 +78,30 @@ func joinSeqs(seqs []uint64) string {
 		s[i] = strconv.FormatUint(q, 10)
 	}
 	return strings.Join(s, ",")
+}
+
+// Report is what an audit found: printed for a person, or as JSON, and a gap
+// or none.
+type Report interface {
+	Print(w io.Writer)
+	Gap() error
+}
+
+// Write prints rep to w, as indented JSON when asJSON, and returns a
+// *cli.GapError when rep found a gap, so that the binary exits with
+// cli.ExitGap.
+func Write(w io.Writer, rep Report, asJSON bool) error {
+	if asJSON {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode report: %w", err)
+		}
+		fmt.Fprintf(w, "%s\n", b)
+	} else {
+		rep.Print(w)
+	}
+	if err := rep.Gap(); err != nil {
+		return &cli.GapError{Err: fmt.Errorf("audit: %w", err)}
+	}
+	return nil
 }
