@@ -286,3 +286,22 @@ func httpStatus(url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// killRounds starts the relay rounds times and kills it (kill -9) once
+// another perRound events have reached the stream in that round.
+func (h *harness) killRounds(rounds, perRound int) {
+	h.t.Helper()
+	for round := 0; round < rounds; round++ {
+		p := h.start()
+		waitReplicating(h.t, p)
+		testutil.Eventually(h.t, 30*time.Second, func() error {
+			n, _ := h.streamCount(subjAB)
+			if n < uint64(perRound*(round+1)) {
+				return fmt.Errorf("%d published", n)
+			}
+			return nil
+		})
+		p.Kill()
+		p.Wait(10 * time.Second)
+	}
+}

@@ -271,19 +271,7 @@ func TestMessageModeKillMidStream(t *testing.T) {
 			}
 		}()
 	}
-	for round := 0; round < 2; round++ {
-		p := h.start()
-		waitReplicating(t, p)
-		testutil.Eventually(t, 30*time.Second, func() error {
-			n, _ := h.streamCount(subjAB)
-			if n < uint64(150*(round+1)) {
-				return fmt.Errorf("%d published", n)
-			}
-			return nil
-		})
-		p.Kill()
-		p.Wait(10 * time.Second)
-	}
+	h.killRounds(2, 150)
 	wg.Wait()
 	p := h.start()
 	h.waitCount(subjAB, len(committed), 60*time.Second, p)

@@ -269,19 +269,7 @@ func TestKillMidStreamRepeatedly(t *testing.T) {
 			}
 		}()
 	}
-	for round := 0; round < 3; round++ {
-		p := h.start()
-		waitReplicating(t, p)
-		testutil.Eventually(t, 30*time.Second, func() error {
-			n, _ := h.streamCount(subjAB)
-			if n < uint64(100*(round+1)) {
-				return fmt.Errorf("%d published", n)
-			}
-			return nil
-		})
-		p.Kill()
-		p.Wait(10 * time.Second)
-	}
+	h.killRounds(3, 100)
 	wg.Wait()
 	p := h.start()
 	committed := h.committedIDs()
