@@ -43,7 +43,7 @@ func (m *Main) backfill(ctx context.Context, args []string) error {
 		return err
 	}
 	log := config.NewLogger(&c.Common, m.Stderr, "relay")
-	r, err := newRelay(ctx, c, log)
+	r, err := newRelay(ctx, c, log, nil)
 	if err != nil {
 		return err
 	}

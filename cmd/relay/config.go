@@ -8,6 +8,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -32,6 +33,7 @@ type Config struct {
 	SlotCheck        time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
 	SlotLagWarn      int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
 	PayloadArrays    string        `env:"PAYLOAD_ARRAYS" envDefault:"allow" help:"allow: publish array payloads as they are; deadletter: dead-letter rows whose payload is a JSON array (consumers on the Ruby gem receive arrays as {})"`
+	Tracing          tracing.Env
 }
 
 // Subjects returns the subject builder.
@@ -64,7 +66,7 @@ func DefaultSlot(app string) string {
 
 // Validate checks every variable before anything connects.
 func (c *Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.Tracing.Validate()}
 	s := c.Subjects()
 	if err := s.Validate(); err != nil {
 		errs = append(errs, err)

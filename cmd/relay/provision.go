@@ -20,7 +20,7 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := newRelay(ctx, c, config.NewLogger(&c.Common, m.Stderr, "relay"))
+	r, err := newRelay(ctx, c, config.NewLogger(&c.Common, m.Stderr, "relay"), nil)
 	if err != nil {
 		return err
 	}

@@ -10,12 +10,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -27,12 +29,28 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := newRelay(ctx, c, config.NewLogger(&c.Common, m.Stderr, "relay"))
+	log := config.NewLogger(&c.Common, m.Stderr, "relay")
+	tp, err := tracing.Start(ctx, &c.Tracing, "jetstream-bridge-relay", config.ReadBuild().Version, log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(ctx, tp, log)
+	r, err := newRelay(ctx, c, log, tp.Tracer())
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	return r.Run(ctx)
+}
+
+// flushTraces exports the spans still buffered once the relay stopped,
+// within a bound: an unreachable collector must not hold the exit.
+func flushTraces(ctx context.Context, tp *tracing.Provider, log zerolog.Logger) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := tp.Shutdown(fctx); err != nil {
+		log.Warn().Err(err).Msg("spans not exported at shutdown")
+	}
 }
 
 // Relay is the relay's wiring: its connections, the relay itself
@@ -50,7 +68,8 @@ type Relay struct {
 // ackTimeout is how long the publisher waits for one JetStream ack.
 const ackTimeout = 10 * time.Second
 
-func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error) {
+// newRelay connects and builds the relay; tracer nil is traces off.
+func newRelay(ctx context.Context, c *Config, log zerolog.Logger, tracer trace.Tracer) (*Relay, error) {
 	log.Info().Str("database", config.Redact(c.DatabaseURL)).Strs("nats", config.RedactNATSURLs(c.NATSURLs)).
 		Str("slot", c.Slot()).Str("table", c.OutboxTable).Str("stream", c.StreamName).
 		Bool("auto_provision", c.AutoProvision).Str("version", config.ReadBuild().String()).Msg("starting relay")
@@ -86,7 +105,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error
 		StatusInterval: c.StatusInterval, ReplTimeout: c.ReplTimeout, ShutdownTimeout: c.ShutdownTimeout,
 		BatchLinger: c.BatchLinger, SlotCheck: c.SlotCheck, SlotLagWarn: c.SlotLagWarn,
 		OutboxRetention: c.OutboxRetention, PruneInterval: c.PruneInterval,
-		Log: log,
+		Tracer: tracer, Log: log,
 	}
 	if c.AutoProvision {
 		opts.Provision = r.provisionWithRetry

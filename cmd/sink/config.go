@@ -9,6 +9,7 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	WebhookTimeout  time.Duration   `env:"WEBHOOK_TIMEOUT" envDefault:"10s" help:"timeout of one webhook call"`
 	ShutdownTimeout time.Duration   `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"on SIGTERM, how long in-flight handlers may finish"`
 	StreamReplicas  int             `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
+	Tracing         tracing.Env
 
 	routes []sink.Route // ROUTES_FILE, read by Validate
 	// forRun makes Validate require and check HANDLER or ROUTES_FILE: only
@@ -91,7 +93,7 @@ func (c *Config) MaxAckPending() int { return max(1000, 4*c.MaxHeld()) }
 // Validate checks every variable before anything connects. It reads
 // ROUTES_FILE.
 func (c *Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.Tracing.Validate()}
 	s := c.Subjects()
 	if err := s.Validate(); err != nil {
 		errs = append(errs, err)

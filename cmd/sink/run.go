@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
@@ -18,6 +19,7 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 )
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -28,12 +30,29 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := newApp(ctx, c, config.NewLogger(&c.Common, m.Stderr, "sink"))
+	log := config.NewLogger(&c.Common, m.Stderr, "sink")
+	tp, err := tracing.Start(ctx, &c.Tracing, "jetstream-bridge-sink", config.ReadBuild().Version, log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(ctx, tp, log)
+	a, err := newApp(ctx, c, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	a.tracer = tp.Tracer()
 	return a.Run(ctx)
+}
+
+// flushTraces exports the spans still buffered once the sink stopped,
+// within a bound: an unreachable collector must not hold the exit.
+func flushTraces(ctx context.Context, tp *tracing.Provider, log zerolog.Logger) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := tp.Shutdown(fctx); err != nil {
+		log.Warn().Err(err).Msg("spans not exported at shutdown")
+	}
 }
 
 // App wires the database pool, the NATS connection, the handler, the
@@ -44,6 +63,8 @@ type App struct {
 	pool *pgxpool.Pool
 	nc   *nats.Conn
 	js   jetstream.JetStream
+	// tracer is nil when traces are off.
+	tracer trace.Tracer
 }
 
 func newApp(ctx context.Context, c *Config, log zerolog.Logger) (*App, error) {
@@ -140,7 +161,7 @@ func (a *App) Run(ctx context.Context) error {
 			Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
 			MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, TxBatch: c.TxBatch, Concurrency: c.Concurrency,
 			MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
-			Observer: met, Log: a.log,
+			Tracer: a.tracer, Observer: met, Log: a.log,
 		})
 		if err != nil {
 			return err
@@ -181,7 +202,7 @@ func (a *App) start(ctx context.Context) (sink.Source, sink.Handler, error) {
 
 // handler builds HANDLER, or a router over ROUTES_FILE.
 func (a *App) handler(ctx context.Context) (sink.Handler, error) {
-	hs := &sink.Handlers{DB: a.pool, HTTP: sink.HTTPOptions{Secret: a.cfg.WebhookSecret, Timeout: a.cfg.WebhookTimeout}}
+	hs := &sink.Handlers{DB: a.pool, HTTP: sink.HTTPOptions{Secret: a.cfg.WebhookSecret, Timeout: a.cfg.WebhookTimeout, Tracer: a.tracer}}
 	if a.cfg.Handler != "" {
 		h, err := hs.Build(ctx, a.cfg.Handler)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
@@ -36,6 +37,9 @@ func (r *Relay) message(ev *cdc.Event) *publish.Message {
 		err := r.builder.BuildInto(&o.env, &ev.Row, envelope.Position{CommitLSN: ev.CommitLSN, TxIndex: ev.Index})
 		if err == nil {
 			o.pub = publish.Message{Subject: o.env.Subject, Body: o.env.Body, Header: o.env.Header, MsgID: o.env.MsgID, Owner: o}
+			if r.tracer != nil {
+				r.startSpan(o)
+			}
 			return &o.pub
 		}
 		ev.Err = err
@@ -47,6 +51,9 @@ func (r *Relay) message(ev *cdc.Event) *publish.Message {
 	}
 	o.pub = *dl
 	o.pub.Owner = o
+	if r.tracer != nil {
+		r.startSpan(o)
+	}
 	return &o.pub
 }
 
@@ -61,10 +68,11 @@ func (r *Relay) message(ev *cdc.Event) *publish.Message {
 // for the next event: at full speed the relay then allocates about half as
 // many bytes per event, and the garbage collector runs half as often.
 type outgoing struct {
-	r   *Relay
-	ev  *cdc.Event
-	pub publish.Message // Owner is the outgoing itself
-	env envelope.Message
+	r    *Relay
+	ev   *cdc.Event
+	pub  publish.Message // Owner is the outgoing itself
+	env  envelope.Message
+	span trace.Span // nil when traces are off
 }
 
 var outgoingPool = sync.Pool{New: func() any { return new(outgoing) }}
@@ -78,6 +86,9 @@ const maxPooledBody = 16 << 10
 // nil when it was dropped (UseDLQ false, already logged and counted).
 func (o *outgoing) Settled(m *publish.Message, ack *jetstream.PubAck) {
 	r, ev := o.r, o.ev
+	if o.span != nil {
+		endSpan(o.span, m, ack)
+	}
 	switch {
 	case ack == nil:
 	case m.Header.Get(envelope.HeaderErrorClass) != "":
@@ -97,6 +108,6 @@ func (o *outgoing) Settled(m *publish.Message, ack *jetstream.PubAck) {
 	if cap(o.env.Body) > maxPooledBody {
 		return
 	}
-	o.r, o.ev, o.pub = nil, nil, publish.Message{}
+	o.r, o.ev, o.pub, o.span = nil, nil, publish.Message{}, nil
 	outgoingPool.Put(o)
 }

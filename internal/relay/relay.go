@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
@@ -90,6 +91,10 @@ type Options struct {
 	OutboxRetention time.Duration // 0 keeps rows
 	PruneInterval   time.Duration // default 1m
 
+	// Tracer, when set, gives every published event a span (trace.go); nil
+	// is traces off, at the cost of one nil check per event.
+	Tracer trace.Tracer
+
 	Observer Observer
 	Log      zerolog.Logger
 }
@@ -100,6 +105,7 @@ type Relay struct {
 	builder envelope.Builder
 	log     zerolog.Logger
 	obs     Observer
+	tracer  trace.Tracer // nil: traces off
 	dbName  string
 	tracker *checkpoint.Tracker
 	stream  *cdc.Stream
@@ -131,7 +137,7 @@ func New(opts Options) *Relay {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
-	r := &Relay{opts: opts, log: opts.Log, obs: opts.Observer}
+	r := &Relay{opts: opts, log: opts.Log, obs: opts.Observer, tracer: opts.Tracer}
 	r.builder = envelope.Builder{Producer: opts.Producer, Subjects: opts.Subjects, MaxPayload: opts.MaxPayload, ObjectPayloadsOnly: opts.ObjectPayloadsOnly}
 	if opts.DB != nil {
 		r.dbName = opts.DB.Config().ConnConfig.Database

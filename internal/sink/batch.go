@@ -7,8 +7,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 )
 
 // Batches. When the handler is a SQL statement, a worker applies the heads
@@ -64,7 +66,14 @@ func (s *Sink) batchable(it *item) bool {
 func (s *Sink) applyBatch(ctx context.Context, stop <-chan struct{}, d *dispatcher, claims []claim) {
 	var alone []claim
 	for len(claims) > 0 {
+		var spans []trace.Span // SQL statements only: nothing runs inside them
+		if s.tracer != nil {
+			spans = s.startBatch(ctx, claims)
+		}
 		bad, err := s.batchTx(ctx, claims)
+		if spans != nil {
+			endBatch(spans, bad, err)
+		}
 		if err == nil {
 			for _, c := range claims {
 				s.settle(d, c.it, outApplied)
@@ -83,6 +92,31 @@ func (s *Sink) applyBatch(ctx context.Context, stop <-chan struct{}, d *dispatch
 		claims = append(claims[:bad:bad], claims[bad+1:]...)
 	}
 	s.applyAlone(ctx, stop, d, alone)
+}
+
+// startBatch starts one span per event of a batch (trace.go).
+func (s *Sink) startBatch(ctx context.Context, claims []claim) []trace.Span {
+	spans := make([]trace.Span, len(claims))
+	for i, c := range claims {
+		_, spans[i] = s.startApply(ctx, c.it, c.it.delivered, len(claims))
+	}
+	return spans
+}
+
+// endBatch ends a batch's spans: processed, or rolled back with the event
+// at fault (bad; -1 when the failure names none) failed.
+func endBatch(spans []trace.Span, bad int, err error) {
+	for i, span := range spans {
+		switch {
+		case err == nil:
+			endApply(span, outApplied, nil)
+		case i == bad || bad < 0:
+			endApply(span, 0, err)
+		default:
+			span.SetAttributes(tracing.Status.String("rolled_back"))
+			span.End()
+		}
+	}
 }
 
 // batchTx applies claims' events in one transaction. On failure it returns

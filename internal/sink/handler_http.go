@@ -16,8 +16,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 )
 
 // HTTPOptions configures webhook handlers.
@@ -28,6 +32,10 @@ type HTTPOptions struct {
 	Secret  string
 	Timeout time.Duration // per request; 0 means 10s
 	Client  *http.Client  // nil: a client with keep-alive, no redirects
+	// Tracer, when set, makes every call a client span, the child of the
+	// apply span in ctx, whose context the request's traceparent carries;
+	// nil forwards the message's traceparent as it is.
+	Tracer trace.Tracer
 }
 
 // maxReasonBody is how much of a refusing response's body goes into the
@@ -46,6 +54,7 @@ type HTTPHandler struct {
 	url    string
 	key    []byte // nil: unsigned
 	client *http.Client
+	tracer trace.Tracer
 }
 
 // DecodeWebhookSecret returns the signing key of a WEBHOOK_SECRET value. The
@@ -87,11 +96,28 @@ func NewHTTPHandler(target string, o HTTPOptions) (*HTTPHandler, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	return &HTTPHandler{url: target, key: key, client: client}, nil
+	return &HTTPHandler{url: target, key: key, client: client, tracer: o.Tracer}, nil
 }
 
 // Handle POSTs the body.
 func (h *HTTPHandler) Handle(ctx context.Context, _ pgx.Tx, ev *Event) error {
+	if h.tracer == nil {
+		return h.post(ctx, ev, nil)
+	}
+	ctx, span := h.tracer.Start(ctx, http.MethodPost, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("http.request.method", http.MethodPost), attribute.String("url.full", redactURL(h.url))))
+	err := h.post(ctx, ev, span)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	return err
+}
+
+// post makes the call; span, when set, is the call's and its context goes
+// in traceparent.
+func (h *HTTPHandler) post(ctx context.Context, ev *Event, span trace.Span) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(ev.Body))
 	if err != nil {
 		return &PermanentError{Reason: "build webhook request: " + err.Error(), Err: err}
@@ -100,7 +126,9 @@ func (h *HTTPHandler) Handle(ctx context.Context, _ pgx.Tx, ev *Event) error {
 	req.Header["Content-Type"] = []string{envelope.ContentTypeJSON}
 	req.Header["Idempotency-Key"] = []string{id}
 	req.Header["User-Agent"] = []string{"jetstream-bridge-sink"}
-	if tp := ev.Header.Get(envelope.HeaderTraceparent); tp != "" {
+	if span != nil {
+		tracing.InjectHTTP(ctx, req.Header)
+	} else if tp := ev.Header.Get(envelope.HeaderTraceparent); tp != "" {
 		req.Header["Traceparent"] = []string{tp}
 	}
 	if h.key != nil {
@@ -119,6 +147,9 @@ func (h *HTTPHandler) Handle(ctx context.Context, _ pgx.Tx, ev *Event) error {
 		return fmt.Errorf("webhook %s: %w", redactURL(h.url), err)
 	}
 	defer resp.Body.Close()
+	if span != nil {
+		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		// Drain a little so the connection can be reused.
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

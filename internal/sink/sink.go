@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
@@ -69,6 +70,10 @@ type Options struct {
 	ShutdownTimeout time.Duration // how long in-flight handlers may finish after ctx ends; default 30s
 	FetchWait       time.Duration // how long one fetch waits for messages; default 1s (the shutdown latency)
 
+	// Tracer, when set, gives every apply of an event a span (trace.go);
+	// nil is traces off.
+	Tracer trace.Tracer
+
 	Observer Observer
 	Log      zerolog.Logger
 }
@@ -95,8 +100,9 @@ type Sink struct {
 	shutdown    time.Duration
 	fetchWait   time.Duration
 
-	obs Observer
-	log zerolog.Logger
+	obs    Observer
+	tracer trace.Tracer // nil: traces off
+	log    zerolog.Logger
 
 	// halt stops consuming with a cause that Run returns: an inbox
 	// statement failed in a way no retry mends (see fatalError).
@@ -121,7 +127,7 @@ func New(o Options) (*Sink, error) {
 		maxDeliver: or(o.MaxDeliver, 5), backoff: o.Backoff,
 		batchSize: or(o.BatchSize, 25), txBatch: or(o.TxBatch, 25), concurrency: or(o.Concurrency, 4),
 		skipStale: o.SkipStale, shutdown: or(o.ShutdownTimeout, 30*time.Second), fetchWait: or(o.FetchWait, time.Second),
-		obs: o.Observer, log: o.Log,
+		obs: o.Observer, tracer: o.Tracer, log: o.Log,
 	}
 	if len(s.backoff) == 0 {
 		s.backoff = DefaultBackoff()
@@ -327,7 +333,14 @@ type deadCopy struct {
 // a key whose dead letter cannot be stored does the sink stop applying,
 // which is what the order of those keys requires.
 func (s *Sink) dead(ctx context.Context, d *dispatcher, t *tries, dc deadCopy) (end bool, back, delay time.Duration) {
-	err := s.deadLetter(ctx, d, t.c.it, dc.class, dc.reason, dc.attempts)
+	var err error
+	if s.tracer != nil {
+		sctx, span := s.startDeadLetter(ctx, t.c.it, dc.class)
+		err = s.deadLetter(sctx, d, t.c.it, dc.class, dc.reason, dc.attempts)
+		endDeadLetter(span, dc.reason, err)
+	} else {
+		err = s.deadLetter(ctx, d, t.c.it, dc.class, dc.reason, dc.attempts)
+	}
 	if err == nil {
 		t.dead = nil
 		return true, 0, 0
@@ -411,7 +424,17 @@ func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back
 		return s.dead(ctx, d, t, deadCopy{envelope.ClassPoison, it.poison.Error(), it.delivered})
 	}
 	prior := max(it.delivered-1, t.local)
-	out, err := s.attempt(ctx, it, prior)
+	var (
+		out outcome
+		err error
+	)
+	if s.tracer != nil {
+		actx, span := s.startApply(ctx, it, prior+1, 1)
+		out, err = s.attempt(actx, it, prior)
+		endApply(span, out, err)
+	} else {
+		out, err = s.attempt(ctx, it, prior)
+	}
 	if err == nil {
 		s.settle(d, it, out)
 		return true, 0, 0
