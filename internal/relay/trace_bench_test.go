@@ -19,7 +19,7 @@ import (
 type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (discard) Shutdown(context.Context) error                            { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
 
 // BenchmarkMessage is the relay's per-event work between the stream and the
 // publisher, and the span's end at the ack: an event becomes its message
