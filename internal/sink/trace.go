@@ -29,7 +29,7 @@ import (
 //
 // Span statuses (jetstream_bridge.status): processed, duplicate, stale,
 // failed (the attempt failed and is retried; the error is the span's),
-// dead (dead-lettered: exhausted or poison), and in a batch rolled back for
+// dead (dead-lettered: exhausted, poison, refused by the handler), and in a batch rolled back for
 // another event's failure, rolled_back (the event is applied again on its
 // own, in a span of its own).
 
@@ -57,8 +57,9 @@ func (s *Sink) startApply(ctx context.Context, it *item, attempt, batch int) (co
 // endApply ends an apply span with what the attempt came to.
 func endApply(span trace.Span, out outcome, err error) {
 	var (
-		ee *exhaustedError
-		pe *poisonError
+		ee   *exhaustedError
+		pe   *poisonError
+		perm *PermanentError
 	)
 	switch {
 	case err == nil:
@@ -72,7 +73,8 @@ func endApply(span trace.Span, out outcome, err error) {
 			status = "dead"
 		}
 		span.SetAttributes(tracing.Status.String(status))
-	case errors.As(err, &ee), errors.As(err, &pe):
+	case errors.As(err, &ee), errors.As(err, &pe), errors.As(err, &perm), errors.Is(err, ErrNoRoute):
+		// Dead-lettered at once: the span of its dead letter follows.
 		span.SetAttributes(tracing.Status.String("dead"))
 		span.SetStatus(codes.Error, err.Error())
 	default:
