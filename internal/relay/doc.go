@@ -20,6 +20,8 @@
 //	pipeline.go    an event becomes a message (internal/envelope) and is submitted
 //	               to the publish window (internal/publish); outgoing owns the event
 //	               until it is settled, the one place an event is marked done
+//	trace.go       with a tracer, one span per event from build to ack, the child
+//	               of the row's traceparent; its context goes out in the message
 //	deadletter.go  rows that cannot be published as asked (build errors, refusals)
 //	               become dead letters carrying the raw row and the reason
 //	refuse.go      when a publish that keeps failing is refused for good: no stream

@@ -32,6 +32,8 @@
 //	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ
+//	trace.go       with a tracer, a span per apply (per event in a batch), the
+//	               child of the message's traceparent, and per dead letter
 //
 // Error classes are decided once, in sink.go, from what the attempt failed
 // with; database errors are sorted by SQLSTATE kind (internal/sqlstate; the
