@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 )
 
 func baseEnv() map[string]string {
@@ -54,6 +55,9 @@ func TestConfig_Defaults(t *testing.T) {
 	if !slices.Equal(c.Backoff, want) {
 		t.Fatalf("BACKOFF=%v, want %v", c.Backoff, want)
 	}
+	if c.Tracing.Enabled() {
+		t.Fatal("traces on without OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
 	if got := c.MaxHeld(); got != 54 {
 		t.Fatalf("MaxHeld=%d, want 2*25+4", got)
 	}
@@ -63,9 +67,13 @@ func TestConfig_Defaults(t *testing.T) {
 	env["ACK_WAIT"] = "45" // bare integers are seconds
 	env["BACKOFF"] = "1, 2,500ms"
 	env["SHUTDOWN_TIMEOUT"] = "2m"
+	env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://otel-collector:4318"
 	c, err = load(t, env)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !c.Tracing.Enabled() {
+		t.Fatal("traces off with OTEL_EXPORTER_OTLP_ENDPOINT set")
 	}
 	if c.Filter() != "production.billing.sync.orders" || c.DLQ() != "production.orders.sync.dlq" {
 		t.Fatalf("with ENV_NAME: filter %q, dlq %q", c.Filter(), c.DLQ())
@@ -123,6 +131,10 @@ func TestConfig_Errors(t *testing.T) {
 		{name: "webhook timeout", set: map[string]string{"WEBHOOK_TIMEOUT": "0"}, want: []string{"WEBHOOK_TIMEOUT"}},
 		{name: "no app", del: []string{"APP_NAME"}, want: []string{"APP_NAME is required"}},
 		{name: "no database", del: []string{"DATABASE_URL"}, want: []string{"DATABASE_URL is required"}},
+		{name: "otlp grpc", set: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, want: []string{"OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "4318"}},
+		{name: "otel exporter", set: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, want: []string{`OTEL_TRACES_EXPORTER="zipkin"`, "otlp or none"}},
+		{name: "otel sampler arg", set: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"}, want: []string{`OTEL_TRACES_SAMPLER_ARG="half"`}},
+		{name: "otel endpoint", set: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, want: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := baseEnv()
@@ -214,6 +226,7 @@ func TestHelp_ListsEveryVariable(t *testing.T) {
 	var names []string
 	collect(reflect.TypeOf(Config{}), &names)
 	collect(reflect.TypeOf(config.Common{}), &names)
+	collect(reflect.TypeOf(tracing.Env{}), &names)
 	for _, n := range names {
 		if !strings.Contains(out.String(), n) {
 			t.Errorf("--help does not list %s", n)
