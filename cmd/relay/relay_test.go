@@ -521,10 +521,10 @@ func TestBadConfigExitsBeforeConnecting(t *testing.T) {
 	}
 	p2 := testutil.StartProcess(t, bin, []string{"DATABASE_URL=postgres://x:secret@127.0.0.1:1/db", "APP_NAME=a b",
 		"DESTINATION_APP=", "LOG_FORMAT=xml", "NATS_URLS=nats://127.0.0.1:1", "BATCH_LINGER=1",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"})
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL=udp"})
 	p2.Wait(10 * time.Second)
 	out = p2.Output()
-	for _, v := range []string{"APP_NAME", "DESTINATION_APP", "LOG_FORMAT", "BATCH_LINGER=1s", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"} {
+	for _, v := range []string{"APP_NAME", "DESTINATION_APP", "LOG_FORMAT", "BATCH_LINGER=1s", `OTEL_EXPORTER_OTLP_PROTOCOL="udp"`} {
 		if !strings.Contains(out, v) {
 			t.Errorf("error does not name %s:\n%s", v, out)
 		}

@@ -131,7 +131,7 @@ func TestConfig_Errors(t *testing.T) {
 		{name: "webhook timeout", set: map[string]string{"WEBHOOK_TIMEOUT": "0"}, want: []string{"WEBHOOK_TIMEOUT"}},
 		{name: "no app", del: []string{"APP_NAME"}, want: []string{"APP_NAME is required"}},
 		{name: "no database", del: []string{"DATABASE_URL"}, want: []string{"DATABASE_URL is required"}},
-		{name: "otlp grpc", set: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, want: []string{"OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "4318"}},
+		{name: "otlp protocol", set: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "udp"}, want: []string{`OTEL_EXPORTER_OTLP_PROTOCOL="udp"`, "grpc"}},
 		{name: "otel exporter", set: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, want: []string{`OTEL_TRACES_EXPORTER="zipkin"`, "otlp or none"}},
 		{name: "otel sampler arg", set: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"}, want: []string{`OTEL_TRACES_SAMPLER_ARG="half"`}},
 		{name: "otel endpoint", set: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, want: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://"}},

@@ -17,14 +17,17 @@
 // check per event: no header is parsed and nothing is allocated for
 // tracing.
 //
-// When on, spans go through a batch span processor to an OTLP/HTTP
-// exporter (http/protobuf, or http/json). The SDK reads most variables
+// When on, spans go through a batch span processor to an OTLP exporter:
+// over HTTP (http/protobuf, the default, or http/json) or gRPC
+// (OTEL_EXPORTER_OTLP_PROTOCOL=grpc), which costs little more since the
+// OTLP protocol package links gRPC anyway. The SDK reads most variables
 // itself and this package does not read them again: the exporter the
 // endpoints, headers, timeout, compression and TLS files; the resource
 // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the provider
 // OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (default: parent-based,
 // always on) and the OTEL_BSP_* batch settings. This package adds what
-// the Go SDK leaves to the application: the on/off decision, a default
-// service name per binary, and refusing an OTLP protocol it cannot speak
-// (grpc) instead of sending to the wrong port.
+// the Go SDK leaves to the application: the on/off decision, the choice of
+// exporter by protocol, a default service name per binary, and refusing
+// values it would otherwise ignore (an unknown protocol, exporter or
+// sampler) at start.
 package tracing

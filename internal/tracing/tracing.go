@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -25,9 +26,9 @@ import (
 // embed it in their Config. The SDK reads these and the other OTEL_*
 // variables from the process environment on its own.
 type Env struct {
-	Endpoint       string `env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP collector base URL (e.g. http://otel-collector:4318; spans go to /v1/traces); setting it turns traces on"`
-	TracesEndpoint string `env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" help:"full OTLP/HTTP traces URL, used as is (e.g. http://otel-collector:4318/v1/traces); setting it turns traces on"`
-	Protocol       string `env:"OTEL_EXPORTER_OTLP_PROTOCOL" envDefault:"http/protobuf" help:"http/protobuf or http/json (grpc is not supported)"`
+	Endpoint       string `env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP collector URL (e.g. http://otel-collector:4318; over HTTP spans go to /v1/traces); setting it turns traces on"`
+	TracesEndpoint string `env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" help:"OTLP traces URL, used as is over HTTP (e.g. http://otel-collector:4318/v1/traces); setting it turns traces on"`
+	Protocol       string `env:"OTEL_EXPORTER_OTLP_PROTOCOL" envDefault:"http/protobuf" help:"http/protobuf (port 4318), http/json or grpc (port 4317)"`
 	TracesProtocol string `env:"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" help:"OTEL_EXPORTER_OTLP_PROTOCOL for traces only"`
 	Headers        string `env:"OTEL_EXPORTER_OTLP_HEADERS" help:"key=value,... sent with every export (e.g. an API key)"`
 	ServiceName    string `env:"OTEL_SERVICE_NAME" help:"service.name of the spans (default jetstream-bridge-relay or jetstream-bridge-sink)"`
@@ -71,11 +72,9 @@ func (e *Env) Validate() error {
 		{"OTEL_EXPORTER_OTLP_PROTOCOL", e.Protocol}, {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", e.TracesProtocol},
 	} {
 		switch strings.TrimSpace(p.value) {
-		case "", "http/protobuf", "http/json":
-		case "grpc":
-			errs = append(errs, fmt.Errorf("%s=grpc: only OTLP over HTTP is supported; use http/protobuf and the collector's HTTP port (4318)", p.name))
+		case "", "http/protobuf", "http/json", "grpc":
 		default:
-			errs = append(errs, fmt.Errorf("%s=%q: expected http/protobuf or http/json", p.name, p.value))
+			errs = append(errs, fmt.Errorf("%s=%q: expected http/protobuf, http/json or grpc", p.name, p.value))
 		}
 	}
 	for _, u := range []struct{ name, value string }{
@@ -119,7 +118,16 @@ func Start(ctx context.Context, e *Env, service, version string, log zerolog.Log
 	}
 	// The exporter reads the endpoints, headers, timeout, compression and
 	// TLS files from the environment itself.
-	exp, err := otlptracehttp.New(ctx)
+	var (
+		exp      sdktrace.SpanExporter
+		err      error
+		protocol = e.protocol()
+	)
+	if protocol == "grpc" {
+		exp, err = otlptracegrpc.New(ctx)
+	} else {
+		exp, err = otlptracehttp.New(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("otlp trace exporter: %w", err)
 	}
@@ -140,8 +148,20 @@ func Start(ctx context.Context, e *Env, service, version string, log zerolog.Log
 	// without them a span follows its parent's sampling decision and a
 	// root span is sampled.
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	log.Info().Str("service", serviceName(res)).Msg("exporting traces over OTLP/HTTP")
+	log.Info().Str("service", serviceName(res)).Str("protocol", protocol).Msg("exporting traces over OTLP")
 	return &Provider{tp: tp}, nil
+}
+
+// protocol is the OTLP protocol for traces: http/protobuf, http/json or
+// grpc.
+func (e *Env) protocol() string {
+	if p := strings.TrimSpace(e.TracesProtocol); p != "" {
+		return p
+	}
+	if p := strings.TrimSpace(e.Protocol); p != "" {
+		return p
+	}
+	return "http/protobuf"
 }
 
 func serviceName(res *resource.Resource) string {

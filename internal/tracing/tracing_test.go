@@ -2,12 +2,16 @@ package tracing_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 )
@@ -54,9 +58,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", nil, ""},
 		{"http/json", func(e *tracing.Env) { e.Protocol = "http/json" }, ""},
-		{"grpc", func(e *tracing.Env) { e.Protocol = "grpc" }, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: only OTLP over HTTP"},
-		{"traces grpc", func(e *tracing.Env) { e.TracesProtocol = "grpc" }, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc"},
-		{"bad protocol", func(e *tracing.Env) { e.Protocol = "udp" }, "expected http/protobuf or http/json"},
+		{"grpc", func(e *tracing.Env) { e.Protocol = "grpc" }, ""},
+		{"traces protocol", func(e *tracing.Env) { e.TracesProtocol = "thrift" }, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"thrift\""},
+		{"bad protocol", func(e *tracing.Env) { e.Protocol = "udp" }, "expected http/protobuf, http/json or grpc"},
 		{"exporter console", func(e *tracing.Env) { e.Exporter = "console" }, "OTEL_TRACES_EXPORTER=\"console\": expected otlp or none"},
 		{"endpoint without scheme", func(e *tracing.Env) { e.Endpoint = "collector:4318" }, "OTEL_EXPORTER_OTLP_ENDPOINT=\"collector:4318\": expected an http://"},
 		{"https endpoint", func(e *tracing.Env) { e.TracesEndpoint = "https://c/v1/traces" }, ""},
@@ -140,5 +144,59 @@ func TestPropagation(t *testing.T) {
 	}
 	if sc := trace.SpanContextFromContext(tracing.Extract(context.Background(), nats.Header{"traceparent": []string{"garbage"}})); sc.IsValid() {
 		t.Fatalf("garbage traceparent gave %+v", sc)
+	}
+}
+
+// traceServer is an OTLP/gRPC collector that counts the spans it is sent.
+type traceServer struct {
+	coltracepb.UnimplementedTraceServiceServer
+	spans chan string
+}
+
+func (s *traceServer) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				s.spans <- sp.GetName()
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// TestStartGRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports over gRPC to the
+// endpoint; Shutdown flushes what is queued.
+func TestStartGRPC(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	ts := &traceServer{spans: make(chan string, 10)}
+	coltracepb.RegisterTraceServiceServer(srv, ts)
+	go srv.Serve(lis) //nolint:errcheck // ends with Stop
+	t.Cleanup(srv.Stop)
+
+	endpoint := "http://" + lis.Addr().String()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	p, err := tracing.Start(context.Background(), env(func(e *tracing.Env) { e.Endpoint, e.Protocol = endpoint, "grpc" }), "svc", "v", zerolog.Nop())
+	if err != nil || p == nil {
+		t.Fatalf("Start = %v, %v", p, err)
+	}
+	_, span := p.Tracer().Start(context.Background(), "over-grpc")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-ts.spans:
+		if name != "over-grpc" {
+			t.Fatalf("span %q", name)
+		}
+	default:
+		t.Fatal("no span received over gRPC by the end of Shutdown")
 	}
 }
