@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
@@ -13,7 +14,10 @@ import (
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
-	if err := m.Flags("provision", args, nil); err != nil {
+	var narrow bool
+	if err := m.Flags("provision", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&narrow, "narrow-subjects", false, "replace the stream subject {app}.sync.> of earlier versions by {app}.sync.*")
+	}); err != nil {
 		return err
 	}
 	c, err := m.load()
@@ -25,6 +29,7 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 		return err
 	}
 	defer r.Close()
+	r.narrow = narrow
 	if err := r.provision(ctx); err != nil {
 		return err
 	}
@@ -53,20 +58,21 @@ func (r *Relay) provision(ctx context.Context) error {
 	return err
 }
 
+// streamSpec is the relay's stream (provision.RelaySubjects).
 func (r *Relay) streamSpec() provision.StreamSpec {
 	c := r.cfg
-	s := c.Subjects()
-	prefix := ""
-	if c.EnvName != "" {
-		prefix = c.EnvName + "."
-	}
+	subjects, fallback, wide := provision.RelaySubjects(c.Subjects())
+	retention, _ := c.Retention() // validated at load
 	return provision.StreamSpec{
 		Name:       c.StreamName,
-		Subjects:   []string{prefix + c.AppName + ".sync.>", s.DLQ()},
-		Fallback:   []string{s.Publish("")},
+		Subjects:   subjects,
+		Fallback:   fallback,
 		Duplicates: c.DuplicateWindow,
 		Replicas:   c.StreamReplicas,
 		AllowBatch: c.FastBatch && publish.BatchSupported(r.nc.ConnectedServerVersion()),
+		Retention:  retention,
+		Wide:       wide,
+		Narrow:     r.narrow,
 	}
 }
 

@@ -45,6 +45,8 @@ type Relay struct {
 	js    jetstream.JetStream
 	relay *relay.Relay
 	reg   *prometheus.Registry
+
+	narrow bool // relay provision --narrow-subjects
 }
 
 // ackTimeout is how long the publisher waits for one JetStream ack.

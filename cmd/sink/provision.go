@@ -36,17 +36,19 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 }
 
 // provision applies the inbox schema, makes the stream cover the filter and
-// DLQ subjects, and creates or updates the consumer (pull or push, as
+// DLQ subjects (and with DESTINATION_APP the peer's, provision.PeerSubjects), and creates or updates the consumer (pull or push, as
 // CONSUMER_MODE says; a consumer of the other kind is recreated).
 func (a *App) provision(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	c := a.cfg
 	if err := provision.Inbox(ctx, c.DatabaseURL, c.Names()); err != nil {
 		return nil, err
 	}
+	retention, _ := c.Retention() // validated at load
 	if _, err := provision.EnsureStream(ctx, a.js, provision.StreamSpec{
-		Name:     c.StreamName,
-		Subjects: []string{c.Filter(), c.DLQ()},
-		Replicas: c.StreamReplicas,
+		Name:      c.StreamName,
+		Subjects:  append([]string{c.Filter(), c.DLQ()}, provision.PeerSubjects(c.Subjects())...),
+		Replicas:  c.StreamReplicas,
+		Retention: retention,
 	}, a.log); err != nil {
 		return nil, err
 	}
