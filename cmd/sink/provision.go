@@ -23,12 +23,13 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	if _, err := a.provision(ctx); err != nil {
+	info, err := a.provision(ctx)
+	if err != nil {
 		return err
 	}
 	mode := "pull"
 	if c.Push() {
-		mode = fmt.Sprintf("push to %s, queue group %s", c.Deliver(), c.Durable())
+		mode = fmt.Sprintf("push to %s, queue group %s", info.Config.DeliverSubject, info.Config.DeliverGroup)
 	}
 	fmt.Fprintf(m.Stdout, "provisioned: inbox %s, stream %s (subjects %s, %s), consumer %s (filter %s, %s)\n",
 		c.InboxTable, c.StreamName, c.Filter(), c.DLQ(), c.Durable(), c.Filter(), mode)
@@ -67,7 +68,7 @@ func (c *Config) consumerSpec() provision.ConsumerSpec {
 		MaxAckPending: c.MaxAckPending(),
 	}
 	if c.Push() {
-		spec.DeliverSubject = c.Deliver()
+		spec.DeliverSubject, spec.DeliverIsDefault = c.Deliver(), c.DeliverSubject == ""
 	}
 	return spec
 }

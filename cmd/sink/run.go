@@ -204,11 +204,14 @@ func (a *App) handler(ctx context.Context) (sink.Handler, error) {
 func (a *App) source(ctx context.Context) (sink.Source, error) {
 	c := a.cfg
 	if c.AutoProvision {
-		if _, err := a.provision(ctx); err != nil {
+		info, err := a.provision(ctx)
+		if err != nil {
 			return nil, fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
 		}
 		if c.Push() {
-			return sink.Push(a.nc, c.Deliver(), c.Durable()), nil
+			// The durable's own deliver subject and group: an existing push
+			// durable keeps them (provision.ConsumerSpec.DeliverIsDefault).
+			return sink.Push(a.nc, info.Config.DeliverSubject, info.Config.DeliverGroup), nil
 		}
 		cons, err := sink.BindConsumer(ctx, a.js, c.StreamName, c.Durable())
 		if err != nil {
