@@ -26,10 +26,10 @@ type ConsumerSpec struct {
 	// {dest}.sync.{app}.worker) listen there; moving it would leave them with
 	// nothing.
 	DeliverIsDefault bool
-	AckWait        time.Duration
-	MaxDeliver     int             // the sink's MAX_DELIVER; bounds the BackOff list
-	Backoff        []time.Duration // the sink's BACKOFF
-	MaxAckPending  int
+	AckWait          time.Duration
+	MaxDeliver       int             // the sink's MAX_DELIVER; bounds the BackOff list
+	Backoff          []time.Duration // the sink's BACKOFF
+	MaxAckPending    int
 }
 
 // Config returns the consumer configuration: explicit ack, deliver all,
