@@ -127,6 +127,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		},
 	}}
+	if !r.cfg.AutoProvision {
+		// With AUTO_PROVISION the check follows provisioning (provisionWithRetry).
+		if err := r.checkOutbox(ctx); err != nil {
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) }) // nil once gctx ends
 	g.Go(func() error {

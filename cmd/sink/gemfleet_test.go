@@ -182,3 +182,56 @@ func TestBinary_PushSinkSharesGemDeliverSubject(t *testing.T) {
 		t.Fatalf("durable delivers to %q group %q, want the gem's %q group orders-workers", cfg.DeliverSubject, cfg.DeliverGroup, deliver)
 	}
 }
+
+// INBOX_TABLE is the Ruby gem's inbox table, as its migration creates it.
+// Before provisioning the sink refuses to start, naming the missing
+// columns, the NOT NULL columns it would leave empty and the fix, instead
+// of failing every event; `sink provision --print-sql` shows the
+// statements and changes nothing; after `sink provision` events are
+// applied end to end and recorded in the gem's table.
+func TestBinary_GemInboxTableRefusedThenProvisionedAndApplied(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := w.conn.Exec(ctx, testutil.GemInboxDDL); err != nil {
+		t.Fatal(err)
+	}
+	inbox := "INBOX_TABLE=public.jetstream_bridge_inbox_events"
+	p := w.start(t, inbox, "AUTO_PROVISION=false")
+	if err := p.Wait(time.Minute); err == nil || !strings.Contains(p.Output(), "lacks columns commit_lsn, tx_index") ||
+		!strings.Contains(p.Output(), "created_at") || !strings.Contains(p.Output(), "sink provision --print-sql") {
+		t.Fatalf("sink on the gem's inbox before provisioning: %v\n%s", err, p.Output())
+	}
+	out, err := w.runCmd(t, []string{"provision", "--print-sql"}, inbox)
+	if err != nil || !strings.Contains(out, `ALTER TABLE "public"."jetstream_bridge_inbox_events" ADD COLUMN IF NOT EXISTS commit_lsn pg_lsn;`) ||
+		!strings.Contains(out, `ALTER TABLE "public"."jetstream_bridge_inbox_events" ALTER COLUMN payload DROP NOT NULL;`) {
+		t.Fatalf("provision --print-sql: %v\n%s", err, out)
+	}
+	if _, err := w.js.Stream(ctx, fleetStream); err == nil {
+		t.Fatal("provision --print-sql created the stream")
+	}
+	if out, err := w.runCmd(t, []string{"provision"}, inbox); err != nil {
+		t.Fatalf("sink provision: %v\n%s", err, out)
+	}
+	if out, err := w.runCmd(t, []string{"provision", "--print-sql"}, inbox); err != nil || strings.Contains(out, "ALTER TABLE \"public\".\"jetstream_bridge_inbox_events\" A") {
+		t.Fatalf("provisioned table still needs changes: %v\n%s", err, out)
+	}
+	p = w.start(t, inbox, "AUTO_PROVISION=false")
+	const events = 5
+	for i := range events {
+		w.publish(t, ctx, fmt.Sprintf("e-%d", i), fmt.Sprint(i), fmt.Sprintf("0/%X", 100+i), 0)
+	}
+	w.waitEffects(t, events)
+	testutil.Eventually(t, time.Minute, func() error {
+		var processed, lsns int
+		if err := w.conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'processed' AND created_at IS NOT NULL),
+			count(commit_lsn) FROM public.jetstream_bridge_inbox_events`).Scan(&processed, &lsns); err != nil {
+			return err
+		}
+		if processed != events || lsns != events {
+			return fmt.Errorf("gem inbox has %d processed rows, %d with their commit LSN; want %d", processed, lsns, events)
+		}
+		return nil
+	})
+	stop(t, p)
+}

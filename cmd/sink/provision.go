@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,12 +12,22 @@ import (
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
-	if err := m.Flags("provision", args, nil); err != nil {
+	var printSQL bool
+	if err := m.Flags("provision", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&printSQL, "print-sql", false, "print the SQL provisioning would run on the database (an existing inbox table's missing columns first) and change nothing")
+	}); err != nil {
 		return err
 	}
 	c, err := m.load(false)
 	if err != nil {
 		return err
+	}
+	if printSQL {
+		sql, err := provision.SchemaSQL(ctx, c.DatabaseURL, provision.InboxTable, c.Names())
+		if err != nil {
+			return err
+		}
+		return provision.WriteSQL(m.Stdout, sql)
 	}
 	a, err := newApp(ctx, c, config.NewLogger(&c.Common, m.Stderr, "sink"))
 	if err != nil {
