@@ -332,6 +332,11 @@ func CheckBound(info *jetstream.ConsumerInfo, spec ConsumerSpec) []string {
 			"pull requests fail; run `sink provision` to recreate it", c.DeliverSubject))
 	case spec.DeliverSubject != "" && c.DeliverSubject == "":
 		w = append(w, "consumer is a pull consumer, CONSUMER_MODE is push: nothing is delivered; run `sink provision` to recreate it")
+	case spec.DeliverSubject != "" && spec.DeliverIsDefault && c.DeliverSubject != spec.DeliverSubject:
+		// A running sink with AUTO_PROVISION joins the durable's deliver
+		// subject and group; without it, it cannot look them up.
+		w = append(w, fmt.Sprintf("deliver subject is %q: with AUTO_PROVISION=false set DELIVER_SUBJECT=%s, "+
+			"or the sink subscribes to %q and nothing reaches it", c.DeliverSubject, c.DeliverSubject, spec.DeliverSubject))
 	case spec.DeliverSubject != "":
 		if c.DeliverSubject != spec.DeliverSubject {
 			w = append(w, fmt.Sprintf("deliver subject is %q, the sink subscribes to %q: nothing reaches it", c.DeliverSubject, spec.DeliverSubject))
