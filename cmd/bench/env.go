@@ -330,7 +330,7 @@ func (b *bench) applySchemas(ctx context.Context) error {
 func streamSpec() provision.StreamSpec {
 	return provision.StreamSpec{
 		Name:       streamName,
-		Subjects:   []string{appSrc + ".sync.>", appSrc + ".sync.dlq"},
+		Subjects:   []string{appSrc + ".sync.*", appSrc + ".sync.dlq"},
 		Fallback:   []string{subject},
 		Duplicates: 2 * time.Minute,
 		Replicas:   1,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
@@ -13,18 +14,30 @@ import (
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
-	if err := m.Flags("provision", args, nil); err != nil {
+	var narrow, printSQL bool
+	if err := m.Flags("provision", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&narrow, "narrow-subjects", false, "replace the stream subject {app}.sync.> of earlier versions by {app}.sync.*")
+		fs.BoolVar(&printSQL, "print-sql", false, "print the SQL provisioning would run on the database (an existing outbox table's missing columns first) and change nothing")
+	}); err != nil {
 		return err
 	}
 	c, err := m.load()
 	if err != nil {
 		return err
 	}
+	if printSQL {
+		sql, err := provision.SchemaSQL(ctx, c.DatabaseURL, provision.OutboxTable, c.Names())
+		if err != nil {
+			return err
+		}
+		return provision.WriteSQL(m.Stdout, sql)
+	}
 	r, err := newRelay(ctx, c, config.NewLogger(&c.Common, m.Stderr, "relay"), nil)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	r.narrow = narrow
 	if err := r.provision(ctx); err != nil {
 		return err
 	}
@@ -53,20 +66,21 @@ func (r *Relay) provision(ctx context.Context) error {
 	return err
 }
 
+// streamSpec is the relay's stream (provision.RelaySubjects).
 func (r *Relay) streamSpec() provision.StreamSpec {
 	c := r.cfg
-	s := c.Subjects()
-	prefix := ""
-	if c.EnvName != "" {
-		prefix = c.EnvName + "."
-	}
+	subjects, fallback, wide := provision.RelaySubjects(c.Subjects())
+	retention, _ := c.Retention() // validated at load
 	return provision.StreamSpec{
 		Name:       c.StreamName,
-		Subjects:   []string{prefix + c.AppName + ".sync.>", s.DLQ()},
-		Fallback:   []string{s.Publish("")},
+		Subjects:   subjects,
+		Fallback:   fallback,
 		Duplicates: c.DuplicateWindow,
 		Replicas:   c.StreamReplicas,
 		AllowBatch: c.FastBatch && publish.BatchSupported(r.nc.ConnectedServerVersion()),
+		Retention:  retention,
+		Wide:       wide,
+		Narrow:     r.narrow,
 	}
 }
 
@@ -75,7 +89,10 @@ func (r *Relay) streamSpec() provision.StreamSpec {
 func (r *Relay) provisionWithRetry(ctx context.Context) error {
 	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
 		err := r.provision(ctx)
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			return r.checkOutbox(ctx)
+		}
+		if ctx.Err() != nil {
 			return err
 		}
 		if !config.Transient(err) {
@@ -86,6 +103,23 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// checkOutbox refuses to start on an outbox table without the columns the
+// relay cannot do without (every row would be dead-lettered), naming them
+// and the fix, and warns of what only the apps' inserts would miss.
+func (r *Relay) checkOutbox(ctx context.Context) error {
+	rep, err := provision.CheckTable(ctx, r.pool, provision.OutboxTable, r.cfg.OutboxTable)
+	if err != nil {
+		return err
+	}
+	if err := rep.Err("relay provision"); err != nil {
+		return err
+	}
+	if w := rep.Warning(); w != "" {
+		r.log.Warn().Str("table", r.cfg.OutboxTable).Strs("fix", rep.Upgrade).Msg("outbox table " + w + "; `relay provision` adds what is missing")
+	}
+	return nil
 }
 
 // warnOlderRows tells the operator about outbox rows a new slot will never

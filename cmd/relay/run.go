@@ -63,6 +63,8 @@ type Relay struct {
 	js    jetstream.JetStream
 	relay *relay.Relay
 	reg   *prometheus.Registry
+
+	narrow bool // relay provision --narrow-subjects
 }
 
 // ackTimeout is how long the publisher waits for one JetStream ack.
@@ -144,6 +146,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		},
 	}}
+	if !r.cfg.AutoProvision {
+		// With AUTO_PROVISION the check follows provisioning (provisionWithRetry).
+		if err := r.checkOutbox(ctx); err != nil {
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) }) // nil once gctx ends
 	g.Go(func() error {

@@ -45,6 +45,15 @@ func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 	match := func(dl *sink.DeadLetter) bool {
 		return (eventID == "" || dl.EventID == eventID) && (class == "" || dl.Class == class)
 	}
+	// On a work-queue stream a replayed dead letter is deleted by its
+	// sequence once the replay is stored, or the next replay would send it
+	// again; elsewhere the DLQ is history and stays.
+	remove := false
+	if sub == "replay" && !dryRun {
+		if remove, err = sink.RemovesReplayed(ctx, js, c.StreamName); err != nil {
+			return err
+		}
+	}
 	n, skipped := 0, 0
 	err = sink.ListDLQ(ctx, js, c.StreamName, c.DLQ(), func(dl *sink.DeadLetter) error {
 		if !match(dl) {
@@ -92,6 +101,12 @@ func (m *Main) dlq(ctx context.Context, sub string, args []string) error {
 			note = " (already replayed within the duplicate window: not stored again)"
 		}
 		fmt.Fprintf(m.Stdout, "replayed seq %d event %s to %s as seq %d%s\n", dl.Sequence, dl.EventID, msg.Subject, ack.Sequence, note)
+		if remove {
+			if err := sink.RemoveDeadLetter(pctx, js, c.StreamName, dl.Sequence); err != nil {
+				return fmt.Errorf("remove replayed dead letter %d from the work queue (replay stored as seq %d): %w", dl.Sequence, ack.Sequence, err)
+			}
+			fmt.Fprintf(m.Stdout, "removed dead letter seq %d from the work queue\n", dl.Sequence)
+		}
 		return nil
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,24 +12,35 @@ import (
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
-	if err := m.Flags("provision", args, nil); err != nil {
+	var printSQL bool
+	if err := m.Flags("provision", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&printSQL, "print-sql", false, "print the SQL provisioning would run on the database (an existing inbox table's missing columns first) and change nothing")
+	}); err != nil {
 		return err
 	}
 	c, err := m.load(false)
 	if err != nil {
 		return err
 	}
+	if printSQL {
+		sql, err := provision.SchemaSQL(ctx, c.DatabaseURL, provision.InboxTable, c.Names())
+		if err != nil {
+			return err
+		}
+		return provision.WriteSQL(m.Stdout, sql)
+	}
 	a, err := newApp(ctx, c, config.NewLogger(&c.Common, m.Stderr, "sink"))
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if _, err := a.provision(ctx); err != nil {
+	info, err := a.provision(ctx)
+	if err != nil {
 		return err
 	}
 	mode := "pull"
 	if c.Push() {
-		mode = fmt.Sprintf("push to %s, queue group %s", c.Deliver(), c.Durable())
+		mode = fmt.Sprintf("push to %s, queue group %s", info.Config.DeliverSubject, info.Config.DeliverGroup)
 	}
 	fmt.Fprintf(m.Stdout, "provisioned: inbox %s, stream %s (subjects %s, %s), consumer %s (filter %s, %s)\n",
 		c.InboxTable, c.StreamName, c.Filter(), c.DLQ(), c.Durable(), c.Filter(), mode)
@@ -36,17 +48,19 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 }
 
 // provision applies the inbox schema, makes the stream cover the filter and
-// DLQ subjects, and creates or updates the consumer (pull or push, as
+// DLQ subjects (and with DESTINATION_APP the peer's, provision.PeerSubjects), and creates or updates the consumer (pull or push, as
 // CONSUMER_MODE says; a consumer of the other kind is recreated).
 func (a *App) provision(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	c := a.cfg
 	if err := provision.Inbox(ctx, c.DatabaseURL, c.Names()); err != nil {
 		return nil, err
 	}
+	retention, _ := c.Retention() // validated at load
 	if _, err := provision.EnsureStream(ctx, a.js, provision.StreamSpec{
-		Name:     c.StreamName,
-		Subjects: []string{c.Filter(), c.DLQ()},
-		Replicas: c.StreamReplicas,
+		Name:      c.StreamName,
+		Subjects:  append([]string{c.Filter(), c.DLQ()}, provision.PeerSubjects(c.Subjects())...),
+		Replicas:  c.StreamReplicas,
+		Retention: retention,
 	}, a.log); err != nil {
 		return nil, err
 	}
@@ -65,7 +79,7 @@ func (c *Config) consumerSpec() provision.ConsumerSpec {
 		MaxAckPending: c.MaxAckPending(),
 	}
 	if c.Push() {
-		spec.DeliverSubject = c.Deliver()
+		spec.DeliverSubject, spec.DeliverIsDefault = c.Deliver(), c.DeliverSubject == ""
 	}
 	return spec
 }

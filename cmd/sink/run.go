@@ -225,11 +225,17 @@ func (a *App) handler(ctx context.Context) (sink.Handler, error) {
 func (a *App) source(ctx context.Context) (sink.Source, error) {
 	c := a.cfg
 	if c.AutoProvision {
-		if _, err := a.provision(ctx); err != nil {
+		info, err := a.provision(ctx)
+		if err != nil {
 			return nil, fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
 		}
+		if err := a.checkInbox(ctx); err != nil {
+			return nil, err
+		}
 		if c.Push() {
-			return sink.Push(a.nc, c.Deliver(), c.Durable()), nil
+			// The durable's own deliver subject and group: an existing push
+			// durable keeps them (provision.ConsumerSpec.DeliverIsDefault).
+			return sink.Push(a.nc, info.Config.DeliverSubject, info.Config.DeliverGroup), nil
 		}
 		cons, err := sink.BindConsumer(ctx, a.js, c.StreamName, c.Durable())
 		if err != nil {
@@ -237,7 +243,10 @@ func (a *App) source(ctx context.Context) (sink.Source, error) {
 		}
 		return sink.JetStreamPull(cons), nil
 	}
-	tables := []string{c.InboxTable}
+	if err := a.checkInbox(ctx); err != nil {
+		return nil, err
+	}
+	var tables []string
 	if c.SkipStale {
 		tables = append(tables, c.InboxTable+"_positions")
 	}
@@ -256,6 +265,17 @@ func (a *App) source(ctx context.Context) (sink.Source, error) {
 		return sink.Push(a.nc, c.Deliver(), c.Durable()), nil
 	}
 	return sink.RestrictedPull(a.nc, c.StreamName, c.Durable(), c.Filter()), nil
+}
+
+// checkInbox refuses to start on an inbox table the sink cannot write
+// (missing columns, NOT NULL columns it leaves empty): every event would
+// fail on it, one at a time. The error names the columns and the fix.
+func (a *App) checkInbox(ctx context.Context) error {
+	rep, err := provision.CheckTable(ctx, a.pool, provision.InboxTable, a.cfg.InboxTable)
+	if err != nil {
+		return err
+	}
+	return rep.Err("sink provision")
 }
 
 // watchPending updates the pending gauge from consumer info every 10s. Only

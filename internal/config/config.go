@@ -20,30 +20,32 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Common holds the variables both binaries read.
 type Common struct {
-	DatabaseURL    string   `env:"DATABASE_URL,required" help:"Postgres connection URL (sslmode and other libpq parameters accepted)"`
-	NATSURLs       []string `env:"NATS_URLS" envDefault:"nats://127.0.0.1:4222" envSeparator:"," help:"comma-separated NATS server URLs"`
-	NATSCreds      string   `env:"NATS_CREDS" help:"path to a NATS .creds file (JWT + nkey)"`
-	NATSNKeySeed   string   `env:"NATS_NKEY_SEED" help:"path to an nkey seed file"`
-	NATSUser       string   `env:"NATS_USER" help:"NATS user name"`
-	NATSPassword   string   `env:"NATS_PASSWORD" help:"NATS password"`
-	NATSToken      string   `env:"NATS_TOKEN" help:"NATS token"`
-	NATSTLSCA      string   `env:"NATS_TLS_CA" help:"path to a CA certificate for the NATS TLS connection"`
-	NATSTLSCert    string   `env:"NATS_TLS_CERT" help:"path to a client certificate (with NATS_TLS_KEY)"`
-	NATSTLSKey     string   `env:"NATS_TLS_KEY" help:"path to the client certificate key"`
-	AppName        string   `env:"APP_NAME,required" help:"this application's name, the first subject token"`
-	DestinationApp string   `env:"DESTINATION_APP" help:"the other side's application name"`
-	EnvName        string   `env:"ENV_NAME" help:"optional prefix token for every subject (e.g. production)"`
-	StreamName     string   `env:"JETSTREAM_STREAM_NAME" envDefault:"jetstream-bridge-stream" help:"JetStream stream name"`
-	AutoProvision  bool     `env:"AUTO_PROVISION" envDefault:"true" help:"create/update schema, slot, stream and consumer at start; false = no management calls at runtime"`
-	UseDLQ         bool     `env:"USE_DLQ" envDefault:"true" help:"dead-letter failed messages to {app}.sync.dlq"`
-	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info" help:"debug | info | warn | error"`
-	LogFormat      string   `env:"LOG_FORMAT" envDefault:"json" help:"json | console"`
-	HTTPAddr       string   `env:"HTTP_ADDR" help:"address for /healthz, /readyz and /metrics (e.g. :8080); empty disables"`
-	Pprof          bool     `env:"PPROF" envDefault:"false" help:"also serve Go profiles at /debug/pprof/ on HTTP_ADDR (diagnosis; keep HTTP_ADDR private)"`
+	DatabaseURL     string   `env:"DATABASE_URL,required" help:"Postgres connection URL (sslmode and other libpq parameters accepted)"`
+	NATSURLs        []string `env:"NATS_URLS" envDefault:"nats://127.0.0.1:4222" envSeparator:"," help:"comma-separated NATS server URLs"`
+	NATSCreds       string   `env:"NATS_CREDS" help:"path to a NATS .creds file (JWT + nkey)"`
+	NATSNKeySeed    string   `env:"NATS_NKEY_SEED" help:"path to an nkey seed file"`
+	NATSUser        string   `env:"NATS_USER" help:"NATS user name"`
+	NATSPassword    string   `env:"NATS_PASSWORD" help:"NATS password"`
+	NATSToken       string   `env:"NATS_TOKEN" help:"NATS token"`
+	NATSTLSCA       string   `env:"NATS_TLS_CA" help:"path to a CA certificate for the NATS TLS connection"`
+	NATSTLSCert     string   `env:"NATS_TLS_CERT" help:"path to a client certificate (with NATS_TLS_KEY)"`
+	NATSTLSKey      string   `env:"NATS_TLS_KEY" help:"path to the client certificate key"`
+	AppName         string   `env:"APP_NAME,required" help:"this application's name, the first subject token"`
+	DestinationApp  string   `env:"DESTINATION_APP" help:"the other side's application name"`
+	EnvName         string   `env:"ENV_NAME" help:"optional prefix token for every subject (e.g. production)"`
+	StreamName      string   `env:"JETSTREAM_STREAM_NAME" envDefault:"jetstream-bridge-stream" help:"JetStream stream name"`
+	StreamRetention string   `env:"STREAM_RETENTION" envDefault:"limits" help:"limits | workqueue: retention when this process creates the stream (an existing stream keeps its own; the Ruby gem creates workqueue)"`
+	AutoProvision   bool     `env:"AUTO_PROVISION" envDefault:"true" help:"create/update schema, slot, stream and consumer at start; false = no management calls at runtime"`
+	UseDLQ          bool     `env:"USE_DLQ" envDefault:"true" help:"dead-letter failed messages to {app}.sync.dlq"`
+	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info" help:"debug | info | warn | error"`
+	LogFormat       string   `env:"LOG_FORMAT" envDefault:"json" help:"json | console"`
+	HTTPAddr        string   `env:"HTTP_ADDR" help:"address for /healthz, /readyz and /metrics (e.g. :8080); empty disables"`
+	Pprof           bool     `env:"PPROF" envDefault:"false" help:"also serve Go profiles at /debug/pprof/ on HTTP_ADDR (diagnosis; keep HTTP_ADDR private)"`
 }
 
 // Validate checks the common variables. Messages name the variable and the
@@ -69,6 +71,9 @@ func (c *Common) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("LOG_FORMAT: %q is not json or console", c.LogFormat))
 	}
+	if _, err := c.Retention(); err != nil {
+		errs = append(errs, err)
+	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY must be set together"))
 	}
@@ -84,6 +89,17 @@ func (c *Common) Validate() error {
 		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// Retention is STREAM_RETENTION as a JetStream retention policy.
+func (c *Common) Retention() (jetstream.RetentionPolicy, error) {
+	switch c.StreamRetention {
+	case "limits", "":
+		return jetstream.LimitsPolicy, nil
+	case "workqueue":
+		return jetstream.WorkQueuePolicy, nil
+	}
+	return 0, fmt.Errorf("STREAM_RETENTION: %q is not limits or workqueue", c.StreamRetention)
 }
 
 // Load fills cfg (a pointer to a struct with env tags) from environ (nil means

@@ -20,10 +20,16 @@ type ConsumerSpec struct {
 	Durable        string
 	Filter         string
 	DeliverSubject string // push mode when set
-	AckWait        time.Duration
-	MaxDeliver     int             // the sink's MAX_DELIVER; bounds the BackOff list
-	Backoff        []time.Duration // the sink's BACKOFF
-	MaxAckPending  int
+	// DeliverIsDefault says DeliverSubject was not configured but derived:
+	// an existing push durable's deliver subject is then used as it is.
+	// Other processes (more sinks, or the Ruby gem's push subscribers on
+	// {dest}.sync.{app}.worker) listen there; moving it would leave them with
+	// nothing.
+	DeliverIsDefault bool
+	AckWait          time.Duration
+	MaxDeliver       int             // the sink's MAX_DELIVER; bounds the BackOff list
+	Backoff          []time.Duration // the sink's BACKOFF
+	MaxAckPending    int
 }
 
 // Config returns the consumer configuration: explicit ack, deliver all,
@@ -142,6 +148,11 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSp
 		if err != nil {
 			return nil, fmt.Errorf("look up consumer %s: %w", spec.Durable, err)
 		}
+		if want.DeliverSubject != "" && have.Config.DeliverSubject != "" {
+			if err := keepDelivery(&want, have.Config, spec, log); err != nil {
+				return nil, err
+			}
+		}
 		diff := differences(have.Config, want)
 		if len(diff) == 0 {
 			return have, nil
@@ -193,6 +204,35 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, spec ConsumerSp
 		log.Warn().Str("consumer", spec.Durable).Msg("consumer recreated")
 		return info, nil
 	}
+}
+
+// ErrDeliverSubjectInUse marks a push durable that delivers elsewhere than
+// DELIVER_SUBJECT says: the sink does not move a shared durable's deliver
+// subject away from its other subscribers.
+var ErrDeliverSubjectInUse = errors.New("the push consumer delivers to another subject")
+
+// keepDelivery makes want, a push consumer, keep the deliver subject and
+// queue group of the existing push durable have: both belong to every
+// process subscribed to it, not to this one. The deliver subject is taken
+// over when the configured one is only the default; a configured one that
+// differs is refused.
+func keepDelivery(want *jetstream.ConsumerConfig, have jetstream.ConsumerConfig, spec ConsumerSpec, log zerolog.Logger) error {
+	if have.DeliverSubject != want.DeliverSubject {
+		if !spec.DeliverIsDefault {
+			return fmt.Errorf("consumer %s delivers to %q (queue group %q), DELIVER_SUBJECT is %q: %w; "+
+				"other subscribers of that subject (more sinks, or Ruby gem push workers) would get nothing if it moved. "+
+				"Unset DELIVER_SUBJECT to share %q, or set DELIVER_SUBJECT=%s; to move it on purpose, stop every subscriber and delete the consumer first",
+				spec.Durable, have.DeliverSubject, have.DeliverGroup, want.DeliverSubject, ErrDeliverSubjectInUse,
+				have.DeliverSubject, have.DeliverSubject)
+		}
+		log.Info().Str("consumer", spec.Durable).Str("deliver_subject", have.DeliverSubject).Str("deliver_group", have.DeliverGroup).
+			Msg("push consumer exists: subscribing to its deliver subject and queue group as they are")
+		want.DeliverSubject = have.DeliverSubject
+	}
+	if have.DeliverGroup != "" {
+		want.DeliverGroup = have.DeliverGroup
+	}
+	return nil
 }
 
 // upsertConsumer creates (or with update, updates) a pull or push consumer,
@@ -292,6 +332,11 @@ func CheckBound(info *jetstream.ConsumerInfo, spec ConsumerSpec) []string {
 			"pull requests fail; run `sink provision` to recreate it", c.DeliverSubject))
 	case spec.DeliverSubject != "" && c.DeliverSubject == "":
 		w = append(w, "consumer is a pull consumer, CONSUMER_MODE is push: nothing is delivered; run `sink provision` to recreate it")
+	case spec.DeliverSubject != "" && spec.DeliverIsDefault && c.DeliverSubject != spec.DeliverSubject:
+		// A running sink with AUTO_PROVISION joins the durable's deliver
+		// subject and group; without it, it cannot look them up.
+		w = append(w, fmt.Sprintf("deliver subject is %q: with AUTO_PROVISION=false set DELIVER_SUBJECT=%s, "+
+			"or the sink subscribes to %q and nothing reaches it", c.DeliverSubject, c.DeliverSubject, spec.DeliverSubject))
 	case spec.DeliverSubject != "":
 		if c.DeliverSubject != spec.DeliverSubject {
 			w = append(w, fmt.Sprintf("deliver subject is %q, the sink subscribes to %q: nothing reaches it", c.DeliverSubject, spec.DeliverSubject))

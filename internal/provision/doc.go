@@ -8,10 +8,15 @@
 //	schema.go    the outbox and inbox schemas (the SQL in migrations/, rendered
 //	             with the configured names) applied in one transaction under an
 //	             advisory lock; the outbox schema creates the publication
+//	columns.go   what an existing outbox or inbox table (the Ruby gem's, an
+//	             app's own) lacks for the bridge, checked at start (CheckTable)
+//	             and fixed first by provisioning with reviewable statements
 //	slot.go      the permanent pgoutput replication slot, created after the
 //	             publication so decoding never starts before it is visible
-//	stream.go    the JetStream stream: created, or widened to the wanted subjects
-//	             without ever taking one another stream already stores
+//	stream.go    the JetStream stream: created (STREAM_RETENTION), or widened to
+//	             the wanted subjects without ever taking one another stream
+//	             already stores; never a '>' tail, which would swallow push
+//	             deliver subjects; the gem peer's subjects covered
 //	consumer.go  the sink's durable consumer, pull or push: created, updated, or
 //	             recreated from its ack floor when the server refuses an update;
 //	             reading it back (ConsumerInfo) and judging an existing one

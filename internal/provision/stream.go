@@ -24,6 +24,19 @@ type StreamSpec struct {
 	// nats-server 2.14+) when creating it or when it lacks it. Never turned
 	// off here: another process may rely on it.
 	AllowBatch bool
+	// Retention is used only when creating the stream (STREAM_RETENTION;
+	// zero is limits). JetStream cannot change an existing stream's
+	// retention, and a work-queue stream created by the Ruby gem is worked
+	// on as it is.
+	Retention jetstream.RetentionPolicy
+	// Wide maps a subject earlier versions added to the narrower subject
+	// that replaces it (a {app}.sync.> tail by {app}.sync.*: the tail also
+	// covers push deliver subjects such as the gem's {dest}.sync.{app}.worker,
+	// and JetStream refuses a push consumer whose deliver subject the stream
+	// stores). Found on the stream, it is reported; with Narrow it is
+	// replaced.
+	Wide   map[string]string
+	Narrow bool
 }
 
 // EnsureStream creates the stream or updates it to cover spec's subjects,
@@ -52,7 +65,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 				Name:       spec.Name,
 				Subjects:   want,
 				Storage:    jetstream.FileStorage,
-				Retention:  jetstream.LimitsPolicy,
+				Retention:  spec.Retention,
 				Duplicates: spec.Duplicates,
 				Replicas:   spec.Replicas,
 
@@ -66,13 +79,18 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 				return nil, fmt.Errorf("create stream %s: %w", spec.Name, err)
 			}
 			log.Info().Str("stream", spec.Name).Strs("subjects", want).Dur("duplicates", spec.Duplicates).
-				Bool("allow_batched", spec.AllowBatch).Msg("stream created")
+				Str("retention", spec.Retention.String()).Bool("allow_batched", spec.AllowBatch).Msg("stream created")
 			return s.CachedInfo(), nil
 		case err != nil:
 			return nil, fmt.Errorf("look up stream %s: %w", spec.Name, err)
 		}
 		cfg := info.CachedInfo().Config
-		merged, changed := mergeSubjects(cfg.Subjects, want)
+		if attempt == 0 {
+			noteRetention(cfg, spec, log)
+		}
+		have, narrowed := narrowSubjects(cfg, spec, attempt == 0, log)
+		merged, changed := mergeSubjects(have, want)
+		changed = changed || narrowed
 		if spec.Duplicates > 0 && cfg.Duplicates != spec.Duplicates {
 			cfg.Duplicates, changed = spec.Duplicates, true
 		}
@@ -101,6 +119,42 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec, 
 			return nil, fmt.Errorf("update stream %s: subjects %v still missing after retries", spec.Name, want)
 		}
 	}
+}
+
+// RelaySubjects are the subjects a relay for s provisions, in preference
+// order, with the fallback for the first and the wide subject of earlier
+// versions it replaces (StreamSpec.Wide). {app}.sync.* takes every
+// destination (DESTINATION_APP, a row's destination, a subject override one
+// token below .sync.) and the DLQ, but no deeper subject: push deliver
+// subjects such as the Ruby gem's {dest}.sync.{app}.worker stay outside the
+// stream, where JetStream requires them to be. With a destination the peer's
+// side is covered too (PeerSubjects).
+func RelaySubjects(s envelope.Subjects) (subjects, fallback []string, wide map[string]string) {
+	prefix := ""
+	if s.Env != "" {
+		prefix = s.Env + "."
+	}
+	tail := prefix + s.App + ".sync."
+	fallback = []string{s.Publish("")}
+	if s.Dest == "" {
+		fallback = nil
+	}
+	return append([]string{tail + "*", s.DLQ()}, PeerSubjects(s)...), fallback, map[string]string{tail + ">": tail + "*"}
+}
+
+// PeerSubjects are the subjects of the other side of the pair s names that
+// a Ruby gem peer (APP_NAME=s.Dest, DESTINATION_APP=s.App) provisions:
+// what it publishes to us (our filter), what it consumes (our publish
+// subject) and its DLQ. The gem adds no subject to a stream whose retention
+// is not workqueue, so on a limits stream created by the bridge its consumer
+// could not be created and its dead letters and publishes would find no
+// stream unless the bridge covers them. Nil without a destination.
+func PeerSubjects(s envelope.Subjects) []string {
+	if s.Dest == "" {
+		return nil
+	}
+	peer := envelope.Subjects{Env: s.Env, App: s.Dest, Dest: s.App}
+	return []string{s.Filter(), s.Publish(""), peer.DLQ()}
 }
 
 func otherStreamSubjects(ctx context.Context, js jetstream.JetStream, self string) (map[string][]string, error) {
@@ -179,4 +233,50 @@ func covered(have, want []string) bool {
 		}
 	}
 	return true
+}
+
+// noteRetention says, once per provisioning, when the existing stream's
+// retention is not the one STREAM_RETENTION would create: it is kept (the
+// server cannot change it), and on a work queue what is consumed is gone.
+func noteRetention(cfg jetstream.StreamConfig, spec StreamSpec, log zerolog.Logger) {
+	if cfg.Retention == spec.Retention {
+		return
+	}
+	ev := log.Info()
+	if cfg.Retention == jetstream.WorkQueuePolicy {
+		ev = ev.Str("not_possible", "a message is removed once any consumer acknowledges it: audits cannot see "+
+			"consumed events, a new durable cannot replay history, and a second durable on an overlapping filter is refused")
+	}
+	ev.Str("stream", spec.Name).Str("retention", cfg.Retention.String()).Str("stream_retention", spec.Retention.String()).
+		Msg("stream exists with another retention; kept as it is (JetStream cannot change it)")
+}
+
+// narrowSubjects returns the stream's subjects with spec.Wide's subjects
+// replaced when spec.Narrow is set, and whether any was. Without Narrow
+// each wide subject found is reported (when report is set) with the fix.
+func narrowSubjects(cfg jetstream.StreamConfig, spec StreamSpec, report bool, log zerolog.Logger) ([]string, bool) {
+	out := slices.Clone(cfg.Subjects)
+	changed := false
+	for i, s := range out {
+		narrow, ok := spec.Wide[s]
+		if !ok {
+			continue
+		}
+		if !spec.Narrow {
+			if report {
+				log.Warn().Str("stream", spec.Name).Str("subject", s).Str("narrower", narrow).
+					Msg("the stream subject also covers push deliver subjects under it (such as the Ruby gem's " +
+						"{dest}.sync.{app}.worker), and JetStream refuses those push consumers (deliver subject forms a cycle); " +
+						"run `relay provision --narrow-subjects` to replace it by the narrower subject " +
+						"(stored messages stay; publishing to subjects more than one token below .sync. then fails)")
+			}
+			continue
+		}
+		out[i], changed = narrow, true
+		log.Info().Str("stream", spec.Name).Str("subject", s).Str("narrower", narrow).Msg("narrowing stream subject")
+	}
+	if changed {
+		out = slices.Compact(out)
+	}
+	return out, changed
 }

@@ -127,25 +127,23 @@ type DeadLetter struct {
 	Data            []byte      `json:"-"`
 }
 
-func newDeadLetter(m jetstream.Msg) *DeadLetter {
-	h := m.Headers()
+func newDeadLetter(m *jetstream.RawStreamMsg) *DeadLetter {
+	h := m.Header
 	dl := &DeadLetter{
+		Sequence: m.Sequence, Stored: m.Time,
 		Class: h.Get(envelope.HeaderErrorClass), Error: h.Get(envelope.HeaderError),
 		OriginalSubject: h.Get(envelope.HeaderOriginalSubject), FailedAt: h.Get(envelope.HeaderFailedAt),
-		Header: h, Data: m.Data(),
+		Header: h, Data: m.Data,
 	}
 	dl.Deliveries, _ = strconv.Atoi(h.Get(envelope.HeaderDeliveries))
 	var gem *envelope.GemDLQContext
 	if dl.Class == "" && dl.OriginalSubject == "" {
 		gem = fromGemHeaders(dl, h)
 	}
-	if meta, err := m.Metadata(); err == nil {
-		dl.Sequence, dl.Stored = meta.Sequence.Stream, meta.Timestamp
-	}
 	var stub envelope.DLQStub
-	if env, err := envelope.Parse(m.Data()); err == nil {
+	if env, err := envelope.Parse(m.Data); err == nil {
 		dl.EventID, dl.EventType = env.EventID, env.EventType
-	} else if json.Unmarshal(m.Data(), &stub) == nil && stub.PayloadOmitted && stub.EventID != "" {
+	} else if json.Unmarshal(m.Data, &stub) == nil && stub.PayloadOmitted && stub.EventID != "" {
 		dl.EventID, dl.EventType = stub.EventID, stub.EventType
 	} else if gem != nil && gem.EventID != "" {
 		dl.EventID = gem.EventID
@@ -191,9 +189,13 @@ func fromGemHeaders(dl *DeadLetter, h nats.Header) *envelope.GemDLQContext {
 	return &ctx
 }
 
-// ListDLQ calls fn for every message on subject in stream, oldest first. It
-// reads with an ephemeral ordered consumer and acknowledges nothing: the DLQ
-// is left as it is.
+// ListDLQ calls fn for every message on subject in stream, oldest first.
+// It reads message by message (get by sequence, the next one on subject),
+// with no consumer: a consumer is refused on a work-queue stream (a pull
+// consumer without explicit ack, or a second one on a filter another
+// durable has, as the Ruby gem's streams are), and reading this way leaves
+// the DLQ as it is on any stream. The stream's direct get is used when it
+// allows it, the stream leader's message get otherwise.
 func ListDLQ(ctx context.Context, js jetstream.JetStream, stream, subject string, fn func(*DeadLetter) error) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -206,26 +208,52 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, stream, subject string
 	if err != nil {
 		return fmt.Errorf("read last dead letter: %w", err)
 	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		return fmt.Errorf("read dead letters: %w", err)
-	}
-	for {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+	for seq := uint64(1); seq <= last.Sequence; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil // the rest were removed while we read
+		}
 		if err != nil {
-			return fmt.Errorf("read dead letters: %w", err)
+			return fmt.Errorf("read dead letter after seq %d: %w", seq-1, err)
 		}
-		dl := newDeadLetter(m)
-		if err := fn(dl); err != nil {
-			return err
-		}
-		if dl.Sequence >= last.Sequence {
+		if m.Sequence > last.Sequence {
 			return nil
 		}
+		if err := fn(newDeadLetter(m)); err != nil {
+			return err
+		}
+		seq = m.Sequence + 1
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// RemovesReplayed reports whether a replayed dead letter must be deleted
+// from the stream by its sequence: on a work-queue stream nothing else ever
+// removes it (no consumer reads the DLQ subject), and left there it would
+// be replayed again by the next replay. On other streams the DLQ is history
+// and stays as it is.
+func RemovesReplayed(ctx context.Context, js jetstream.JetStream, stream string) (bool, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, fmt.Errorf("look up stream %s: %w", stream, err)
+	}
+	return st.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy, nil
+}
+
+// RemoveDeadLetter deletes the dead letter at seq from stream (see
+// RemovesReplayed).
+func RemoveDeadLetter(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", stream, err)
+	}
+	if err := st.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("delete message %d: %w", seq, err)
+	}
+	return nil
 }
 
 // ReplayMessage returns the message that replays a dead letter: its body and
