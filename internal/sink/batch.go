@@ -154,3 +154,17 @@ func producerOf(env *envelope.Envelope) string {
 	}
 	return env.Producer
 }
+
+// InboxInsertSQL returns the statement with which a batch writes a new
+// event's inbox row into table (schema.table; "" for the default), taking
+// the same twelve parameters in the same order: event_id, event_type,
+// resource_type, resource_id, payload, subject, headers, stream,
+// stream_seq, deliveries, commit_lsn, tx_index. It is exported so that a
+// measurement of what Postgres can do sends exactly the sink's SQL.
+func InboxInsertSQL(table string) (string, error) {
+	in, err := newInbox(table)
+	if err != nil {
+		return "", err
+	}
+	return in.insertNew, nil
+}
