@@ -20,8 +20,9 @@ type item struct {
 	pos       envelope.Position
 	hasPos    bool
 	hdrJSON   []byte // headers as a JSON object, built on first use
-	stmt      string // the handler as one SQL statement, for batches; see Sink.batchable
-	batch     int8   // 0 not decided yet, 1 batchable, -1 not
+	stmt      string  // the handler as one SQL statement, for batches; see Sink.batchable
+	call      Handler // the handler as a call outside the database, for batches
+	batch     int8    // 0 not decided yet, batchSQL or batchCall, -1 not
 
 	next     *item // in its lane
 	finished bool  // no heartbeat after this; guarded by dispatcher.mu
@@ -173,7 +174,8 @@ type claim struct {
 // the lanes ready right behind it whose heads are batchable, up to max
 // claims, without waiting for more: under load a worker applies several
 // keys' events in one transaction, with none it applies one at once. It
-// returns nil once the dispatcher is closing. batchable runs under d.mu.
+// returns nil once the dispatcher is closing. batchable runs under d.mu and
+// sets item.batch; a batch holds heads of one kind.
 func (d *dispatcher) next(buf []claim, max int, batchable func(*item) bool) []claim {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -188,7 +190,7 @@ func (d *dispatcher) next(buf []claim, max int, batchable func(*item) bool) []cl
 	if max <= 1 || batchable == nil || !batchable(l.head) {
 		return buf
 	}
-	for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) {
+	for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) && d.readyHead.head.batch == l.head.batch {
 		l := d.popReady()
 		buf = append(buf, claim{l, l.head})
 	}

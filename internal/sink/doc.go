@@ -16,6 +16,20 @@
 // statements per event, written to fail whenever an event needs more than
 // the common path, so that such an event is applied on its own.
 //
+// With a webhook the call is outside the database, so the inbox rows of
+// several lanes' heads share one transaction too (batch.go): the rows are
+// inserted (an existing row sends its event down the one-event path before
+// any call), the webhook is called for each event in turn while the rows
+// wait uncommitted, the rows of failed calls are deleted, and the rest
+// commit together before their messages are acked. A failed call is that
+// event's attempt, judged as in the one-event path (BACKOFF, MAX_DELIVER,
+// dead-lettered at once when permanent). A crash, or a lost connection,
+// between the calls and the commit commits none of the rows: the messages
+// are redelivered and the webhook is called again with the same
+// Idempotency-Key (the event id). Webhooks are therefore at-least-once, and
+// the receiver dedupes by that key; what the inbox guarantees is that an
+// event whose row committed as processed is never called again.
+//
 // Files follow the data path:
 //
 //	consumer.go    binding to the durable pull consumer (creating, updating and
@@ -28,7 +42,8 @@
 //	               InProgress heartbeats for every message held
 //	sink.go        one message from start to finish: attempts, retries, ack
 //	inbox.go       the inbox transaction and the per-key positions (SKIP_STALE)
-//	batch.go       several events in one transaction, one round trip (SQL handlers)
+//	batch.go       several events in one transaction: one round trip (SQL handlers),
+//	               one commit around several calls (webhooks)
 //	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ

@@ -36,6 +36,9 @@ type inbox struct {
 	// For batches (batch.go): statements that fail unless the event is new
 	// and, with SKIP_STALE, the newest of its key.
 	insertNew, positionNewest string
+	// unclaim deletes a row written by insertNew in the same transaction,
+	// for a webhook call that failed (batch.go).
+	unclaim string
 }
 
 func newInbox(table string) (*inbox, error) {
@@ -94,6 +97,7 @@ func newInbox(table string) (*inbox, error) {
 		// older position divides by zero (no row came back).
 		insertNew:      `INSERT INTO ` + tbl + ` ` + newCols + ` VALUES ` + newVals,
 		positionNewest: `WITH p AS (` + position + `) SELECT 1 / count(*) FROM p`,
+		unclaim:        `DELETE FROM ` + tbl + ` WHERE event_id = $1`,
 		processed: `UPDATE ` + tbl + ` SET status = 'processed', processed_at = now(), updated_at = now(),
 				processing_attempts = CASE WHEN status = 'dead' THEN 0 ELSE processing_attempts END + 1,
 				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6

@@ -307,6 +307,7 @@ type tries struct {
 	due       time.Time     // when the next attempt may start; zero: at once
 	dead      *deadCopy     // dead-lettering decided, its copy not stored yet
 	dlqWait   time.Duration // grows while the DLQ publish keeps failing
+	first     error         // the outcome of an attempt made in a batch (applyCalls), judged as the first
 }
 
 // deadCopy is a decision to dead-letter, kept while its copy cannot be
@@ -362,6 +363,11 @@ func (s *Sink) applyAlone(ctx context.Context, stop <-chan struct{}, d *dispatch
 	for _, c := range claims {
 		pend = append(pend, tries{c: c, infraWait: 250 * time.Millisecond})
 	}
+	s.applyPending(ctx, stop, d, pend)
+}
+
+// applyPending is applyAlone for messages whose tries have begun.
+func (s *Sink) applyPending(ctx context.Context, stop <-chan struct{}, d *dispatcher, pend []tries) {
 	for len(pend) > 0 {
 		next := 0
 		for i := range pend {
@@ -411,7 +417,15 @@ func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back
 		return s.dead(ctx, d, t, deadCopy{envelope.ClassPoison, it.poison.Error(), it.delivered})
 	}
 	prior := max(it.delivered-1, t.local)
-	out, err := s.attempt(ctx, it, prior)
+	var (
+		out outcome
+		err error
+	)
+	if t.first != nil { // attempted in a batch; judged here as any attempt
+		err, t.first = t.first, nil
+	} else {
+		out, err = s.attempt(ctx, it, prior)
+	}
 	if err == nil {
 		s.settle(d, it, out)
 		return true, 0, 0
