@@ -19,7 +19,7 @@ type item struct {
 	delivered int    // server deliveries, 1 the first time
 	pos       envelope.Position
 	hasPos    bool
-	hdrJSON   []byte // headers as a JSON object, built on first use
+	hdrJSON   []byte  // headers as a JSON object, built on first use
 	stmt      string  // the handler as one SQL statement, for batches; see Sink.batchable
 	call      Handler // the handler as a call outside the database, for batches
 	batch     int8    // 0 not decided yet, batchSQL or batchCall, -1 not
