@@ -87,6 +87,7 @@ func (b *bench) sink(ctx context.Context) error {
 				b.report.add(4, id+"_rate", label+": events applied", "ev/s", r.rate, limitID)
 				b.report.add(4, id+"_p50", label+": handler p50 (sink histogram)", "ms", r.p50*1e3, "pg_commit_p50")
 				b.report.add(4, id+"_p99", label+": handler p99 (sink histogram)", "ms", r.p99*1e3, "pg_commit_p99")
+				b.report.add(4, id+"_per_tx", label+": events per inbox transaction", "ev", r.perTx)
 				if rep == 0 {
 					b.report.note(id+"_rate", "%s; sink peak RSS %.1f MB", r.cpu, float64(r.rss)/(1<<20))
 				}
@@ -98,6 +99,7 @@ func (b *bench) sink(ctx context.Context) error {
 
 type sinkResult struct {
 	rate, p50, p99 float64
+	perTx          float64 // events per inbox transaction (distinct xmin of the inbox rows)
 	rss            int64
 	cpu            CPUUse
 }
@@ -175,10 +177,11 @@ func (b *bench) sinkRun(ctx context.Context, handler string, concurrency, events
 	if got := m[applied]; got != float64(total) {
 		return nil, fmt.Errorf("sink reports %v events applied, want %d", got, total)
 	}
-	var processed int64
-	if err := b.dst.QueryRow(ctx, "SELECT count(*) FROM "+inboxTable+" WHERE status = 'processed'").Scan(&processed); err != nil {
+	var processed, txs int64
+	if err := b.dst.QueryRow(ctx, "SELECT count(*) FILTER (WHERE status = 'processed'), count(DISTINCT xmin::text) FROM "+inboxTable).Scan(&processed, &txs); err != nil {
 		return nil, err
 	}
+	r.perTx = float64(processed) / float64(max(txs, 1))
 	if processed != int64(total) {
 		return nil, fmt.Errorf("inbox holds %d processed events, want %d", processed, total)
 	}
