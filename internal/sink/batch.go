@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -186,7 +187,8 @@ func (s *Sink) batchTx(ctx context.Context, claims []claim) (bad int, err error)
 // Webhook batches. A webhook's effect is outside the database, so its
 // inbox row needs no transaction of its own: a worker writes the new rows of
 // several ready lanes' heads in one transaction (BEGIN and the inserts, one
-// round trip), calls the webhook for each of them in turn while the rows are
+// round trip), calls the webhook for each of them (in parallel, at most
+// CONCURRENCY calls in flight across the workers) while the rows are
 // written but not committed, deletes the rows of the calls that failed and
 // commits (one round trip and one WAL flush for the batch), then acks the
 // applied events. The guarantees of the one-event path hold:
@@ -308,16 +310,32 @@ func (s *Sink) callsTx(ctx context.Context, claims []claim, buf []tries) (failed
 		return buf, -1, err
 	}
 
-	// The calls, one at a time: CONCURRENCY bounds the calls in flight.
+	// The calls run in parallel (the events are of different keys), at most
+	// CONCURRENCY in flight across all workers: a worker holding a large
+	// batch uses the call slots the idle workers leave.
+	errs := make([]error, len(claims))
+	var calls sync.WaitGroup
+	for i, c := range claims {
+		select {
+		case s.callSlots <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+			continue
+		}
+		calls.Go(func() {
+			defer func() { <-s.callSlots }()
+			it := c.it
+			ev := Event{Envelope: it.env, Body: it.msg.Data(), Subject: it.msg.Subject(), Header: it.msg.Headers(),
+				Stream: it.stream, Sequence: it.seq, Deliveries: it.delivered}
+			start := time.Now()
+			errs[i] = it.call.Handle(ctx, nil, &ev)
+			s.obs.HandlerDone(time.Since(start), errs[i])
+		})
+	}
+	calls.Wait()
 	failed = buf
 	var unclaim pgx.Batch
-	for _, c := range claims {
-		it := c.it
-		ev := Event{Envelope: it.env, Body: it.msg.Data(), Subject: it.msg.Subject(), Header: it.msg.Headers(),
-			Stream: it.stream, Sequence: it.seq, Deliveries: it.delivered}
-		start := time.Now()
-		herr := it.call.Handle(ctx, nil, &ev)
-		s.obs.HandlerDone(time.Since(start), herr)
+	for i, herr := range errs {
 		if herr == nil {
 			continue
 		}
@@ -326,8 +344,8 @@ func (s *Sink) callsTx(ctx context.Context, claims []claim, buf []tries) (failed
 		} else {
 			herr = classifyHandler("handler", herr)
 		}
-		failed = append(failed, tries{c: c, infraWait: 250 * time.Millisecond, first: herr})
-		unclaim.Queue(s.inbox.unclaim, it.env.EventID)
+		failed = append(failed, tries{c: claims[i], infraWait: 250 * time.Millisecond, first: herr})
+		unclaim.Queue(s.inbox.unclaim, claims[i].it.env.EventID)
 	}
 	unclaim.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, &unclaim).Close(); err != nil {

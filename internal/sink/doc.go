@@ -19,7 +19,8 @@
 // With a webhook the call is outside the database, so the inbox rows of
 // several lanes' heads share one transaction too (batch.go): the rows are
 // inserted (an existing row sends its event down the one-event path before
-// any call), the webhook is called for each event in turn while the rows
+// any call), the webhook is called for the events in parallel (at most
+// CONCURRENCY calls in flight across the workers) while the rows
 // wait uncommitted, the rows of failed calls are deleted, and the rest
 // commit together before their messages are acked. A failed call is that
 // event's attempt, judged as in the one-event path (BACKOFF, MAX_DELIVER,

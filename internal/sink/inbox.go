@@ -312,6 +312,16 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 
 	ev := Event{Envelope: env, Body: it.msg.Data(), Subject: it.msg.Subject(), Header: it.msg.Headers(),
 		Stream: it.stream, Sequence: it.seq, Deliveries: it.delivered}
+	if ch, ok := s.handler.(callHandler); ok && ch.outside(env, ev.Subject) != nil {
+		// A webhook call takes one of the CONCURRENCY call slots, which
+		// batches share (batch.go).
+		select {
+		case s.callSlots <- struct{}{}:
+			defer func() { <-s.callSlots }()
+		case <-ctx.Done():
+			return 0, &infraError{fmt.Errorf("handler interrupted: %w", ctx.Err())}
+		}
+	}
 	start := time.Now()
 	herr := s.handler.Handle(ctx, tx, &ev)
 	s.obs.HandlerDone(time.Since(start), herr)

@@ -98,6 +98,10 @@ type Sink struct {
 	obs Observer
 	log zerolog.Logger
 
+	// callSlots bounds the webhook calls in flight across workers to
+	// Concurrency (batch.go).
+	callSlots chan struct{}
+
 	// halt stops consuming with a cause that Run returns: an inbox
 	// statement failed in a way no retry mends (see fatalError).
 	halt func(error)
@@ -144,6 +148,7 @@ func New(o Options) (*Sink, error) {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	s.callSlots = make(chan struct{}, s.concurrency)
 	return s, nil
 }
 

@@ -251,3 +251,35 @@ func TestSink_WebhookCommitLostCallsAgainWithSameKey(t *testing.T) {
 		return nil
 	})
 }
+
+// The calls of a webhook batch run in parallel, but never more than
+// CONCURRENCY at once across the workers.
+func TestSink_WebhookCallsBoundedByConcurrency(t *testing.T) {
+	e := newEnv(t)
+	const n = 40
+	for i := range n {
+		e.publish(t, e.event(t, fmt.Sprintf("ok-%02d", i), "user", fmt.Sprint(i), pos("0/1", i)))
+	}
+	recv := newHookReceiver()
+	var (
+		mu            sync.Mutex
+		inFlight, top int
+	)
+	recv.onCall = func(string, int) {
+		mu.Lock()
+		inFlight++
+		top = max(top, inFlight)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	}
+	obs := webhookSink(t, e, recv, func(o *sink.Options) { o.Concurrency = 3 })
+	obs.waitFor(t, map[sink.Result]int{sink.ResultApplied: n})
+	mu.Lock()
+	defer mu.Unlock()
+	if top > 3 || top < 2 {
+		t.Fatalf("at most %d calls were in flight, want 2 or 3 (CONCURRENCY 3)", top)
+	}
+}
