@@ -9,7 +9,9 @@
 // marked processed; the transaction commits; and only then is the message
 // acknowledged. A crash between commit and ack redelivers a message whose
 // inbox row is already processed: it is acked without a second effect. The
-// same holds for several sink processes on one durable consumer.
+// same holds for several sink processes on one durable consumer. (Exactly
+// once holds for the database; a webhook's effect is outside it, so a
+// webhook is at-least-once and deduped by its Idempotency-Key: below.)
 //
 // With a SQL handler, a worker applies the ready heads of several lanes in
 // one transaction sent as one pipeline (TxBatch, batch.go): the same

@@ -51,9 +51,9 @@ type Options struct {
 	Backoff    []time.Duration // wait before attempt n+1 is Backoff[n-1], the last repeating; default 1s,5s,15s,30s,60s
 	BatchSize  int             // messages per fetch; default 25
 	// TxBatch is how many events, of different keys, one worker may apply
-	// in one transaction when their handler is a SQL procedure or function
-	// (default 25; 1 applies every event in a transaction of its own). See
-	// batch.go.
+	// in one transaction when their handler is a SQL procedure or function,
+	// or a webhook (default 25; 1 applies every event in a transaction of
+	// its own). See batch.go.
 	TxBatch     int
 	Concurrency int // workers (keys applied in parallel); default 4
 	// MaxHeld bounds the messages pulled and not yet settled; pulling waits
