@@ -24,13 +24,14 @@ func TestBench_Quick(t *testing.T) {
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
 	out := testutil.RunWithRelayAndSink(t, "bench", 150*time.Second, "--quick", "--json", jsonPath)
 
-	for step := 1; step <= 7; step++ {
+	for step := 1; step <= 8; step++ {
 		if !regexp.MustCompile(`(?m)^` + string(rune('0'+step)) + `\s{2,}\S.*\d`).MatchString(out) {
 			t.Errorf("table has no row for step %d:\n%s", step, out)
 		}
 	}
 	for _, want := range []string{"TARGETS", "relay drain ≥ 0.7", "relay peak RSS < 150 MB", "keeps up with the fastest writers",
-		"p99 commit→ack ≤ 25 ms", "sink ≥ 0.7", "message-mode writers ≥ 1.5", "drain in message mode", "end-to-end p99", "polling baseline", "relay vs tuned polling",
+		"p99 commit→ack ≤ 25 ms", "sink ≥ 0.7", "SQL sink (upsert handler) ≥ 0.85", "webhook sink ≥ 0.70",
+		"relay peak RSS ≤ 100 MB draining one", "sink peak RSS ≤ 300 MB", "message-mode writers ≥ 1.5", "drain in message mode", "end-to-end p99", "polling baseline", "relay vs tuned polling",
 		"classic (sync publish per row, as the gem)", "tuned (async publish window)", "info (not a target)", "load average:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -70,13 +71,15 @@ func TestBench_Quick(t *testing.T) {
 			t.Errorf("%s: %d values, want 1 (--quick is one repetition)", r.ID, len(r.Values))
 		}
 	}
-	for step := 1; step <= 7; step++ {
+	for step := 1; step <= 8; step++ {
 		if steps[step] == 0 {
 			t.Errorf("json has no result of step %d", step)
 		}
 	}
-	// --quick runs both polling variants with one poller.
-	for _, id := range []string{"poll_classic_p1_drain_rate", "poll_classic_p1_1000_p99",
+	// --quick runs both polling variants with one poller; every sink
+	// measurement has its limit.
+	for _, id := range []string{"sink_upsert_c16_rate", "direct_upsert_c16_rate", "direct_http_c16_rate",
+		"http_bare_c16_rate", "inbox_rows_c16_rate", "mem_relay_rss", "mem_sink_rss", "poll_classic_p1_drain_rate", "poll_classic_p1_1000_p99",
 		"poll_tuned_p1_drain_rate", "poll_tuned_p1_1000_p99"} {
 		if !ids[id] {
 			t.Errorf("json has no result %s", id)
@@ -93,8 +96,8 @@ func TestBench_Quick(t *testing.T) {
 			infos++
 		}
 	}
-	if targets != 9 || infos != 1 {
-		t.Errorf("json has %d targets and %d info lines, want 9 and 1", targets, infos)
+	if targets != 13 || infos != 1 {
+		t.Errorf("json has %d targets and %d info lines, want 13 and 1", targets, infos)
 	}
 }
 
@@ -108,7 +111,7 @@ func TestBench_Usage(t *testing.T) {
 	}{
 		{args: []string{"--help"}, wantCode: 0, want: "--sink-events N"},
 		{args: []string{"--help"}, wantCode: 0, want: "--poll-modes LIST"},
-		{args: []string{"--only", "8"}, wantCode: 2, want: "step 8 does not exist"},
+		{args: []string{"--only", "9"}, wantCode: 2, want: "step 9 does not exist"},
 		{args: []string{"--rates", "fast"}, wantCode: 2, want: "positive whole numbers or max"},
 		{args: []string{"--reps", "0"}, wantCode: 2, want: "--reps 0"},
 		{args: []string{"--relay-env", "GOGC"}, wantCode: 2, want: "KEY=VALUE"},

@@ -274,14 +274,23 @@ CREATE TABLE IF NOT EXISTS bench.poll_outbox (
 CREATE INDEX IF NOT EXISTS poll_outbox_unpublished ON bench.poll_outbox (id) WHERE published_at IS NULL;
 `
 
-// benchDstSQL holds the sink's handlers: a no-op procedure (step 4) and one
-// that records when it applied an event (step 5).
+// benchDstSQL holds the sink's handlers: a no-op procedure and a function
+// upserting the event's payload into a table keyed by resource_id (step 4),
+// and one that records when it applied an event (step 5).
 const benchDstSQL = `
 CREATE SCHEMA IF NOT EXISTS bench;
 CREATE TABLE IF NOT EXISTS bench.applied (event_id text NOT NULL, applied_at timestamptz NOT NULL);
 CREATE OR REPLACE PROCEDURE bench.noop(e jsonb) LANGUAGE plpgsql AS $$ BEGIN NULL; END $$;
 CREATE OR REPLACE PROCEDURE bench.record(e jsonb) LANGUAGE sql AS $$
     INSERT INTO bench.applied (event_id, applied_at) VALUES (e->>'event_id', clock_timestamp())
+$$;
+CREATE TABLE IF NOT EXISTS bench.resources (
+    resource_id text PRIMARY KEY, payload jsonb NOT NULL, event_id text NOT NULL, updated_at timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION bench.upsert(e jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO bench.resources AS r (resource_id, payload, event_id, updated_at)
+    VALUES (e->>'resource_id', e->'payload', e->>'event_id', now())
+    ON CONFLICT (resource_id) DO UPDATE
+        SET payload = EXCLUDED.payload, event_id = EXCLUDED.event_id, updated_at = EXCLUDED.updated_at
 $$;
 `
 
@@ -416,7 +425,7 @@ func (b *bench) resetSink(ctx context.Context) error {
 		!errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete consumer: %w", err)
 	}
-	if _, err := b.dst.Exec(ctx, "TRUNCATE "+inboxTable+", "+inboxTable+"_positions, bench.applied"); err != nil {
+	if _, err := b.dst.Exec(ctx, "TRUNCATE "+inboxTable+", "+inboxTable+"_positions, bench.applied, bench.resources"); err != nil {
 		return fmt.Errorf("truncate inbox: %w", err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -77,12 +78,23 @@ func (o *observer) latencies(commits *clocks, first, last uint64) (l latencies, 
 // same body size and headers, a source position) for events numbered from
 // the run's sequence.
 func (b *bench) buildMessages(n int) ([]envelope.Message, error) {
+	return b.buildKeyed(n, keys, nil)
+}
+
+// buildKeyed is buildMessages with the events' resource ids spread over
+// nkeys, and payload (when not nil) as every event's payload.
+func (b *bench) buildKeyed(n, nkeys int, payload []byte) ([]envelope.Message, error) {
 	builder := &envelope.Builder{Producer: appSrc, Subjects: envelope.Subjects{App: appSrc, Dest: appDst},
 		MaxPayload: int(b.nc.MaxPayload())}
 	first := b.seq.Add(uint64(n)) - uint64(n)
 	out := make([]envelope.Message, n)
 	for i := range out {
-		m, err := builder.Build(row(b.runID, first+uint64(i)), envelope.Position{CommitLSN: 0x16B374D48, TxIndex: i % 10})
+		r := row(b.runID, first+uint64(i))
+		r.ResourceID = strconv.FormatUint((first+uint64(i))%uint64(nkeys), 10)
+		if payload != nil {
+			r.Payload = payload
+		}
+		m, err := builder.Build(r, envelope.Position{CommitLSN: 0x16B374D48, TxIndex: i % 10})
 		if err != nil {
 			return nil, fmt.Errorf("build envelope: %w", err)
 		}

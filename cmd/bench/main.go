@@ -78,6 +78,10 @@ type Options struct {
 	Profile       string   // directory for CPU/heap profiles of relay, sink and bench
 	RelayEnv      []string // extra KEY=VALUE for every relay (tuning experiments)
 	SinkEnv       []string // extra KEY=VALUE for every sink
+	MemRows       int      // step 8: rows in the one transaction the relay drains
+	MemEvents     int      // step 8: large events the sink applies
+	MemEventBytes int      // step 8: their size
+	MemConc       int      // step 8: the sink's CONCURRENCY
 }
 
 const usageText = `bench measures JetStream Bridge on this machine: the machine's limits (raw
@@ -98,14 +102,18 @@ Steps (--only takes a comma list; step 1 always runs, the others are ratios to i
      --writers connections), raw JetStream async publish (window --max-inflight)
   2  relay backlog drain: --events rows in the outbox before the relay starts
   3  relay steady state: writers at --rates for --duration each; lag, commit→ack latency
-  4  sink: --sink-events events through a no-op SQL procedure and a local
-     webhook at each --concurrency
+  4  sink: --sink-events events through a no-op SQL procedure, an upsert SQL function
+     and a local webhook at each --concurrency; next to each its limit: the same SQL
+     straight to Postgres, for the webhook the lesser of a bare HTTP client and the
+     inbox rows alone
   5  end to end relay → JetStream → sink: commit→applied latency at --e2e-rates
   6  polling outbox baseline (SELECT … FOR UPDATE SKIP LOCKED, publish, UPDATE) in the
      --poll-modes variants, each with every --pollers count
   7  outbox as WAL messages: jetstream_publish writers (1-row tx, --writers conns,
      --limit-duration each) in message mode vs table mode, and the relay's drain of
      --events messages vs --events rows
+  8  memory: relay peak RSS draining one transaction of --mem-rows rows; sink peak
+     RSS applying --mem-events events of --mem-event-bytes at CONCURRENCY --mem-concurrency
 
 Flags:
   --reps N              repetitions; the table shows the median (default 3)
@@ -126,6 +134,10 @@ Flags:
                         gem's flush_outbox (the baseline of the 3× target); tuned publishes the
                         whole batch asynchronously and waits for all acks
   --max-inflight N      relay MAX_INFLIGHT and the raw publish window (default 4096, the relay's default)
+  --mem-rows N          rows of step 8's single transaction (default 1000000)
+  --mem-events N        events of step 8's sink run (default 300)
+  --mem-event-bytes N   size of each of those events (default 1000000)
+  --mem-concurrency N   sink CONCURRENCY in step 8 (default 64)
   --only LIST           steps to run, e.g. 2,3 (step 1 always runs)
   --json FILE           also write the results as JSON
   --quick               tiny sizes, one repetition: a smoke run of every step in seconds
@@ -151,7 +163,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 		Reps: 3, Events: 100_000, SinkEvents: 100_000, Duration: 10 * time.Second, LimitDuration: 5 * time.Second,
 		Writers: 8, Rates: []int{1000, 5000, 0}, E2ERates: []int{1000, 5000}, Concurrency: []int{1, 4, 16},
 		E2EConc: 4, Pollers: []int{1, 4}, PollModes: pollModeNames(), PollBatch: 100, PollInterval: 100 * time.Millisecond,
-		MaxInflight: 4096, Fsync: true,
+		MaxInflight: 4096, Fsync: true, MemRows: 1_000_000, MemEvents: 300, MemEventBytes: 1_000_000, MemConc: 64,
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	set := map[string]bool{}
@@ -170,6 +182,10 @@ func (m *Main) parse(args []string) (*Options, error) {
 	fs.DurationVar(&o.PollInterval, "poll-interval", o.PollInterval, "")
 	fs.Func("poll-modes", "", func(s string) (err error) { o.PollModes, err = parsePollModes(s); return })
 	fs.IntVar(&o.MaxInflight, "max-inflight", o.MaxInflight, "")
+	fs.IntVar(&o.MemRows, "mem-rows", o.MemRows, "")
+	fs.IntVar(&o.MemEvents, "mem-events", o.MemEvents, "")
+	fs.IntVar(&o.MemEventBytes, "mem-event-bytes", o.MemEventBytes, "")
+	fs.IntVar(&o.MemConc, "mem-concurrency", o.MemConc, "")
 	only := ""
 	fs.StringVar(&only, "only", "", "")
 	fs.StringVar(&o.JSON, "json", "", "")
@@ -201,15 +217,18 @@ func (m *Main) parse(args []string) (*Options, error) {
 	if o.Quick {
 		// Explicit flags still win over the quick sizes.
 		quick := map[string]func(){
-			"reps":           func() { o.Reps = 1 },
-			"events":         func() { o.Events = 3000 },
-			"sink-events":    func() { o.SinkEvents = 600 },
-			"duration":       func() { o.Duration = 1500 * time.Millisecond },
-			"limit-duration": func() { o.LimitDuration = 700 * time.Millisecond },
-			"rates":          func() { o.Rates = []int{1000, 0} },
-			"e2e-rates":      func() { o.E2ERates = []int{1000} },
-			"concurrency":    func() { o.Concurrency = []int{16} },
-			"pollers":        func() { o.Pollers = []int{1} },
+			"reps":            func() { o.Reps = 1 },
+			"events":          func() { o.Events = 3000 },
+			"sink-events":     func() { o.SinkEvents = 600 },
+			"duration":        func() { o.Duration = 1500 * time.Millisecond },
+			"limit-duration":  func() { o.LimitDuration = 700 * time.Millisecond },
+			"rates":           func() { o.Rates = []int{1000, 0} },
+			"e2e-rates":       func() { o.E2ERates = []int{1000} },
+			"concurrency":     func() { o.Concurrency = []int{16} },
+			"pollers":         func() { o.Pollers = []int{1} },
+			"mem-rows":        func() { o.MemRows = 20_000 },
+			"mem-events":      func() { o.MemEvents = 100 },
+			"mem-event-bytes": func() { o.MemEventBytes = 64 << 10 },
 			// --poll-modes keeps its default: both variants, at the sizes above.
 		}
 		for name, apply := range quick {
@@ -220,7 +239,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 	o.Only = map[int]bool{1: true}
 	if only == "" {
-		for s := 2; s <= 7; s++ {
+		for s := 2; s <= 8; s++ {
 			o.Only[s] = true
 		}
 	} else {
@@ -229,8 +248,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 			return nil, fmt.Errorf("--only: %w", err)
 		}
 		for _, s := range steps {
-			if s < 1 || s > 7 {
-				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 7)", s)
+			if s < 1 || s > 8 {
+				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 8)", s)
 			}
 			o.Only[s] = true
 		}
@@ -252,6 +271,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 		return nil, fmt.Errorf("--poll-batch %d: expected 1 to 10000", o.PollBatch)
 	case o.PollInterval <= 0:
 		return nil, errors.New("--poll-interval must be positive")
+	case o.MemRows < 1 || o.MemEvents < 1 || o.MemEventBytes < 1024 || o.MemConc < 1 || o.MemConc > 256:
+		return nil, errors.New("--mem-rows and --mem-events must be positive, --mem-event-bytes at least 1024, --mem-concurrency 1 to 256")
 	case o.MaxInflight < 1 || o.MaxInflight > 100000:
 		return nil, fmt.Errorf("--max-inflight %d: expected 1 to 100000", o.MaxInflight)
 	case len(o.Rates) == 0 || len(o.E2ERates) == 0 || len(o.Concurrency) == 0 || len(o.Pollers) == 0:
@@ -311,7 +332,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		n   int
 		run func(context.Context) error
 	}{
-		{1, b.limits}, {2, b.drain}, {3, b.steady}, {4, b.sink}, {5, b.endToEnd}, {6, b.polling}, {7, b.messageMode},
+		{1, b.limits}, {2, b.drain}, {3, b.steady}, {4, b.sink}, {5, b.endToEnd}, {6, b.polling}, {7, b.messageMode}, {8, b.memory},
 	}
 	for _, s := range steps {
 		if !o.Only[s.n] {

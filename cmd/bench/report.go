@@ -367,6 +367,28 @@ func evaluateTargets(r *report, o *Options) []target {
 	check("sink ≥ 0.7 × raw Postgres 1-row tx rate at CONCURRENCY 16", sink >= 0.7*pg, have(sinkID, "pg_1row_rate"),
 		fmt.Sprintf("%.2f×", sink/pg), fmt.Sprintf("no-op SQL handler %s vs %s ev/s", formatValue(sink, "ev/s", false), formatValue(pg, "ev/s", false)))
 
+	top := 16
+	if len(o.Concurrency) > 0 {
+		top = o.Concurrency[len(o.Concurrency)-1]
+	}
+	for _, t := range []struct {
+		kind, what string
+		ratio      float64
+	}{
+		{"upsert", "SQL sink (upsert handler) ≥ %.2f × the same SQL straight to Postgres at CONCURRENCY %d", 0.85},
+		{"http", "webhook sink ≥ %.2f × the lesser of bare HTTP client and inbox rows alone at CONCURRENCY %d", 0.7},
+	} {
+		got, lim := r.median(fmt.Sprintf("sink_%s_c%d_rate", t.kind, top)), r.median(fmt.Sprintf("direct_%s_c%d_rate", t.kind, top))
+		check(fmt.Sprintf(t.what, t.ratio, top), got >= t.ratio*lim, !math.IsNaN(got) && !math.IsNaN(lim),
+			fmt.Sprintf("%.2f×", got/lim), fmt.Sprintf("%s vs %s ev/s", formatValue(got, "ev/s", false), formatValue(lim, "ev/s", false)))
+	}
+
+	memR, memS := r.median("mem_relay_rss"), r.median("mem_sink_rss")
+	check(fmt.Sprintf("relay peak RSS ≤ 100 MB draining one %s-row transaction", thousands(int64(o.MemRows))), memR <= 100,
+		have("mem_relay_rss"), fmt.Sprintf("%.1f MB", memR), "VmHWM")
+	check(fmt.Sprintf("sink peak RSS ≤ 300 MB, %s B events at CONCURRENCY %d", thousands(int64(o.MemEventBytes)), o.MemConc), memS <= 300,
+		have("mem_sink_rss"), fmt.Sprintf("%.1f MB", memS), "VmHWM")
+
 	e2e := r.median("e2e_1000_p99")
 	check("end-to-end p99 commit→applied ≤ 50 ms at 1k/s", e2e <= 50, have("e2e_1000_p99"), fmt.Sprintf("%.2f ms", e2e), "")
 

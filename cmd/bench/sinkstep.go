@@ -14,12 +14,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// sink is step 4: --sink-events relay-built envelopes (distinct keys) are in
-// the stream before the sink starts; the sink applies them through a no-op
-// SQL procedure and through a webhook served by the bench, at each
-// --concurrency, each run on a fresh consumer and an empty inbox. The rate
-// counts from the first acknowledgement to the last (consumer info); handler
-// latency comes from the sink's own histogram.
+// sink is step 4: --sink-events relay-built envelopes (keys over
+// sinkKeys resource ids) are in the stream before the sink starts; the sink
+// applies them through a no-op SQL procedure, through a SQL function that
+// upserts the payload into a table keyed by resource_id, and through a
+// webhook served by the bench, at each --concurrency, each run on a fresh
+// consumer and an empty inbox. The rate counts from the first
+// acknowledgement to the last (consumer info); handler latency comes from
+// the sink's own histogram. Next to each, in the same repetition, its limit
+// (sinklimits.go): the same SQL straight to Postgres, and for the webhook
+// the lesser of a bare HTTP client and Postgres taking the inbox rows alone.
 func (b *bench) sink(ctx context.Context) error {
 	o := b.opts
 	fmt.Fprintf(b.out, "step 4: sink applies %s events, SQL and webhook handlers, CONCURRENCY %v (%d repetition(s)) ...\n",
@@ -29,31 +33,61 @@ func (b *bench) sink(ctx context.Context) error {
 		return err
 	}
 	defer hook.close()
-	handlers := []struct{ kind, spec string }{{"sql", "sql:bench.noop"}, {"http", hook.url}}
+	txBatch := b.sinkTxBatch()
+	handlers := []struct{ kind, spec, label, call string }{
+		{"sql", "sql:bench.noop", "no-op SQL", `CALL "bench"."noop"($1::jsonb)`},
+		{"upsert", "sql:bench.upsert", "upsert SQL", `SELECT "bench"."upsert"($1::jsonb)`},
+		{"http", hook.url, "webhook", ""},
+	}
 	for rep := range o.Reps {
 		if err := b.resetStream(ctx, true); err != nil {
 			return err
 		}
-		msgs, err := b.buildMessages(o.SinkEvents)
+		msgs, err := b.buildKeyed(o.SinkEvents, sinkKeys, nil)
 		if err != nil {
 			return err
 		}
 		if _, err := b.publishAsync(ctx, msgs); err != nil {
 			return err
 		}
+		events, err := prepareInboxArgs(msgs)
+		if err != nil {
+			return err
+		}
 		msgs = nil
 		for _, h := range handlers {
 			for _, c := range o.Concurrency {
 				id := fmt.Sprintf("sink_%s_c%d", h.kind, c)
-				label := fmt.Sprintf("%s handler, CONCURRENCY %d", map[string]string{"sql": "no-op SQL", "http": "webhook"}[h.kind], c)
-				profile := rep == 0 && h.kind == "sql" && c == o.Concurrency[len(o.Concurrency)-1]
-				r, err := b.sinkRun(ctx, h.spec, c, profile, id)
+				label := fmt.Sprintf("%s handler, CONCURRENCY %d", h.label, c)
+				limitID := fmt.Sprintf("direct_%s_c%d_rate", h.kind, c)
+				if h.kind == "http" {
+					bare, err := bareHTTP(ctx, hook.url, events, c)
+					if err != nil {
+						return err
+					}
+					rows, err := b.directSQL(ctx, events, "", c, txBatch)
+					if err != nil {
+						return err
+					}
+					b.report.add(4, fmt.Sprintf("http_bare_c%d_rate", c), fmt.Sprintf("limit: bare HTTP client POSTs, %d conns", c), "ev/s", bare)
+					b.report.add(4, fmt.Sprintf("inbox_rows_c%d_rate", c), fmt.Sprintf("limit: inbox rows alone, %d per tx, %d conns", txBatch, c), "ev/s", rows)
+					b.report.add(4, limitID, fmt.Sprintf("limit: webhook (lesser of the two above), CONCURRENCY %d", c), "ev/s", min(bare, rows))
+				} else {
+					rate, err := b.directSQL(ctx, events, h.call, c, txBatch)
+					if err != nil {
+						return err
+					}
+					b.report.add(4, limitID, fmt.Sprintf("limit: %s straight to Postgres (inbox insert + call, %d per tx, %d conns)", h.label, txBatch, c), "ev/s", rate)
+				}
+				profile := rep == 0 && h.kind != "http" && c == o.Concurrency[len(o.Concurrency)-1]
+				r, err := b.sinkRun(ctx, h.spec, c, o.SinkEvents, profile, id)
 				if err != nil {
 					return err
 				}
-				b.report.add(4, id+"_rate", label+": events applied", "ev/s", r.rate, "pg_1row_rate")
+				b.report.add(4, id+"_rate", label+": events applied", "ev/s", r.rate, limitID)
 				b.report.add(4, id+"_p50", label+": handler p50 (sink histogram)", "ms", r.p50*1e3, "pg_commit_p50")
 				b.report.add(4, id+"_p99", label+": handler p99 (sink histogram)", "ms", r.p99*1e3, "pg_commit_p99")
+				b.report.add(4, id+"_per_tx", label+": events per inbox transaction", "ev", r.perTx)
 				if rep == 0 {
 					b.report.note(id+"_rate", "%s; sink peak RSS %.1f MB", r.cpu, float64(r.rss)/(1<<20))
 				}
@@ -65,12 +99,12 @@ func (b *bench) sink(ctx context.Context) error {
 
 type sinkResult struct {
 	rate, p50, p99 float64
+	perTx          float64 // events per inbox transaction (distinct xmin of the inbox rows)
 	rss            int64
 	cpu            CPUUse
 }
 
-func (b *bench) sinkRun(ctx context.Context, handler string, concurrency int, profile bool, name string) (*sinkResult, error) {
-	o := b.opts
+func (b *bench) sinkRun(ctx context.Context, handler string, concurrency, events int, profile bool, name string) (*sinkResult, error) {
 	if err := b.resetSink(ctx); err != nil {
 		return nil, err
 	}
@@ -81,7 +115,7 @@ func (b *bench) sinkRun(ctx context.Context, handler string, concurrency int, pr
 	started := time.Now()
 	wait := func() {}
 	if profile {
-		est := time.Duration(float64(o.SinkEvents) / math.Max(b.report.median("pg_1row_rate")/2, 500) * float64(time.Second))
+		est := time.Duration(float64(events) / math.Max(b.report.median("pg_1row_rate")/2, 500) * float64(time.Second))
 		wait = b.profileCPU(ctx, sink, "step4-"+name+"-sink", min(max(est, 2*time.Second), 30*time.Second))
 	}
 	var (
@@ -90,8 +124,8 @@ func (b *bench) sinkRun(ctx context.Context, handler string, concurrency int, pr
 		ackedAtFirst uint64
 		snap0        cpuSnap
 	)
-	total := uint64(o.SinkEvents)
-	timeout := max(2*time.Minute, time.Duration(o.SinkEvents/200)*time.Second)
+	total := uint64(events)
+	timeout := max(2*time.Minute, time.Duration(events/200)*time.Second)
 	err = waitFor(ctx, timeout, 20*time.Millisecond, "sink applies every event", func() (bool, error) {
 		if sink.exited() {
 			return false, fmt.Errorf("sink exited: %v\n%s", sink.Err(), sink.tail(20))
@@ -143,10 +177,11 @@ func (b *bench) sinkRun(ctx context.Context, handler string, concurrency int, pr
 	if got := m[applied]; got != float64(total) {
 		return nil, fmt.Errorf("sink reports %v events applied, want %d", got, total)
 	}
-	var processed int64
-	if err := b.dst.QueryRow(ctx, "SELECT count(*) FROM "+inboxTable+" WHERE status = 'processed'").Scan(&processed); err != nil {
+	var processed, txs int64
+	if err := b.dst.QueryRow(ctx, "SELECT count(*) FILTER (WHERE status = 'processed'), count(DISTINCT xmin::text) FROM "+inboxTable).Scan(&processed, &txs); err != nil {
 		return nil, err
 	}
+	r.perTx = float64(processed) / float64(max(txs, 1))
 	if processed != int64(total) {
 		return nil, fmt.Errorf("inbox holds %d processed events, want %d", processed, total)
 	}

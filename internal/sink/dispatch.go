@@ -19,9 +19,10 @@ type item struct {
 	delivered int    // server deliveries, 1 the first time
 	pos       envelope.Position
 	hasPos    bool
-	hdrJSON   []byte // headers as a JSON object, built on first use
-	stmt      string // the handler as one SQL statement, for batches; see Sink.batchable
-	batch     int8   // 0 not decided yet, 1 batchable, -1 not
+	hdrJSON   []byte  // headers as a JSON object, built on first use
+	stmt      string  // the handler as one SQL statement, for batches; see Sink.batchable
+	call      Handler // the handler as a call outside the database, for batches
+	batch     int8    // 0 not decided yet, batchSQL or batchCall, -1 not
 
 	next     *item // in its lane
 	finished bool  // no heartbeat after this; guarded by dispatcher.mu
@@ -122,6 +123,8 @@ type dispatcher struct {
 	readyHead *lane
 	readyTail *lane
 	count     int // messages held
+	idle      int // workers waiting in next
+	waking    int // of them, woken and not yet running
 	closing   bool
 	room      chan struct{} // signalled when count drops
 }
@@ -148,9 +151,22 @@ func (d *dispatcher) add(it *item) {
 	d.count++
 	if !l.busy && !l.queued {
 		d.pushReady(l)
-		d.cond.Signal()
+		d.wake()
 	}
 	d.mu.Unlock()
+}
+
+// wake wakes a waiting worker for the ready lanes, unless one is already
+// on its way: it takes every lane ready by the time it runs (up to its
+// batch), and wakes the next if it leaves some behind. So a burst of
+// messages wakes one worker per batch rather than one per message, and
+// batches fill instead of several workers each taking one or two events.
+// d.mu is held.
+func (d *dispatcher) wake() {
+	if d.idle > d.waking {
+		d.waking++
+		d.cond.Signal()
+	}
 }
 
 func (d *dispatcher) pushReady(l *lane) {
@@ -173,24 +189,32 @@ type claim struct {
 // the lanes ready right behind it whose heads are batchable, up to max
 // claims, without waiting for more: under load a worker applies several
 // keys' events in one transaction, with none it applies one at once. It
-// returns nil once the dispatcher is closing. batchable runs under d.mu.
+// returns nil once the dispatcher is closing. batchable runs under d.mu and
+// sets item.batch; a batch holds heads of one kind.
 func (d *dispatcher) next(buf []claim, max int, batchable func(*item) bool) []claim {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for d.readyHead == nil && !d.closing {
+		d.idle++
 		d.cond.Wait()
+		d.idle--
+		if d.waking > 0 {
+			d.waking--
+		}
 	}
 	if d.closing {
 		return nil
 	}
 	l := d.popReady()
 	buf = append(buf[:0], claim{l, l.head})
-	if max <= 1 || batchable == nil || !batchable(l.head) {
-		return buf
+	if max > 1 && batchable != nil && batchable(l.head) {
+		for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) && d.readyHead.head.batch == l.head.batch {
+			l := d.popReady()
+			buf = append(buf, claim{l, l.head})
+		}
 	}
-	for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) {
-		l := d.popReady()
-		buf = append(buf, claim{l, l.head})
+	if d.readyHead != nil {
+		d.wake()
 	}
 	return buf
 }
@@ -235,7 +259,7 @@ func (d *dispatcher) done(l *lane, it *item) (rest []*item) {
 		rest = d.takeLane(l)
 	default:
 		d.pushReady(l)
-		d.cond.Signal()
+		d.wake()
 	}
 	d.mu.Unlock()
 	select {

@@ -9,12 +9,29 @@
 // marked processed; the transaction commits; and only then is the message
 // acknowledged. A crash between commit and ack redelivers a message whose
 // inbox row is already processed: it is acked without a second effect. The
-// same holds for several sink processes on one durable consumer.
+// same holds for several sink processes on one durable consumer. (Exactly
+// once holds for the database; a webhook's effect is outside it, so a
+// webhook is at-least-once and deduped by its Idempotency-Key: below.)
 //
 // With a SQL handler, a worker applies the ready heads of several lanes in
 // one transaction sent as one pipeline (TxBatch, batch.go): the same
 // statements per event, written to fail whenever an event needs more than
 // the common path, so that such an event is applied on its own.
+//
+// With a webhook the call is outside the database, so the inbox rows of
+// several lanes' heads share one transaction too (batch.go): the rows are
+// inserted (an existing row sends its event down the one-event path before
+// any call), the webhook is called for the events in parallel (at most
+// CONCURRENCY calls in flight across the workers) while the rows
+// wait uncommitted, the rows of failed calls are deleted, and the rest
+// commit together before their messages are acked. A failed call is that
+// event's attempt, judged as in the one-event path (BACKOFF, MAX_DELIVER,
+// dead-lettered at once when permanent). A crash, or a lost connection,
+// between the calls and the commit commits none of the rows: the messages
+// are redelivered and the webhook is called again with the same
+// Idempotency-Key (the event id). Webhooks are therefore at-least-once, and
+// the receiver dedupes by that key; what the inbox guarantees is that an
+// event whose row committed as processed is never called again.
 //
 // Files follow the data path:
 //
@@ -28,7 +45,8 @@
 //	               InProgress heartbeats for every message held
 //	sink.go        one message from start to finish: attempts, retries, ack
 //	inbox.go       the inbox transaction and the per-key positions (SKIP_STALE)
-//	batch.go       several events in one transaction, one round trip (SQL handlers)
+//	batch.go       several events in one transaction: one round trip (SQL handlers),
+//	               one commit around several calls (webhooks)
 //	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ

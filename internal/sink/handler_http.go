@@ -43,9 +43,11 @@ type HTTPOptions struct {
 const maxReasonBody = 256
 
 // HTTPHandler POSTs the envelope to a URL. The call happens while the inbox
-// transaction is open; the receiver makes it idempotent with the
+// row is written and not yet committed (several events' rows may share one
+// transaction: batch.go); the receiver makes it idempotent with the
 // Idempotency-Key header (the event id), since a crash after the call and
-// before the commit repeats it.
+// before the commit repeats it: webhooks are at-least-once. It does not use
+// the transaction it is given, which may be nil.
 //
 // Responses: 2xx applied; 408, 429 and 5xx, connection errors and timeouts
 // are retried; any other status (3xx included: redirects are not followed,
@@ -164,6 +166,10 @@ func (h *HTTPHandler) post(ctx context.Context, ev *Event, span trace.Span) erro
 	}
 	return &PermanentError{Reason: reason}
 }
+
+// outside makes HTTPHandler a callHandler: its effect is outside the
+// database, so events' inbox rows can share a transaction (batch.go).
+func (h *HTTPHandler) outside(*envelope.Envelope, string) Handler { return h }
 
 // Sign returns the Standard Webhooks signature header value:
 // "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)).

@@ -36,6 +36,9 @@ type inbox struct {
 	// For batches (batch.go): statements that fail unless the event is new
 	// and, with SKIP_STALE, the newest of its key.
 	insertNew, positionNewest string
+	// unclaim deletes a row written by insertNew in the same transaction,
+	// for a webhook call that failed (batch.go).
+	unclaim string
 }
 
 func newInbox(table string) (*inbox, error) {
@@ -94,6 +97,7 @@ func newInbox(table string) (*inbox, error) {
 		// older position divides by zero (no row came back).
 		insertNew:      `INSERT INTO ` + tbl + ` ` + newCols + ` VALUES ` + newVals,
 		positionNewest: `WITH p AS (` + position + `) SELECT 1 / count(*) FROM p`,
+		unclaim:        `DELETE FROM ` + tbl + ` WHERE event_id = $1`,
 		processed: `UPDATE ` + tbl + ` SET status = 'processed', processed_at = now(), updated_at = now(),
 				processing_attempts = CASE WHEN status = 'dead' THEN 0 ELSE processing_attempts END + 1,
 				stream = $2, stream_seq = $3, deliveries = $4, commit_lsn = $5::pg_lsn, tx_index = $6
@@ -308,6 +312,16 @@ func (s *Sink) attemptTx(ctx context.Context, it *item, prior int) (outcome, err
 
 	ev := Event{Envelope: env, Body: it.msg.Data(), Subject: it.msg.Subject(), Header: it.msg.Headers(),
 		Stream: it.stream, Sequence: it.seq, Deliveries: it.delivered}
+	if ch, ok := s.handler.(callHandler); ok && ch.outside(env, ev.Subject) != nil {
+		// A webhook call takes one of the CONCURRENCY call slots, which
+		// batches share (batch.go).
+		select {
+		case s.callSlots <- struct{}{}:
+			defer func() { <-s.callSlots }()
+		case <-ctx.Done():
+			return 0, &infraError{fmt.Errorf("handler interrupted: %w", ctx.Err())}
+		}
+	}
 	start := time.Now()
 	herr := s.handler.Handle(ctx, tx, &ev)
 	s.obs.HandlerDone(time.Since(start), herr)

@@ -131,6 +131,15 @@ func (r *Router) statement(env *envelope.Envelope, subject string) string {
 	return ""
 }
 
+// outside makes Router a callHandler: the matching route's handler when
+// its effect is outside the database.
+func (r *Router) outside(env *envelope.Envelope, subject string) Handler {
+	if ch, ok := r.Match(env.EventType, env.ResourceType, subject).(callHandler); ok {
+		return ch.outside(env, subject)
+	}
+	return nil
+}
+
 // Match returns the handler of the first route matching the event, or nil.
 func (r *Router) Match(eventType, resourceType, subject string) Handler {
 	for i := range r.routes {

@@ -52,9 +52,9 @@ type Options struct {
 	Backoff    []time.Duration // wait before attempt n+1 is Backoff[n-1], the last repeating; default 1s,5s,15s,30s,60s
 	BatchSize  int             // messages per fetch; default 25
 	// TxBatch is how many events, of different keys, one worker may apply
-	// in one transaction when their handler is a SQL procedure or function
-	// (default 25; 1 applies every event in a transaction of its own). See
-	// batch.go.
+	// in one transaction when their handler is a SQL procedure or function,
+	// or a webhook (default 25; 1 applies every event in a transaction of
+	// its own). See batch.go.
 	TxBatch     int
 	Concurrency int // workers (keys applied in parallel); default 4
 	// MaxHeld bounds the messages pulled and not yet settled; pulling waits
@@ -104,6 +104,10 @@ type Sink struct {
 	tracer trace.Tracer // nil: traces off
 	log    zerolog.Logger
 
+	// callSlots bounds the webhook calls in flight across workers to
+	// Concurrency (batch.go).
+	callSlots chan struct{}
+
 	// halt stops consuming with a cause that Run returns: an inbox
 	// statement failed in a way no retry mends (see fatalError).
 	halt func(error)
@@ -150,6 +154,7 @@ func New(o Options) (*Sink, error) {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	s.callSlots = make(chan struct{}, s.concurrency)
 	return s, nil
 }
 
@@ -313,6 +318,7 @@ type tries struct {
 	due       time.Time     // when the next attempt may start; zero: at once
 	dead      *deadCopy     // dead-lettering decided, its copy not stored yet
 	dlqWait   time.Duration // grows while the DLQ publish keeps failing
+	first     error         // the outcome of an attempt made in a batch (applyCalls), judged as the first
 }
 
 // deadCopy is a decision to dead-letter, kept while its copy cannot be
@@ -375,6 +381,11 @@ func (s *Sink) applyAlone(ctx context.Context, stop <-chan struct{}, d *dispatch
 	for _, c := range claims {
 		pend = append(pend, tries{c: c, infraWait: 250 * time.Millisecond})
 	}
+	s.applyPending(ctx, stop, d, pend)
+}
+
+// applyPending is applyAlone for messages whose tries have begun.
+func (s *Sink) applyPending(ctx context.Context, stop <-chan struct{}, d *dispatcher, pend []tries) {
 	for len(pend) > 0 {
 		next := 0
 		for i := range pend {
@@ -428,11 +439,14 @@ func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back
 		out outcome
 		err error
 	)
-	if s.tracer != nil {
+	switch {
+	case t.first != nil: // attempted in a batch; judged here as any attempt
+		err, t.first = t.first, nil
+	case s.tracer != nil:
 		actx, span := s.startApply(ctx, it, prior+1, 1)
 		out, err = s.attempt(actx, it, prior)
 		endApply(span, out, err)
-	} else {
+	default:
 		out, err = s.attempt(ctx, it, prior)
 	}
 	if err == nil {
