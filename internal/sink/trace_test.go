@@ -3,6 +3,9 @@ package sink_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,4 +104,78 @@ func TestSink_BatchTracesOneSpanPerEvent(t *testing.T) {
 	if batched == 0 {
 		t.Error("no span of a batched apply: the test did not batch")
 	}
+}
+
+// TestSink_WebhookBatchTracesEachCall: webhook events applied in one inbox
+// transaction each get their own apply span, the child of their message's
+// traceparent, and their call carries a traceparent of a span inside that
+// apply span, so the receiver's work joins the event's trace.
+func TestSink_WebhookBatchTracesEachCall(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	got := map[string]string{} // event id → traceparent the receiver saw
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get("Idempotency-Key")] = r.Header.Get("traceparent")
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	h, err := sink.NewHTTPHandler(srv.URL, sink.HTTPOptions{Timeout: 5 * time.Second, Tracer: tp.Tracer("test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	traceOf := func(i int) (trace, span string) { return fmt.Sprintf("%032x", i+1), fmt.Sprintf("%016x", i+1) }
+	for i := range n {
+		tr, sp := traceOf(i)
+		m, err := e.builder.Build(&envelope.Row{EventID: fmt.Sprintf("ev-%02d", i), ResourceType: "user", ResourceID: fmt.Sprint(i),
+			EventType: "user.updated", Payload: []byte(`{}`), Headers: []byte(`{"traceparent":"00-` + tr + `-` + sp + `-01"}`),
+			OccurredAt: "2026-01-02 03:04:05+00"}, pos("0/1000", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.publish(t, m)
+	}
+	obs, _ := e.run(t, h, func(o *sink.Options) {
+		o.Concurrency, o.BatchSize, o.Tracer = 1, 20, tp.Tracer("test")
+	})
+	obs.waitFor(t, map[sink.Result]int{sink.ResultApplied: n})
+
+	testutil.Eventually(t, 10*time.Second, func() error {
+		byID := map[string]tracetest.SpanStub{}
+		for _, s := range spans.GetSpans() {
+			byID[s.SpanContext.SpanID().String()] = s
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		batched := 0
+		for i := range n {
+			id := fmt.Sprintf("ev-%02d", i)
+			tr, sp := traceOf(i)
+			tp := got[id]
+			if len(tp) != 55 || tp[3:35] != tr {
+				return fmt.Errorf("%s: receiver saw traceparent %q, want trace %s", id, tp, tr)
+			}
+			call, ok := byID[tp[36:52]]
+			if !ok {
+				return fmt.Errorf("%s: the call's span %s was not exported", id, tp[36:52])
+			}
+			apply, ok := byID[call.Parent.SpanID().String()]
+			if !ok || apply.Parent.SpanID().String() != sp {
+				return fmt.Errorf("%s: the call's span is not inside the event's apply span", id)
+			}
+			for _, kv := range apply.Attributes {
+				if kv.Key == "jetstream_bridge.batch_size" {
+					batched++
+				}
+			}
+		}
+		if batched == 0 {
+			return fmt.Errorf("no apply span of a batch: the test did not batch")
+		}
+		return nil
+	})
 }
