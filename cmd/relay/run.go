@@ -86,6 +86,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger) (*Relay, error
 		StatusInterval: c.StatusInterval, ReplTimeout: c.ReplTimeout, ShutdownTimeout: c.ShutdownTimeout,
 		BatchLinger: c.BatchLinger, SlotCheck: c.SlotCheck, SlotLagWarn: c.SlotLagWarn,
 		OutboxRetention: c.OutboxRetention, PruneInterval: c.PruneInterval,
+		RecoverSlot: c.SlotRecovery == "auto", RecoveryMargin: c.RecoveryMargin,
 		Log: log,
 	}
 	if c.AutoProvision {

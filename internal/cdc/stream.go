@@ -58,7 +58,10 @@ type Options struct {
 	DrainTimeout   time.Duration // on shutdown, how long to wait for in-flight events before the last confirm; default 10s
 	Timeout        time.Duration // a connection silent this long despite requests is dead; default 30s
 	Linger         time.Duration // under load, wait this long for more before reading again; 0 = never (see linger.go)
-	Log            zerolog.Logger
+	// Recover, when set, recreates a missing or lost slot (see Recovery);
+	// without it a missing or lost slot stops the stream.
+	Recover func(context.Context, *Recovery) error
+	Log     zerolog.Logger
 }
 
 // State is what /readyz and the logs report about the stream.
@@ -68,6 +71,7 @@ type State struct {
 	Reason      string // why not replicating
 	Confirmed   pglogrepl.LSN
 	Since       time.Time
+	Host        string // the database server of the replication connection, as host:port
 }
 
 // Stream reads the replication slot. Create it with NewStream and call Run once.
@@ -80,6 +84,11 @@ type Stream struct {
 
 	mu    sync.Mutex
 	state State
+	// recovery is the reason the next session must recover the slot first
+	// ("" none); set by RequestRecovery and by Run. Owned by Run's goroutine
+	// once it started.
+	recovery   string
+	replicated bool // a session of this stream streamed
 
 	lingers atomic.Uint64
 }
@@ -124,7 +133,7 @@ func (s *Stream) State() State {
 func (s *Stream) setState(st State) {
 	s.mu.Lock()
 	prev := s.state
-	st.Confirmed = prev.Confirmed
+	st.Confirmed, st.Host = prev.Confirmed, prev.Host
 	if prev.Replicating != st.Replicating || prev.Standby != st.Standby || prev.Reason != st.Reason {
 		st.Since = time.Now()
 	} else {
@@ -138,6 +147,26 @@ func (s *Stream) setConfirmed(lsn pglogrepl.LSN) {
 	s.mu.Lock()
 	s.state.Confirmed = lsn
 	s.mu.Unlock()
+}
+
+// RequestRecovery makes the first session recover the slot (Recovery)
+// before it streams: the relay found it missing or lost at start. Call it
+// before Run.
+func (s *Stream) RequestRecovery(reason string) { s.recovery = reason }
+
+// setHost records the server the replication connection reached, and says
+// so when it changed: a multi-host DATABASE_URL followed a failover.
+func (s *Stream) setHost(host string) {
+	s.mu.Lock()
+	prev := s.state.Host
+	s.state.Host = host
+	s.mu.Unlock()
+	switch {
+	case prev == "":
+		s.log.Info().Str("db_host", host).Msg("replication connected")
+	case prev != host:
+		s.log.Warn().Str("db_host", host).Str("previous_db_host", prev).Msg("database host changed: replicating from another server")
+	}
 }
 
 // Run reads until ctx ends or a fatal error occurs, sending events to out in
@@ -166,6 +195,21 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 			s.setState(State{Standby: true, Reason: busy.Error()})
 			retry.Reset()
 			sleep(ctx, time.Second)
+			continue
+		case s.opts.Recover != nil && (errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotLost)):
+			// The slot went away under a running relay (dropped, or
+			// invalidated and its walsender terminated), or this is a
+			// promoted standby that never had it: recover on the next
+			// session, at once.
+			s.recovery = "lost"
+			if errors.Is(err, ErrSlotMissing) {
+				s.recovery = "missing"
+				if s.replicated {
+					s.recovery = "dropped"
+				}
+			}
+			s.setState(State{Reason: err.Error()})
+			retry.Reset()
 			continue
 		case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrProtocol), isFatalPgError(err):
 			s.setState(State{Reason: err.Error()})
@@ -258,7 +302,13 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 		conn.Close(cctx)
 		cancel()
 	}()
+	s.setHost(conn.Conn().RemoteAddr().String())
 
+	if s.recovery != "" {
+		if err := s.recover(ctx, conn); err != nil {
+			return err
+		}
+	}
 	start := s.tracker.Safe()
 	err = pglogrepl.StartReplication(ctx, conn, s.opts.Slot, start, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
@@ -278,12 +328,16 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 				return &slotBusyError{slot: s.opts.Slot, pid: activePID(ctx, conn, s.opts.Slot)}
 			case pgErr.Code == "42704" && strings.Contains(pgErr.Message, "replication slot"):
 				return fmt.Errorf("%w: %q (create it with `relay provision` or AUTO_PROVISION=true)", ErrSlotMissing, s.opts.Slot)
+			case pgErr.Code == "55000" && strings.Contains(pgErr.Message, "replication slot") && s.opts.Recover != nil:
+				// "cannot read from logical replication slot": invalidated.
+				return fmt.Errorf("%w: %q: %w", ErrSlotLost, s.opts.Slot, err)
 			}
 		}
 		return fmt.Errorf("start replication on slot %q: %w", s.opts.Slot, err)
 	}
 	s.log.Info().Str("slot", s.opts.Slot).Str("from_lsn", start.String()).Msg("replicating")
 	s.setState(State{Replicating: true})
+	s.replicated = true
 
 	r := reader{s: s, conn: conn, readAhead: readAhead, out: out, rels: map[uint32]*relation{}}
 	defer func() {
