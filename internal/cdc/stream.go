@@ -87,8 +87,8 @@ type Stream struct {
 	// recovery is the reason the next session must recover the slot first
 	// ("" none); set by RequestRecovery and by Run. Owned by Run's goroutine
 	// once it started.
-	recovery   string
-	replicated bool // a session of this stream streamed
+	recovery       string
+	replicatedHost string // the server a session of this stream last streamed from
 
 	lingers atomic.Uint64
 }
@@ -203,8 +203,10 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 			// session, at once.
 			s.recovery = "lost"
 			if errors.Is(err, ErrSlotMissing) {
+				// Missing where it streamed before: dropped. Missing on
+				// another server: a promoted standby that never had it.
 				s.recovery = "missing"
-				if s.replicated {
+				if s.replicatedHost != "" && s.replicatedHost == s.State().Host {
 					s.recovery = "dropped"
 				}
 			}
@@ -337,7 +339,7 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 	}
 	s.log.Info().Str("slot", s.opts.Slot).Str("from_lsn", start.String()).Msg("replicating")
 	s.setState(State{Replicating: true})
-	s.replicated = true
+	s.replicatedHost = s.State().Host
 
 	r := reader{s: s, conn: conn, readAhead: readAhead, out: out, rels: map[uint32]*relation{}}
 	defer func() {

@@ -237,4 +237,3 @@ func (r *Relay) markerSubject() string {
 	}
 	return s.Env + "." + s.App + ".sync.>"
 }
-

@@ -39,11 +39,11 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Published(bool)            {}
-func (nopObserver) CommitToAck(time.Duration) {}
-func (nopObserver) DeadLettered()             {}
-func (nopObserver) Retried()                  {}
-func (nopObserver) Slot(*cdc.SlotInfo)        {}
+func (nopObserver) Published(bool)              {}
+func (nopObserver) CommitToAck(time.Duration)   {}
+func (nopObserver) DeadLettered()               {}
+func (nopObserver) Retried()                    {}
+func (nopObserver) Slot(*cdc.SlotInfo)          {}
 func (nopObserver) SlotRecovered(string, int64) {}
 
 // Options configure a Relay. Zero durations take the defaults noted.
