@@ -50,6 +50,10 @@ func (rec *Recovery) Create(ctx context.Context, dropLost bool) (*CreatedSlot, e
 	return c, nil
 }
 
+// NoRecovery turns Options.Recover off: a missing or lost slot stops the
+// stream. Call it before Run.
+func (s *Stream) NoRecovery() { s.opts.Recover = nil }
+
 // recover runs Options.Recover on conn. Events already handed over keep
 // their acks: the recovery first waits (up to DrainTimeout) until every one
 // is done, so the stream's newest stored event, which decides what is

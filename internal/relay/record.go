@@ -11,9 +11,19 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
-// ErrNoSlotRecord means the slot record table does not exist: the schema
-// predates it; `relay provision` adds it.
-var ErrNoSlotRecord = errors.New("slot record table does not exist")
+// ErrNoSlotRecord means the slot record cannot be used: the table does not
+// exist (the schema predates it; `relay provision` adds it) or the relay's
+// role may not read or write it.
+var ErrNoSlotRecord = errors.New("slot record unusable")
+
+// recordError sorts an error of the slot record table.
+func recordError(what string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42501") {
+		return fmt.Errorf("%w: %s: %w", ErrNoSlotRecord, what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
 
 // SlotRecorded reports whether the slot record table (next to the outbox
 // table) holds a row for slot: the slot existed once, so its absence now
@@ -24,13 +34,8 @@ func SlotRecorded(ctx context.Context, q cdc.Querier, outboxTable, slot string) 
 		return false, err
 	}
 	var ok bool
-	err = q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table+" WHERE slot_name = $1)", slot).Scan(&ok)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-		return false, ErrNoSlotRecord
-	}
-	if err != nil {
-		return false, fmt.Errorf("read slot record: %w", err)
+	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table+" WHERE slot_name = $1)", slot).Scan(&ok); err != nil {
+		return false, recordError("read slot record", err)
 	}
 	return ok, nil
 }
@@ -43,7 +48,7 @@ func (r *Relay) recordSlot(ctx context.Context, info *cdc.SlotInfo) error {
 		SELECT $1, 'created', $2::pg_lsn WHERE NOT EXISTS (SELECT 1 FROM `+table+` WHERE slot_name = $1)`,
 		info.Name, info.ConfirmedLSN.String())
 	if err != nil {
-		return fmt.Errorf("record slot %q: %w", info.Name, err)
+		return recordError("record slot "+info.Name, err)
 	}
 	if tag.RowsAffected() > 0 {
 		r.log.Info().Str("slot", info.Name).Str("confirmed_lsn", info.ConfirmedLSN.String()).Msg("replication slot recorded")

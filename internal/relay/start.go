@@ -60,9 +60,7 @@ func (r *Relay) readSlotAtStart(ctx context.Context, mustExist bool) error {
 	if r.opts.RecoverSlot {
 		recorded, err = SlotRecorded(ctx, r.opts.DB, r.opts.OutboxTable, r.opts.Slot)
 		if errors.Is(err, ErrNoSlotRecord) {
-			r.log.Error().Str("table", migrations.SlotsTable(r.opts.OutboxTable)).
-				Msg("slot record table missing: a lost slot cannot be told from a first start, so it is not recovered; run `relay provision`")
-			r.stream.RequestRecovery("")
+			r.noRecovery(err)
 		} else if err != nil {
 			return err
 		}
@@ -90,9 +88,23 @@ func (r *Relay) readSlotAtStart(ctx context.Context, mustExist bool) error {
 		return fmt.Errorf("%w: %w", errSlotUnusable, err)
 	}
 	if r.opts.RecoverSlot && !recorded {
-		return r.recordSlot(ctx, info)
+		if err := r.recordSlot(ctx, info); errors.Is(err, ErrNoSlotRecord) {
+			r.noRecovery(err)
+		} else if err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// noRecovery turns slot recovery off for this run: without its record a
+// lost slot cannot be told from a first start. Said at error level, since
+// a lost slot then stops the relay as with SLOT_RECOVERY=manual.
+func (r *Relay) noRecovery(err error) {
+	r.log.Error().Err(err).Str("table", migrations.SlotsTable(r.opts.OutboxTable)).
+		Msg("slot recovery off: the slot record cannot be used; run `relay provision`, or grant the relay SELECT, INSERT on the table and USAGE on its sequence")
+	r.opts.RecoverSlot = false
+	r.stream.NoRecovery()
 }
 
 // preflight refuses to run where nothing would ever be streamed: a server
