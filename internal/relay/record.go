@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
@@ -54,4 +55,19 @@ func (r *Relay) recordSlot(ctx context.Context, info *cdc.SlotInfo) error {
 		r.log.Info().Str("slot", info.Name).Str("confirmed_lsn", info.ConfirmedLSN.String()).Msg("replication slot recorded")
 	}
 	return nil
+}
+
+// lastRecord returns the newest record's event and reason for slot ("" when
+// there is none).
+func lastRecord(ctx context.Context, q cdc.Querier, outboxTable, slot string) (event, reason string, err error) {
+	table, _ := migrations.QuoteQualified(migrations.SlotsTable(outboxTable))
+	err = q.QueryRow(ctx, "SELECT event, coalesce(reason, '') FROM "+table+" WHERE slot_name = $1 ORDER BY id DESC LIMIT 1", slot).
+		Scan(&event, &reason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", recordError("read slot record", err)
+	}
+	return event, reason, nil
 }

@@ -30,8 +30,11 @@ import (
 //  2. Under an advisory lock on the slot's name (two relays, active and hot
 //     standby, may both see the slot gone: the second waits and then finds
 //     the slot there, so one slot creation means one backfill), the slot is
-//     looked at again, dropped if lost, and created with an exported
-//     snapshot (cdc.Recovery).
+//     looked at again; a "recovering" record goes in (it stays the last
+//     record if the relay dies before the end, and the next start redoes
+//     the recovery); the slot is dropped if it is lost, or if it is what an
+//     interrupted recovery left, and created with an exported snapshot
+//     (cdc.Recovery).
 //  3. Through that snapshot: the marker, the outbox row of the newest event
 //     the stream stored from this producer (JetStream's last message on
 //     {app}.sync.>, its Nats-Msg-Id is the event id); every row with
@@ -66,9 +69,21 @@ func (r *Relay) recoverSlot(ctx context.Context, rec *cdc.Recovery) error {
 	if err != nil {
 		return err
 	}
-	if info != nil && info.WALStatus != "lost" {
+	// Holding the lock, a last record "recovering" is no recovery in
+	// progress: it was interrupted (the relay died) after it created the
+	// slot, which then has no backfill behind it. It is redone.
+	last, _, err := lastRecord(ctx, conn, r.opts.OutboxTable, slot)
+	if err != nil {
+		return err
+	}
+	if info != nil && info.WALStatus != "lost" && last != "recovering" {
 		r.log.Warn().Str("slot", slot).Str("reason", rec.Reason).Msg("replication slot was recreated by another relay; not recovering")
 		return nil
+	}
+	slots, _ := migrations.QuoteQualified(migrations.SlotsTable(r.opts.OutboxTable))
+	if _, err := conn.Exec(ctx, "INSERT INTO "+slots+" (slot_name, event, reason, host) VALUES ($1, 'recovering', $2, $3)",
+		slot, rec.Reason, rec.Host); err != nil {
+		return recordError("record slot recovery", err)
 	}
 	created, err := rec.Create(ctx, info != nil)
 	if errors.Is(err, cdc.ErrSlotExists) {
@@ -125,7 +140,6 @@ func (r *Relay) recoverSlot(ctx context.Context, rec *cdc.Recovery) error {
 		return err
 	}
 	took := time.Since(began)
-	slots, _ := migrations.QuoteQualified(migrations.SlotsTable(r.opts.OutboxTable))
 	var oldLSN *string
 	if rec.OldLSN != 0 {
 		s := rec.OldLSN.String()

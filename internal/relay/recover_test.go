@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -156,8 +157,8 @@ func TestRelayRecoversDroppedSlot(t *testing.T) {
 	wr.waitWritten(t, 20)
 	wr.halt()
 	w.waitAllStreamed(60 * time.Second)
-	if got := w.records(); len(got) != 2 || got[0] != "created/" || got[1] != "recovered/dropped" {
-		t.Errorf("slot records %v, want [created/ recovered/dropped]", got)
+	if got := w.records(); !slices.Equal(got, []string{"created/", "recovering/dropped", "recovered/dropped"}) {
+		t.Errorf("slot records %v, want [created/ recovering/dropped recovered/dropped]", got)
 	}
 }
 
@@ -211,8 +212,8 @@ func TestRelayRecoversLostSlot(t *testing.T) {
 	if n := w.obs.recoveredRows.Load(); n < 2 {
 		t.Errorf("rows republished=%d, want the rows written while the slot was lost", n)
 	}
-	if got := w.records(); len(got) != 2 || got[1] != "recovered/lost" {
-		t.Errorf("slot records %v, want [created/ recovered/lost]", got)
+	if got := w.records(); !slices.Equal(got, []string{"created/", "recovering/lost", "recovered/lost"}) {
+		t.Errorf("slot records %v, want [created/ recovering/lost recovered/lost]", got)
 	}
 	info, err := cdc.ReadSlot(ctx, w.pool, w.opts.Slot)
 	if err != nil || info == nil || info.WALStatus == "lost" {
@@ -278,5 +279,39 @@ func TestRelayManualSlotRecoveryStops(t *testing.T) {
 	}
 	if n := w.obs.recoveries.Load(); n != 0 {
 		t.Errorf("recoveries=%d with recovery off", n)
+	}
+}
+
+// TestRelayRedoesInterruptedRecovery: a relay died in the middle of a
+// recovery, after it created the slot and before its backfill was done
+// (the last record is "recovering"). The next start must not take that
+// slot for a healthy one: it recovers again, and the rows committed while
+// the slot was gone reach the stream.
+func TestRelayRedoesInterruptedRecovery(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	w.opts.RecoverSlot, w.opts.RecoveryMargin = true, time.Millisecond
+	stop := w.run()
+	w.insert(`(resource_type, event_type) VALUES ('a', 'before')`)
+	w.waitMessages(subject, 1, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The interrupted recovery: slot gone, rows committed, a new slot
+	// created with nothing republished, the record left at "recovering".
+	w.dropSlot()
+	w.insert(`(resource_type, event_type) VALUES ('a', 'gap 1')`, `(resource_type, event_type) VALUES ('a', 'gap 2')`)
+	if _, err := provision.CreateSlot(ctx, w.opts.ConnString, w.opts.Slot); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.pool.Exec(ctx, `INSERT INTO public.jetstream_bridge_slots (slot_name, event, reason) VALUES ($1, 'recovering', 'missing')`, w.opts.Slot); err != nil {
+		t.Fatal(err)
+	}
+	w.run()
+	w.insert(`(resource_type, event_type) VALUES ('a', 'after')`)
+	w.waitAllStreamed(60 * time.Second)
+	if got := w.records(); !slices.Equal(got, []string{"created/", "recovering/missing", "recovering/missing", "recovered/missing"}) {
+		t.Errorf("slot records %v, want [created/ recovering/missing recovering/missing recovered/missing]", got)
 	}
 }

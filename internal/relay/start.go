@@ -76,6 +76,17 @@ func (r *Relay) readSlotAtStart(ctx context.Context, mustExist bool) error {
 		return nil
 	}
 	r.obs.Slot(info)
+	if recorded {
+		last, reason, err := lastRecord(ctx, r.opts.DB, r.opts.OutboxTable, r.opts.Slot)
+		if err != nil {
+			return err
+		}
+		if last == "recovering" {
+			r.log.Error().Str("slot", r.opts.Slot).Str("reason", reason).
+				Msg("a slot recovery was interrupted after it created the slot: recovering again")
+			r.stream.RequestRecovery(reason)
+		}
+	}
 	if info.WALStatus == "lost" && r.opts.RecoverSlot {
 		r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot lost (wal_status=lost): recovering")
 		r.stream.RequestRecovery("lost")
