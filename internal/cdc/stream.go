@@ -61,6 +61,12 @@ type Options struct {
 	// Recover, when set, recreates a missing or lost slot (see Recovery);
 	// without it a missing or lost slot stops the stream.
 	Recover func(context.Context, *Recovery) error
+	// Pending, with Recover, is asked before every START_REPLICATION
+	// whether a recovery is under way elsewhere or was interrupted (the
+	// slot record says so): then the session goes through Recover, which
+	// waits for the other relay's to finish, instead of streaming from a
+	// slot whose backfill is not done. It returns the reason, or "".
+	Pending func(context.Context) (string, error)
 	Log     zerolog.Logger
 }
 
@@ -306,6 +312,11 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 	}()
 	s.setHost(conn.Conn().RemoteAddr().String())
 
+	if s.recovery == "" && s.opts.Recover != nil && s.opts.Pending != nil {
+		if s.recovery, err = s.opts.Pending(ctx); err != nil {
+			return err
+		}
+	}
 	if s.recovery != "" {
 		if err := s.recover(ctx, conn); err != nil {
 			return err

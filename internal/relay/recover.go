@@ -164,6 +164,19 @@ func (r *Relay) recoverSlot(ctx context.Context, rec *cdc.Recovery) error {
 	return nil
 }
 
+// pendingRecovery tells the stream, before it starts replication, that the
+// slot record's last row is "recovering": another relay is recovering the
+// slot right now (its slot exists, its backfill is not done), or one was
+// interrupted. Either way the stream goes through recoverSlot, which waits
+// on the lock and then finds the recovery done, or redoes it.
+func (r *Relay) pendingRecovery(ctx context.Context) (string, error) {
+	last, reason, err := lastRecord(ctx, r.opts.DB, r.opts.OutboxTable, r.opts.Slot)
+	if err != nil || last != "recovering" {
+		return "", err
+	}
+	return reason, nil
+}
+
 // validSnapshot accepts an exported snapshot's name ("00000003-00000002-1"),
 // which goes into SET TRANSACTION SNAPSHOT as a literal.
 func validSnapshot(s string) bool {

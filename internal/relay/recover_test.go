@@ -315,3 +315,46 @@ func TestRelayRedoesInterruptedRecovery(t *testing.T) {
 		t.Errorf("slot records %v, want [created/ recovering/missing recovering/missing recovered/missing]", got)
 	}
 }
+
+// TestRelayPairRecoversOnce: an active relay and its hot standby both find
+// the slot dropped. One creates it and backfills; the other finds it there
+// and waits as standby: one recovery, one record, every row in the stream
+// once.
+func TestRelayPairRecoversOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.opts.RecoverSlot, w.opts.RecoveryMargin = true, time.Millisecond
+	w.run()
+	standby := relay.New(w.opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- standby.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("standby relay: %v", err)
+		}
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if !standby.State().Standby {
+			return errors.New("second relay not waiting as standby yet")
+		}
+		return nil
+	})
+	wr := w.startWriter(5 * time.Millisecond)
+	wr.waitWritten(t, 20)
+	w.dropSlot()
+	wr.waitWritten(t, 40)
+	wr.halt()
+	w.waitAllStreamed(60 * time.Second)
+	testutil.Eventually(t, 30*time.Second, func() error { // the record and the count follow the last ack
+		if n := w.obs.recoveries.Load(); n != 1 {
+			return fmt.Errorf("recoveries=%d across the pair, want 1", n)
+		}
+		return nil
+	})
+	if got := w.records(); !slices.Equal(got, []string{"created/", "recovering/dropped", "recovered/dropped"}) &&
+		!slices.Equal(got, []string{"created/", "recovering/missing", "recovered/missing"}) {
+		t.Errorf("slot records %v, want one recovery", got)
+	}
+}

@@ -160,6 +160,7 @@ func New(opts Options) *Relay {
 	}
 	r.stream = cdc.NewStream(cdc.Options{
 		Recover:        recover,
+		Pending:        r.pendingRecovery,
 		ConnString:     opts.ConnString,
 		Slot:           opts.Slot,
 		Publication:    opts.Publication,
