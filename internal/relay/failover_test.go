@@ -234,16 +234,27 @@ func TestFailoverPostgres15(t *testing.T) {
 	if err := check.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
+	// Lost: a row of the new primary not applied. Phantom: an event applied
+	// whose row the new primary does not have: a commit the old primary's
+	// walsender decoded before the standby confirmed it, which the failover
+	// rolled back (its writer never saw the commit succeed). Postgres 15
+	// cannot prevent it (17's synchronized_standby_slots does); it is
+	// counted, not failed on.
+	var phantoms int
 	testutil.Eventually(t, 60*time.Second, func() error {
-		var applied, twice int
-		if err := check.QueryRow(ctx, `SELECT count(DISTINCT event_id), count(*) - count(DISTINCT event_id) FROM effects`).Scan(&applied, &twice); err != nil {
+		var lost, twice int
+		if err := check.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM `+table+` o WHERE NOT EXISTS (SELECT 1 FROM effects e WHERE e.event_id = o.event_id::text)),
+			(SELECT count(*) - count(DISTINCT event_id) FROM effects),
+			(SELECT count(DISTINCT event_id) FROM effects e WHERE NOT EXISTS (SELECT 1 FROM `+table+` o WHERE o.event_id::text = e.event_id))`).
+			Scan(&lost, &twice, &phantoms); err != nil {
 			return err
 		}
 		if twice != 0 {
 			t.Fatalf("%d events applied twice", twice)
 		}
-		if applied != rows {
-			return fmt.Errorf("%d of %d outbox rows applied", applied, rows)
+		if lost != 0 {
+			return fmt.Errorf("%d of %d outbox rows not applied", lost, rows)
 		}
 		return nil
 	})
@@ -287,8 +298,8 @@ func TestFailoverPostgres15(t *testing.T) {
 	if n := obs.recoveries.Load(); n != 1 {
 		t.Errorf("slot recoveries=%d, want 1", n)
 	}
-	t.Logf("failover: %d rows (%d commits failed ambiguously), relay on %s, promotion to first new-primary event published: %s, rows republished by the recovery: %d",
-		rows, ambiguous, host, firstPublished.Round(time.Millisecond), obs.recoveredRows.Load())
+	t.Logf("failover: %d rows (%d commits failed ambiguously, %d phantom events), relay on %s, promotion to first new-primary event published: %s, rows republished by the recovery: %d",
+		rows, ambiguous, phantoms, host, firstPublished.Round(time.Millisecond), obs.recoveredRows.Load())
 
 	stopAll()
 	bg.Wait()
