@@ -217,7 +217,10 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 				}
 			}
 			s.setState(State{Reason: err.Error()})
-			retry.Reset()
+			s.log.Warn().Err(err).Str("reason", s.recovery).Dur("retry_in", retry.Delay()).Msg("replication slot gone, recovering it")
+			// Not at once: should the slot look healthy to the recovery and
+			// still fail here, this must not spin.
+			retry.Wait(ctx)
 			continue
 		case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrProtocol), isFatalPgError(err):
 			s.setState(State{Reason: err.Error()})
@@ -341,8 +344,10 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 				return &slotBusyError{slot: s.opts.Slot, pid: activePID(ctx, conn, s.opts.Slot)}
 			case pgErr.Code == "42704" && strings.Contains(pgErr.Message, "replication slot"):
 				return fmt.Errorf("%w: %q (create it with `relay provision` or AUTO_PROVISION=true)", ErrSlotMissing, s.opts.Slot)
-			case pgErr.Code == "55000" && strings.Contains(pgErr.Message, "replication slot") && s.opts.Recover != nil:
-				// "cannot read from logical replication slot": invalidated.
+			case pgErr.Code == "55000" && strings.Contains(pgErr.Detail, "invalidated") && s.opts.Recover != nil:
+				// "cannot read from logical replication slot" (15), "can no
+				// longer get changes from replication slot" (16+), with a
+				// detail saying why it was invalidated.
 				return fmt.Errorf("%w: %q: %w", ErrSlotLost, s.opts.Slot, err)
 			}
 		}
