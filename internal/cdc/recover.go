@@ -24,7 +24,7 @@ import (
 // before the consistent point, which are exactly those the new slot will
 // never stream: nothing falls between the two.
 type Recovery struct {
-	Reason string        // missing (found so at start), dropped (went away while streaming), lost (invalidated)
+	Reason string        // missing (at start, or on another server: a promoted standby), dropped (gone where it streamed), lost (invalidated)
 	OldLSN pglogrepl.LSN // the last position confirmed on the old slot, 0 when unknown
 	Host   string        // the server of the replication connection
 
@@ -33,11 +33,11 @@ type Recovery struct {
 	created *CreatedSlot
 }
 
-// Create drops the slot first when dropLost (it is there, invalidated),
-// then creates it with an exported snapshot. ErrSlotExists means another
-// relay created it first: it recovers, this one does nothing.
-func (rec *Recovery) Create(ctx context.Context, dropLost bool) (*CreatedSlot, error) {
-	if dropLost {
+// Create drops the slot first when dropFirst (it is there, invalidated or
+// left by an interrupted recovery), then creates it with an exported
+// snapshot. ErrSlotExists means it is there already.
+func (rec *Recovery) Create(ctx context.Context, dropFirst bool) (*CreatedSlot, error) {
+	if dropFirst {
 		if err := DropSlot(ctx, rec.conn, rec.slot); err != nil {
 			return nil, err
 		}

@@ -87,8 +87,11 @@ func (r *Relay) recoverSlot(ctx context.Context, rec *cdc.Recovery) error {
 	}
 	created, err := rec.Create(ctx, info != nil)
 	if errors.Is(err, cdc.ErrSlotExists) {
-		r.log.Warn().Str("slot", slot).Str("reason", rec.Reason).Msg("replication slot was recreated by another relay; not recovering")
-		return nil
+		// Created under the lock by something else than a relay (an
+		// operator's `relay provision`): it has no backfill behind it. The
+		// record now ends in "recovering", so the next attempt drops it
+		// and recovers.
+		return fmt.Errorf("slot created by someone else during the recovery; recovering again: %w", err)
 	}
 	if err != nil {
 		return err
