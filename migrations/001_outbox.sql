@@ -82,3 +82,29 @@ BEGIN
     RETURN v_event_id;
 END
 $$;
+
+-- The relay's record of its replication slot: one row when it first sees the
+-- slot, and one per automatic recovery (SLOT_RECOVERY=auto) after the slot
+-- went missing (a promoted standby, a dropped slot) or was lost
+-- (max_slot_wal_keep_size). A slot with a record that is missing on the
+-- server is recovered: recreated, and the outbox rows the stream may lack
+-- republished. A slot without any record is a first start and backfills
+-- nothing. A 'recovering' row not followed by 'recovered' is a recovery that
+-- was interrupted after it created the slot: the next relay to start redoes
+-- it. The table replicates to standbys with the rest of the database,
+-- which is how a promoted standby knows its slot is missing. It lives in the
+-- outbox's schema; the relay's role needs SELECT and INSERT on it.
+CREATE TABLE IF NOT EXISTS public.jetstream_bridge_slots (
+    id               bigserial   PRIMARY KEY,
+    slot_name        text        NOT NULL,
+    event            text        NOT NULL CHECK (event IN ('created', 'recovering', 'recovered')),
+    reason           text,       -- recovering, recovered: missing | lost | dropped
+    at               timestamptz NOT NULL DEFAULT now(),
+    old_lsn          pg_lsn,     -- recovered: the last position the relay confirmed on the old slot, when known
+    new_lsn          pg_lsn,     -- the slot's start: its consistent point, or its confirmed position when first seen
+    rows_republished bigint,     -- recovered: outbox rows published again
+    marker_event_id  text,       -- recovered: the newest event the stream held from this producer
+    duration_ms      bigint,
+    host             text        -- the database server the relay was connected to
+);
+CREATE INDEX IF NOT EXISTS jetstream_bridge_slots_slot_name_idx ON public.jetstream_bridge_slots (slot_name, id);

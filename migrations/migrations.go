@@ -20,6 +20,7 @@ const (
 	DefaultOutbox      = "public.jetstream_outbox_events"
 	DefaultInbox       = "public.jetstream_inbox_events"
 	DefaultPublication = "jetstream_bridge_outbox"
+	defaultSlots       = "public.jetstream_bridge_slots"
 	defaultPositions   = DefaultInbox + "_positions"
 )
 
@@ -59,6 +60,8 @@ func render(file string, n Names) (string, error) {
 			return "", fmt.Errorf("OUTBOX_TABLE: %w", err)
 		}
 		sql = strings.ReplaceAll(sql, DefaultOutbox, tbl)
+		slots, _ := QuoteQualified(SlotsTable(n.Outbox))
+		sql = strings.ReplaceAll(sql, defaultSlots, slots)
 	}
 	if n.Publication != "" && n.Publication != DefaultPublication {
 		if err := ValidIdent(n.Publication); err != nil {
@@ -99,6 +102,13 @@ func QuoteQualified(s string) (string, error) {
 		return "", err
 	}
 	return `"` + schema + `"."` + name + `"`, nil
+}
+
+// SlotsTable is the relay's slot record table (schema.name): in the
+// outbox's schema.
+func SlotsTable(outbox string) string {
+	schema, _ := SplitQualified(outbox)
+	return schema + ".jetstream_bridge_slots"
 }
 
 // SplitQualified returns the schema and name of a validated "schema.name".

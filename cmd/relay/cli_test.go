@@ -24,7 +24,8 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 	valid := []string{"DATABASE_URL=postgres://bridge@127.0.0.1:1/app", "APP_NAME=orders", "DESTINATION_APP=billing"}
 	cases := []testutil.CLICase{
 		{Args: []string{"--help"}, Stdout: []string{"relay status [--json]", "relay help [COMMAND]", "relay version",
-			"Exit status: 0 success, 1 runtime failure, 2 usage or configuration error", "SLOT_LAG_WARN_BYTES", "1073741824"}},
+			"Exit status: 0 success, 1 runtime failure, 2 usage or configuration error", "SLOT_LAG_WARN_BYTES", "1073741824",
+			"SLOT_RECOVERY", "SLOT_RECOVERY_MARGIN"}},
 		{Args: []string{"-h"}, Stdout: []string{"relay backfill --since"}},
 		{Args: []string{"help"}, Stdout: []string{"relay provision"}},
 		{Args: []string{"version"}, Match: versionLine},
@@ -43,6 +44,8 @@ func TestCLI_HelpVersionAndExitStatus(t *testing.T) {
 		{Args: []string{"audit", "--since", "1h", "--page", "0"}, Env: valid, Code: 2, OneLine: true, Stderr: []string{"--page 0"}},
 		// Configuration errors: nothing is attempted, status 2.
 		{Args: nil, Code: 2, Stderr: []string{"DATABASE_URL is required and not set"}},
+		{Args: []string{"run"}, Env: append(valid, "SLOT_RECOVERY=sometimes"), Code: 2, Stderr: []string{`SLOT_RECOVERY="sometimes": expected auto or manual`}},
+		{Args: []string{"run"}, Env: append(valid, "SLOT_RECOVERY_MARGIN=0s"), Code: 2, Stderr: []string{"SLOT_RECOVERY_MARGIN=0s: must be positive"}},
 		{Args: []string{"provision"}, Env: append(valid, "MAX_INFLIGHT=lots"), Code: 2, Stderr: []string{`MAX_INFLIGHT="lots": expected a whole number`}},
 		{Args: []string{"run"}, Env: []string{"DATABASE_URL=postgres://bridge:TOPSECRET@127.0.0.1:1/app?sslmode=sometimes",
 			"APP_NAME=orders", "DESTINATION_APP=billing"}, Code: 2, Stderr: []string{"DATABASE_URL:", "sslmode is invalid"}},

@@ -32,6 +32,8 @@ type Config struct {
 	ShutdownTimeout  time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGTERM, how long to wait for in-flight acks"`
 	SlotCheck        time.Duration `env:"SLOT_CHECK_INTERVAL" envDefault:"30s" help:"how often the slot's wal_status and lag are checked"`
 	SlotLagWarn      int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
+	SlotRecovery     string        `env:"SLOT_RECOVERY" envDefault:"auto" help:"auto: when the replication slot is missing although it existed (a promoted standby, a dropped slot) or lost (max_slot_wal_keep_size), recreate it and republish the outbox rows the stream may lack; manual: stop with advice"`
+	RecoveryMargin   time.Duration `env:"SLOT_RECOVERY_MARGIN" envDefault:"5m" help:"slot recovery republishes rows from this long before the stream's newest event (transactions that began earlier but committed later); longer than your longest outbox transaction"`
 	PayloadArrays    string        `env:"PAYLOAD_ARRAYS" envDefault:"allow" help:"allow: publish array payloads as they are; deadletter: dead-letter rows whose payload is a JSON array (consumers on the Ruby gem receive arrays as {})"`
 	Tracing          tracing.Env
 }
@@ -112,6 +114,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SlotCheck < time.Second {
 		errs = append(errs, fmt.Errorf("SLOT_CHECK_INTERVAL=%s: must be at least 1s", c.SlotCheck))
+	}
+	if c.SlotRecovery != "auto" && c.SlotRecovery != "manual" {
+		errs = append(errs, fmt.Errorf("SLOT_RECOVERY=%q: expected auto or manual", c.SlotRecovery))
+	}
+	if c.RecoveryMargin <= 0 {
+		errs = append(errs, fmt.Errorf("SLOT_RECOVERY_MARGIN=%s: must be positive (e.g. 5m)", c.RecoveryMargin))
 	}
 	if c.PayloadArrays != "allow" && c.PayloadArrays != "deadletter" {
 		errs = append(errs, fmt.Errorf("PAYLOAD_ARRAYS=%q: expected allow or deadletter", c.PayloadArrays))

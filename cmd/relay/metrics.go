@@ -20,6 +20,8 @@ type metrics struct {
 	slotLag, slotRetained                       prometheus.Gauge
 	latency                                     prometheus.Histogram
 	walStatus                                   *prometheus.GaugeVec
+	recoveries                                  *prometheus.CounterVec
+	recoveredRows                               prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, slot string) *metrics {
@@ -45,8 +47,17 @@ func newMetrics(reg *prometheus.Registry, slot string) *metrics {
 			Help:        "1 for the slot's current wal_status in pg_replication_slots (reserved, extended, unreserved, lost), 0 for the others.",
 			ConstLabels: prometheus.Labels{"slot": slot}}, []string{"status"}),
 	}
+	m.recoveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetstream_bridge_relay_slot_recoveries_total",
+		Help:        "Times the relay recreated its missing or lost replication slot and republished outbox rows (SLOT_RECOVERY=auto), by reason (missing, dropped, lost).",
+		ConstLabels: prometheus.Labels{"slot": slot}}, []string{"reason"})
+	m.recoveredRows = prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_slot_recovery_rows_total",
+		Help:        "Outbox rows republished by slot recoveries.",
+		ConstLabels: prometheus.Labels{"slot": slot}})
 	for _, s := range walStatuses {
 		m.walStatus.WithLabelValues(s)
+	}
+	for _, r := range []string{"missing", "dropped", "lost"} {
+		m.recoveries.WithLabelValues(r)
 	}
 	return m
 }
@@ -57,6 +68,7 @@ func (m *metrics) register(reg *prometheus.Registry, r *relay.Relay) {
 	b := config.ReadBuild()
 	reg.MustRegister(ops.NewBuildInfo("jetstream_bridge_relay_build_info", b.Version, b.Revision, b.GoVersion),
 		m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency, m.walStatus,
+		m.recoveries, m.recoveredRows,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_active", ConstLabels: slot,
 			Help: "1 while this relay streams its slot (the active relay), 0 otherwise; sum by slot is the number of active relays."},
 			func() float64 { return boolGauge(r.State().Replicating) }),
@@ -98,6 +110,11 @@ func (m *metrics) Slot(info *cdc.SlotInfo) {
 	m.slotLag.Set(float64(info.LagBytes))
 	m.slotRetained.Set(float64(info.RetainedBytes))
 	m.setWALStatus(info.WALStatus)
+}
+
+func (m *metrics) SlotRecovered(reason string, rows int64) {
+	m.recoveries.WithLabelValues(reason).Inc()
+	m.recoveredRows.Add(float64(rows))
 }
 
 // walStatuses are the wal_status values of pg_replication_slots.

@@ -28,7 +28,8 @@ func metric(t *testing.T, addr, name string) float64 {
 }
 
 // TestReadinessFollowsDependencies: /readyz is 200 while replicating and
-// connected, 503 while NATS or Postgres is down, 200 again after.
+// connected, reporting the database server in use, 503 while NATS or
+// Postgres is down, 200 again after.
 func TestReadinessFollowsDependencies(t *testing.T) {
 	t.Parallel()
 	pg := testutil.StartPostgres(t)
@@ -51,6 +52,10 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 		})
 	}
 	ready(200)
+	// The database server in use: the replication connection's.
+	if _, body := httpStatus("http://" + addr + "/readyz"); !strings.Contains(body, fmt.Sprintf(`"db_host":"127.0.0.1:%d"`, pg.Port())) {
+		t.Errorf("/readyz does not report db_host 127.0.0.1:%d: %s", pg.Port(), body)
+	}
 	if code, _ := httpStatus("http://" + addr + "/healthz"); code != 200 {
 		t.Fatalf("/healthz=%d", code)
 	}

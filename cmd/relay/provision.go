@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -53,6 +55,25 @@ func (r *Relay) provision(ctx context.Context) error {
 	c := r.cfg
 	if err := provision.Outbox(ctx, c.DatabaseURL, c.Names()); err != nil {
 		return err
+	}
+	// A slot the record table knows of is not created here: missing, it was
+	// lost (a promoted standby, a dropped slot), and creating it without a
+	// recovery would silently skip what was committed meanwhile. The relay
+	// recovers it at start (SLOT_RECOVERY=auto) or says what to do.
+	recorded, err := relay.SlotRecorded(ctx, r.pool, c.OutboxTable, c.Slot())
+	if err != nil {
+		return err
+	}
+	if recorded {
+		info, err := cdc.ReadSlot(ctx, r.pool, c.Slot())
+		if err != nil {
+			return err
+		}
+		if info == nil {
+			r.log.Warn().Str("slot", c.Slot()).Msg("replication slot is missing although it existed: not creating it; the relay recovers it at start (SLOT_RECOVERY=auto)")
+			_, err = provision.EnsureStream(ctx, r.js, r.streamSpec(), r.log)
+			return err
+		}
 	}
 	created, err := provision.CreateSlot(ctx, c.DatabaseURL, c.Slot())
 	if err != nil {

@@ -558,8 +558,10 @@ func execTx(t *testing.T, h *harness, stmts []string, arg any) {
 }
 
 // TestLostSlotStopsWithRecoveryAdvice: Postgres removes WAL a stopped relay's
-// slot still needs (max_slot_wal_keep_size); the relay refuses to run and
-// says events may be missing and how to recover.
+// slot still needs (max_slot_wal_keep_size). With SLOT_RECOVERY=manual the
+// relay refuses to run and says events may be missing and how to recover;
+// started again with the default (auto) it recovers by itself: the rows
+// committed before the slot was lost reach the stream.
 func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
 	t.Parallel()
 	pg := testutil.StartPostgres(t)
@@ -578,6 +580,9 @@ func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
 	if _, err := h.pool.Exec(ctx, "CREATE TABLE filler (v text)"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := h.insertTx(ctx, 5, false); err != nil {
+		t.Fatal(err)
+	}
 	testutil.Eventually(t, 60*time.Second, func() error {
 		for _, q := range []string{
 			"INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 5000)",
@@ -594,7 +599,7 @@ func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
 		}
 		return nil
 	})
-	p := h.start()
+	p := h.start("SLOT_RECOVERY=manual")
 	if err := p.Wait(30 * time.Second); err == nil {
 		t.Fatal("relay ran on a lost slot")
 	}
@@ -604,6 +609,54 @@ func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
 			t.Errorf("exit message lacks %q:\n%s", want, testutil.Tail(out, 5))
 		}
 	}
+	auto := h.start()
+	h.waitCount(subjAB, 5, 60*time.Second, auto)
+	waitLogged(t, auto, `"reason":"lost"`)
+}
+
+// TestAutoProvisionKeepsARecordedSlotMissing: a slot the relay recorded is
+// dropped while it is down, and rows are committed meanwhile. Started with
+// AUTO_PROVISION=true, provisioning must not create the slot afresh (which
+// would skip those rows without a word): the relay recovers it and
+// republishes them.
+func TestAutoProvisionKeepsARecordedSlotMissing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testutil.NewDatabase(t), testutil.StartNATS(t).URL())
+	ctx := context.Background()
+	p := h.start("AUTO_PROVISION=true")
+	waitReplicating(t, p)
+	if _, err := h.insertTx(ctx, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCount(subjAB, 3, 30*time.Second, p)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(30 * time.Second); err != nil {
+		t.Fatalf("relay stop: %v", err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error { // the walsender may outlive the process a moment
+		_, err := h.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", h.slot)
+		return err
+	})
+	if _, err := h.insertTx(ctx, 5, false); err != nil {
+		t.Fatal(err)
+	}
+	p = h.start("AUTO_PROVISION=true")
+	h.waitCount(subjAB, 8, 60*time.Second, p)
+	waitLogged(t, p, `"reason":"missing"`)
+}
+
+// waitLogged waits until the process logged a replication slot recovery
+// with this field.
+func waitLogged(t *testing.T, p *testutil.Process, field string) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if out := p.Output(); !strings.Contains(out, "replication slot recovered") || !strings.Contains(out, field) {
+			return fmt.Errorf("no recovery logged with %s:\n%s", field, testutil.Tail(out, 5))
+		}
+		return nil
+	})
 }
 
 // TestBackfillRowsOlderThanTheSlot: rows committed before the slot existed are

@@ -107,6 +107,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger, tracer trace.T
 		StatusInterval: c.StatusInterval, ReplTimeout: c.ReplTimeout, ShutdownTimeout: c.ShutdownTimeout,
 		BatchLinger: c.BatchLinger, SlotCheck: c.SlotCheck, SlotLagWarn: c.SlotLagWarn,
 		OutboxRetention: c.OutboxRetention, PruneInterval: c.PruneInterval,
+		RecoverSlot: c.SlotRecovery == "auto", RecoveryMargin: c.RecoveryMargin,
 		Tracer: tracer, Log: log,
 	}
 	if c.AutoProvision {
@@ -132,7 +133,10 @@ func (r *Relay) Close() {
 // Run serves the ops endpoints beside the relay until ctx ends (then the
 // relay drains, confirms and Run returns nil) or either fails.
 func (r *Relay) Run(ctx context.Context) error {
-	srv := &ops.Server{Addr: r.cfg.HTTPAddr, Pprof: r.cfg.Pprof, Registry: r.reg, Log: r.log, Checks: map[string]ops.Check{
+	srv := &ops.Server{Addr: r.cfg.HTTPAddr, Pprof: r.cfg.Pprof, Registry: r.reg, Log: r.log, Info: map[string]func() string{
+		// The replication connection's server: the primary the relay follows.
+		"db_host": func() string { return r.relay.State().Host },
+	}, Checks: map[string]ops.Check{
 		"replication": func(context.Context) error {
 			if st := r.relay.State(); !st.Replicating {
 				return errors.New(st.Reason)

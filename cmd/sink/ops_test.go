@@ -26,7 +26,7 @@ func sample(body, metric string) float64 {
 
 // TestBinary_ReadinessFollowsDependenciesAndMetricsMove: /readyz answers 503
 // naming the dependency while NATS or Postgres is unreachable and 200 again
-// after; applied counts and handler latency move as events flow.
+// after, reporting the database server in use; applied counts and handler latency move as events flow.
 func TestBinary_ReadinessFollowsDependenciesAndMetricsMove(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -51,7 +51,7 @@ func TestBinary_ReadinessFollowsDependenciesAndMetricsMove(t *testing.T) {
 			return nil
 		})
 	}
-	ready(200, "")
+	ready(200, `"db_host":"`+pgProxy.Addr+`"`) // the server the pool reached
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
 		w.publish(t, ctx, fmt.Sprintf("m-%d", i), fmt.Sprint(i), "0/1", i)

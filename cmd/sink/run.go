@@ -61,8 +61,10 @@ type App struct {
 	cfg  *Config
 	log  zerolog.Logger
 	pool *pgxpool.Pool
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	// dbHost is the server of the pool's newest connection (/readyz db_host).
+	dbHost *config.DBHost
+	nc     *nats.Conn
+	js     jetstream.JetStream
 	// tracer is nil when traces are off.
 	tracer trace.Tracer
 }
@@ -85,6 +87,7 @@ func newApp(ctx context.Context, c *Config, log zerolog.Logger) (*App, error) {
 	// handler), plus room for failure records and readiness pings.
 	pcfg.MaxConns = int32(c.Concurrency + 2)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "jetstream-bridge-sink"
+	dbHost := config.TrackDBHost(pcfg, log)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)
@@ -100,7 +103,7 @@ func newApp(ctx context.Context, c *Config, log zerolog.Logger) (*App, error) {
 		pool.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &App{cfg: c, log: log, pool: pool, nc: nc, js: js}, nil
+	return &App{cfg: c, log: log, pool: pool, nc: nc, js: js, dbHost: dbHost}, nil
 }
 
 // handlerForLog names the handler without a webhook URL's query string.
@@ -131,7 +134,9 @@ func (a *App) Run(ctx context.Context) error {
 	met := newMetrics(reg)
 	var s *sink.Sink
 	ready := make(chan struct{}) // closed once s is set
-	srv := &ops.Server{Addr: c.HTTPAddr, Pprof: c.Pprof, Registry: reg, Log: a.log, Checks: map[string]ops.Check{
+	srv := &ops.Server{Addr: c.HTTPAddr, Pprof: c.Pprof, Registry: reg, Log: a.log, Info: map[string]func() string{
+		"db_host": a.dbHost.Host,
+	}, Checks: map[string]ops.Check{
 		"postgres": func(ctx context.Context) error { return a.pool.Ping(ctx) },
 		"nats": func(context.Context) error {
 			if st := a.nc.Status(); st != nats.CONNECTED {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // SlotInfo describes a replication slot as pg_replication_slots and
@@ -95,6 +96,92 @@ func CheckSlot(s *SlotInfo, database string) error {
 		return fmt.Errorf("slot %q uses plugin %q, not pgoutput; set REPLICATION_SLOT to another name", s.Name, s.Plugin)
 	case database != "" && s.Database != database:
 		return fmt.Errorf("slot %q belongs to database %q, not %q; slot names are cluster-wide, set REPLICATION_SLOT", s.Name, s.Database, database)
+	}
+	return nil
+}
+
+// ErrSlotExists means CREATE_REPLICATION_SLOT found the slot already there
+// (42710 duplicate_object): another relay or an operator created it first.
+var ErrSlotExists = errors.New("replication slot already exists")
+
+// FailoverSlots reports whether a server of this major version creates
+// slots with failover = true: Postgres 17 and later can synchronize such a
+// slot to a standby (sync_replication_slots), so it survives a promotion
+// and no recovery is needed. Older servers lose the slot on promotion and
+// the relay recovers it (SLOT_RECOVERY=auto).
+func FailoverSlots(major int) bool { return major >= 17 }
+
+// CreateSlotCommand is the CREATE_REPLICATION_SLOT command for a permanent
+// pgoutput slot on a server of this major version. export asks for a
+// snapshot of the slot's consistent point, valid until the next command on
+// the same replication connection; otherwise none is taken.
+func CreateSlotCommand(slot string, major int, export bool) string {
+	if FailoverSlots(major) {
+		snapshot := "nothing"
+		if export {
+			snapshot = "export"
+		}
+		return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT '%s', FAILOVER true)", slot, snapshot)
+	}
+	action := "NOEXPORT_SNAPSHOT"
+	if export {
+		action = "EXPORT_SNAPSHOT"
+	}
+	return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slot, action)
+}
+
+// ServerMajor is the major version of the server conn is connected to, from
+// its server_version parameter ("15.4 (Debian 15.4-1)", "17beta1"); 0 when
+// unknown.
+func ServerMajor(conn *pgconn.PgConn) int { return parseMajor(conn.ParameterStatus("server_version")) }
+
+func parseMajor(v string) int {
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// CreatedSlot is a slot made by CreateSlot.
+type CreatedSlot struct {
+	LSN      pglogrepl.LSN // consistent point: the slot streams transactions committing after it
+	Snapshot string        // exported snapshot, when asked for
+	Failover bool
+}
+
+// CreateSlot creates the permanent pgoutput slot on a replication
+// connection (ErrSlotExists when it is there already).
+func CreateSlot(ctx context.Context, conn *pgconn.PgConn, slot string, export bool) (*CreatedSlot, error) {
+	major := ServerMajor(conn)
+	res, err := pglogrepl.ParseCreateReplicationSlot(conn.Exec(ctx, CreateSlotCommand(slot, major, export)))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" {
+		return nil, fmt.Errorf("%w: %q", ErrSlotExists, slot)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create replication slot %q: %w", slot, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return nil, fmt.Errorf("create replication slot %q: consistent point: %w", slot, err)
+	}
+	return &CreatedSlot{LSN: lsn, Snapshot: res.SnapshotName, Failover: FailoverSlots(major)}, nil
+}
+
+// DropSlot drops the slot on a replication connection; a slot already gone
+// is not an error.
+func DropSlot(ctx context.Context, conn *pgconn.PgConn, slot string) error {
+	_, err := conn.Exec(ctx, "DROP_REPLICATION_SLOT "+slot).ReadAll()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("drop replication slot %q: %w", slot, err)
 	}
 	return nil
 }

@@ -58,7 +58,16 @@ type Options struct {
 	DrainTimeout   time.Duration // on shutdown, how long to wait for in-flight events before the last confirm; default 10s
 	Timeout        time.Duration // a connection silent this long despite requests is dead; default 30s
 	Linger         time.Duration // under load, wait this long for more before reading again; 0 = never (see linger.go)
-	Log            zerolog.Logger
+	// Recover, when set, recreates a missing or lost slot (see Recovery);
+	// without it a missing or lost slot stops the stream.
+	Recover func(context.Context, *Recovery) error
+	// Pending, with Recover, is asked before every START_REPLICATION
+	// whether a recovery is under way elsewhere or was interrupted (the
+	// slot record says so): then the session goes through Recover, which
+	// waits for the other relay's to finish, instead of streaming from a
+	// slot whose backfill is not done. It returns the reason, or "".
+	Pending func(context.Context) (string, error)
+	Log     zerolog.Logger
 }
 
 // State is what /readyz and the logs report about the stream.
@@ -68,6 +77,7 @@ type State struct {
 	Reason      string // why not replicating
 	Confirmed   pglogrepl.LSN
 	Since       time.Time
+	Host        string // the database server of the replication connection, as host:port
 }
 
 // Stream reads the replication slot. Create it with NewStream and call Run once.
@@ -80,6 +90,11 @@ type Stream struct {
 
 	mu    sync.Mutex
 	state State
+	// recovery is the reason the next session must recover the slot first
+	// ("" none); set by RequestRecovery and by Run. Owned by Run's goroutine
+	// once it started.
+	recovery       string
+	replicatedHost string // the server a session of this stream last streamed from
 
 	lingers atomic.Uint64
 }
@@ -124,7 +139,7 @@ func (s *Stream) State() State {
 func (s *Stream) setState(st State) {
 	s.mu.Lock()
 	prev := s.state
-	st.Confirmed = prev.Confirmed
+	st.Confirmed, st.Host = prev.Confirmed, prev.Host
 	if prev.Replicating != st.Replicating || prev.Standby != st.Standby || prev.Reason != st.Reason {
 		st.Since = time.Now()
 	} else {
@@ -138,6 +153,26 @@ func (s *Stream) setConfirmed(lsn pglogrepl.LSN) {
 	s.mu.Lock()
 	s.state.Confirmed = lsn
 	s.mu.Unlock()
+}
+
+// RequestRecovery makes the first session recover the slot (Recovery)
+// before it streams: the relay found it missing or lost at start. Call it
+// before Run.
+func (s *Stream) RequestRecovery(reason string) { s.recovery = reason }
+
+// setHost records the server the replication connection reached, and says
+// so when it changed: a multi-host DATABASE_URL followed a failover.
+func (s *Stream) setHost(host string) {
+	s.mu.Lock()
+	prev := s.state.Host
+	s.state.Host = host
+	s.mu.Unlock()
+	switch {
+	case prev == "":
+		s.log.Info().Str("db_host", host).Msg("replication connected")
+	case prev != host:
+		s.log.Warn().Str("db_host", host).Str("previous_db_host", prev).Msg("database host changed: replicating from another server")
+	}
 }
 
 // Run reads until ctx ends or a fatal error occurs, sending events to out in
@@ -166,6 +201,26 @@ func (s *Stream) Run(ctx context.Context, out chan<- *Event) error {
 			s.setState(State{Standby: true, Reason: busy.Error()})
 			retry.Reset()
 			sleep(ctx, time.Second)
+			continue
+		case s.opts.Recover != nil && (errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotLost)):
+			// The slot went away under a running relay (dropped, or
+			// invalidated and its walsender terminated), or this is a
+			// promoted standby that never had it: recover on the next
+			// session, at once.
+			s.recovery = "lost"
+			if errors.Is(err, ErrSlotMissing) {
+				// Missing where it streamed before: dropped. Missing on
+				// another server: a promoted standby that never had it.
+				s.recovery = "missing"
+				if s.replicatedHost != "" && s.replicatedHost == s.State().Host {
+					s.recovery = "dropped"
+				}
+			}
+			s.setState(State{Reason: err.Error()})
+			s.log.Warn().Err(err).Str("reason", s.recovery).Dur("retry_in", retry.Delay()).Msg("replication slot gone, recovering it")
+			// Not at once: should the slot look healthy to the recovery and
+			// still fail here, this must not spin.
+			retry.Wait(ctx)
 			continue
 		case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrProtocol), isFatalPgError(err):
 			s.setState(State{Reason: err.Error()})
@@ -258,7 +313,18 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 		conn.Close(cctx)
 		cancel()
 	}()
+	s.setHost(conn.Conn().RemoteAddr().String())
 
+	if s.recovery == "" && s.opts.Recover != nil && s.opts.Pending != nil {
+		if s.recovery, err = s.opts.Pending(ctx); err != nil {
+			return err
+		}
+	}
+	if s.recovery != "" {
+		if err := s.recover(ctx, conn); err != nil {
+			return err
+		}
+	}
 	start := s.tracker.Safe()
 	err = pglogrepl.StartReplication(ctx, conn, s.opts.Slot, start, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
@@ -278,12 +344,18 @@ func (s *Stream) session(ctx context.Context, out chan<- *Event) (err error) {
 				return &slotBusyError{slot: s.opts.Slot, pid: activePID(ctx, conn, s.opts.Slot)}
 			case pgErr.Code == "42704" && strings.Contains(pgErr.Message, "replication slot"):
 				return fmt.Errorf("%w: %q (create it with `relay provision` or AUTO_PROVISION=true)", ErrSlotMissing, s.opts.Slot)
+			case pgErr.Code == "55000" && strings.Contains(pgErr.Detail, "invalidated") && s.opts.Recover != nil:
+				// "cannot read from logical replication slot" (15), "can no
+				// longer get changes from replication slot" (16+), with a
+				// detail saying why it was invalidated.
+				return fmt.Errorf("%w: %q: %w", ErrSlotLost, s.opts.Slot, err)
 			}
 		}
 		return fmt.Errorf("start replication on slot %q: %w", s.opts.Slot, err)
 	}
 	s.log.Info().Str("slot", s.opts.Slot).Str("from_lsn", start.String()).Msg("replicating")
 	s.setState(State{Replicating: true})
+	s.replicatedHost = s.State().Host
 
 	r := reader{s: s, conn: conn, readAhead: readAhead, out: out, rels: map[uint32]*relation{}}
 	defer func() {

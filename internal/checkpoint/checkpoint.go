@@ -143,3 +143,19 @@ func (t *Tracker) Skip(lsn pglogrepl.LSN) bool {
 	}
 	return true
 }
+
+// Rebase moves the safe position to lsn, down as well as up, when nothing is
+// in flight, and reports whether it did. A recreated replication slot starts
+// at its own consistent point: positions reached on the slot it replaces
+// may lie beyond WAL the new slot still has to stream (a promoted standby
+// never received the old primary's last records), and confirming one of
+// them there would skip events.
+func (t *Tracker) Rebase(lsn pglogrepl.LSN) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.head != len(t.queue) {
+		return false
+	}
+	t.safe = lsn
+	return true
+}

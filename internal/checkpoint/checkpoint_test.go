@@ -163,3 +163,33 @@ func BenchmarkAddDone(b *testing.B) {
 		tx.Done()
 	}
 }
+
+// TestRebase: a recreated slot restarts the safe position at its own start,
+// lower than positions reached on the old slot, but only with nothing in
+// flight: an event handed over keeps its transaction's place.
+func TestRebase(t *testing.T) {
+	tr := checkpoint.New(0)
+	tx := tr.Begin()
+	tx.Add()
+	tx.Commit(500)
+	if tr.Rebase(100) {
+		t.Fatal("rebased with an event in flight")
+	}
+	tx.Done()
+	if got := tr.Safe(); got != 500 {
+		t.Fatalf("safe=%v, want 500", got)
+	}
+	if !tr.Rebase(100) {
+		t.Fatal("idle tracker refused to rebase")
+	}
+	if got := tr.Safe(); got != 100 {
+		t.Fatalf("safe after rebase=%v, want 100 (the new slot's start)", got)
+	}
+	tx = tr.Begin()
+	tx.Add()
+	tx.Commit(200)
+	tx.Done()
+	if got := tr.Safe(); got != 200 {
+		t.Fatalf("safe=%v, want 200", got)
+	}
+}

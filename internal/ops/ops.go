@@ -27,7 +27,10 @@ type Server struct {
 	Addr     string
 	Registry *prometheus.Registry
 	Checks   map[string]Check
-	Log      zerolog.Logger
+	// Info adds fields to /readyz's JSON, such as db_host, the database
+	// server in use; a function returning "" leaves its field out.
+	Info map[string]func() string
+	Log  zerolog.Logger
 	// Pprof adds net/http/pprof's /debug/pprof/ endpoints (PPROF=true).
 	Pprof bool
 }
@@ -95,7 +98,13 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		status = "unready"
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	json.NewEncoder(w).Encode(map[string]any{"status": status, "checks": checks})
+	body := map[string]any{"status": status, "checks": checks}
+	for k, f := range s.Info {
+		if v := f(); v != "" {
+			body[k] = v
+		}
+	}
+	json.NewEncoder(w).Encode(body)
 }
 
 // Run serves until ctx ends. An empty Addr disables the server.

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 )
 
-// CreateSlot creates a permanent pgoutput slot unless it exists. It reports
+// CreateSlot creates a permanent pgoutput slot unless it exists (on
+// Postgres 17+ with failover = true). It reports
 // whether it created it.
 func CreateSlot(ctx context.Context, connString, slot string) (bool, error) {
 	cfg, err := cdc.ReplicationConfig(connString, "jetstream-bridge-provision")
@@ -23,16 +23,13 @@ func CreateSlot(ctx context.Context, connString, slot string) (bool, error) {
 		return false, fmt.Errorf("connect for replication: %w", err)
 	}
 	defer conn.Close(context.Background())
-	_, err = pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
-		Mode:           pglogrepl.LogicalReplication,
-		SnapshotAction: "NOEXPORT_SNAPSHOT",
-	})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
+	// On Postgres 17+ the slot is a failover slot (cdc.FailoverSlots).
+	_, err = cdc.CreateSlot(ctx, conn, slot, false)
+	if errors.Is(err, cdc.ErrSlotExists) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
+		return false, err
 	}
 	return true, nil
 }

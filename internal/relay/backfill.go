@@ -32,14 +32,21 @@ type BackfillCounts struct {
 // in ISO format, UTC. Run must not be running.
 func (r *Relay) Backfill(ctx context.Context, conn *pgx.Conn, since time.Time, dryRun bool) (BackfillCounts, error) {
 	table, _ := migrations.QuoteQualified(r.opts.OutboxTable)
-	rows, err := conn.Query(ctx, `SELECT event_id::text, resource_type, coalesce(resource_id, ''), event_type, payload::text,
-		headers::text, coalesce(subject, ''), coalesce(destination, ''), coalesce(trace_id, ''), occurred_at::text
-		FROM `+table+` WHERE occurred_at >= $1 ORDER BY id`, since)
+	rows, err := conn.Query(ctx, `SELECT `+outboxColumns+` FROM `+table+` WHERE occurred_at >= $1 ORDER BY id`, since)
 	if err != nil {
 		return BackfillCounts{}, fmt.Errorf("read outbox: %w", err)
 	}
 	defer rows.Close()
+	return r.republish(ctx, rows, dryRun)
+}
 
+// outboxColumns are the columns republish scans, in its order.
+const outboxColumns = `event_id::text, resource_type, coalesce(resource_id, ''), event_type, payload::text,
+	headers::text, coalesce(subject, ''), coalesce(destination, ''), coalesce(trace_id, ''), occurred_at::text`
+
+// republish publishes outbox rows (outboxColumns, in id order) and waits
+// for every ack: Backfill's and the slot recovery's one path.
+func (r *Relay) republish(ctx context.Context, rows pgx.Rows, dryRun bool) (BackfillCounts, error) {
 	var n backfillCounter
 	pub := publish.New(r.opts.JS, r.publishOptions())
 	pctx, cancel := context.WithCancel(ctx)

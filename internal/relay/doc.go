@@ -28,7 +28,11 @@
 //	               for its subject, or outside the connection's permissions
 //	               the checkpoint (internal/checkpoint) turns done events into the
 //	               safe position, which the stream confirms
-//	slot.go        the slot guard: a lost slot stops the relay, WAL at risk warns
+//	slot.go        the slot guard: a lost slot stops the relay (or is left to
+//	               recovery), WAL at risk warns
+//	record.go      the slot record table: a slot it knows of that is missing was lost
+//	recover.go     RecoverSlot: a missing or lost slot is recreated with an exported
+//	               snapshot and the rows the stream may lack are republished first
 //	prune.go       OUTBOX_RETENTION: deletes rows the slot has confirmed
 //	backfill.go    republishes rows from the table through the same decisions
 //

@@ -33,15 +33,19 @@ type Observer interface {
 	Retried()
 	// Slot reports the slot's state as last read.
 	Slot(*cdc.SlotInfo)
+	// SlotRecovered: the slot was recreated (reason missing, dropped or
+	// lost) and rows outbox rows were published again.
+	SlotRecovered(reason string, rows int64)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Published(bool)            {}
-func (nopObserver) CommitToAck(time.Duration) {}
-func (nopObserver) DeadLettered()             {}
-func (nopObserver) Retried()                  {}
-func (nopObserver) Slot(*cdc.SlotInfo)        {}
+func (nopObserver) Published(bool)              {}
+func (nopObserver) CommitToAck(time.Duration)   {}
+func (nopObserver) DeadLettered()               {}
+func (nopObserver) Retried()                    {}
+func (nopObserver) Slot(*cdc.SlotInfo)          {}
+func (nopObserver) SlotRecovered(string, int64) {}
 
 // Options configure a Relay. Zero durations take the defaults noted.
 type Options struct {
@@ -87,6 +91,14 @@ type Options struct {
 
 	SlotCheck   time.Duration // slot guard interval; default 30s
 	SlotLagWarn int64         // warn above this many retained WAL bytes
+
+	// RecoverSlot recreates a missing or lost slot and republishes what
+	// the stream may lack (SLOT_RECOVERY=auto, recover.go); false stops
+	// with advice instead. RecoveryMargin (default 5m) reaches back before
+	// the stream's newest event, for transactions that began before it
+	// and committed after.
+	RecoverSlot    bool
+	RecoveryMargin time.Duration
 
 	OutboxRetention time.Duration // 0 keeps rows
 	PruneInterval   time.Duration // default 1m
@@ -134,6 +146,9 @@ func New(opts Options) *Relay {
 	if opts.PruneInterval <= 0 {
 		opts.PruneInterval = time.Minute
 	}
+	if opts.RecoveryMargin <= 0 {
+		opts.RecoveryMargin = 5 * time.Minute
+	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
@@ -145,7 +160,13 @@ func New(opts Options) *Relay {
 	r.refuse = &refusals{r: r}
 	r.refuse.watch(opts.NC)
 	r.tracker = checkpoint.New(0)
+	var recover func(context.Context, *cdc.Recovery) error
+	if opts.RecoverSlot {
+		recover = r.recoverSlot
+	}
 	r.stream = cdc.NewStream(cdc.Options{
+		Recover:        recover,
+		Pending:        r.pendingRecovery,
 		ConnString:     opts.ConnString,
 		Slot:           opts.Slot,
 		Publication:    opts.Publication,

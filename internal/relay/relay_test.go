@@ -37,6 +37,7 @@ const (
 // counts is the Observer of a test relay.
 type counts struct {
 	published, deadLettered, retried atomic.Int64
+	recoveries, recoveredRows        atomic.Int64
 }
 
 func (c *counts) Published(bool)            { c.published.Add(1) }
@@ -44,6 +45,10 @@ func (c *counts) CommitToAck(time.Duration) {}
 func (c *counts) DeadLettered()             { c.deadLettered.Add(1) }
 func (c *counts) Retried()                  { c.retried.Add(1) }
 func (c *counts) Slot(*cdc.SlotInfo)        {}
+func (c *counts) SlotRecovered(_ string, rows int64) {
+	c.recoveries.Add(1)
+	c.recoveredRows.Add(rows)
+}
 
 // world is one relay in process: a fresh database with the outbox and a
 // slot, an embedded JetStream with the relay's stream.
@@ -57,8 +62,13 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return newWorldAt(t, testutil.NewDatabase(t))
+}
+
+// newWorldAt is newWorld on the database at dbURL.
+func newWorldAt(t *testing.T, dbURL string) *world {
+	t.Helper()
 	ctx := context.Background()
-	dbURL := testutil.NewDatabase(t)
 	if err := provision.Outbox(ctx, dbURL, migrations.Names{Outbox: table, Publication: pubName}); err != nil {
 		t.Fatal(err)
 	}

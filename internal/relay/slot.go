@@ -7,7 +7,9 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 )
 
-// guard watches the slot: lost stops the relay; reserve trouble and lag warn.
+// guard watches the slot: lost stops the relay (with RecoverSlot the
+// stream recovers it: Postgres ends the walsender of an invalidated slot,
+// and the reconnect finds it lost); reserve trouble and lag warn.
 func (r *Relay) guard(ctx context.Context) error {
 	t := time.NewTicker(r.opts.SlotCheck)
 	defer t.Stop()
@@ -26,11 +28,19 @@ func (r *Relay) guard(ctx context.Context) error {
 			continue
 		}
 		if info == nil {
-			r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot no longer exists")
+			if r.opts.RecoverSlot {
+				r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot no longer exists; the stream recreates it when it reconnects")
+			} else {
+				r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot no longer exists")
+			}
 			continue
 		}
 		r.obs.Slot(info)
 		if info.WALStatus == "lost" {
+			if r.opts.RecoverSlot {
+				r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot lost; the stream recreates it when it reconnects")
+				continue
+			}
 			return cdc.CheckSlot(info, "")
 		}
 		if info.WALStatus != lastStatus && (info.WALStatus == "unreserved" || info.WALStatus == "extended") {

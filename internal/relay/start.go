@@ -29,21 +29,16 @@ func (r *Relay) start(ctx context.Context) error {
 	return r.preflight(ctx)
 }
 
-// checkSlot verifies the slot at start.
+// checkSlot verifies the slot at start. With RecoverSlot, a slot that is
+// lost, or missing although the slot record says it existed, is left to
+// the stream to recover before it streams; a slot missing without any
+// record is a first start (provisioning creates it; nothing is
+// backfilled). A slot that exists gets its first record.
 func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
 	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
-		info, err := cdc.ReadSlot(ctx, r.opts.DB, r.opts.Slot)
-		if err == nil {
-			if info == nil {
-				if mustExist {
-					return fmt.Errorf("%w: %q; run `relay provision` with admin credentials or set AUTO_PROVISION=true", cdc.ErrSlotMissing, r.opts.Slot)
-				}
-				return nil
-			}
-			r.obs.Slot(info)
-			return cdc.CheckSlot(info, r.dbName)
-		}
-		if isFatal(err) {
+		err := r.readSlotAtStart(ctx, mustExist)
+		if err == nil || isFatal(err) || errors.Is(err, cdc.ErrSlotMissing) || errors.Is(err, cdc.ErrSlotLost) ||
+			errors.Is(err, errSlotUnusable) {
 			return err
 		}
 		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("cannot read replication slot, retrying")
@@ -51,6 +46,76 @@ func (r *Relay) checkSlot(ctx context.Context, mustExist bool) error {
 			return nil
 		}
 	}
+}
+
+// errSlotUnusable marks a slot of another plugin or database.
+var errSlotUnusable = errors.New("replication slot unusable")
+
+func (r *Relay) readSlotAtStart(ctx context.Context, mustExist bool) error {
+	info, err := cdc.ReadSlot(ctx, r.opts.DB, r.opts.Slot)
+	if err != nil {
+		return err
+	}
+	recorded := false
+	if r.opts.RecoverSlot {
+		recorded, err = SlotRecorded(ctx, r.opts.DB, r.opts.OutboxTable, r.opts.Slot)
+		if errors.Is(err, ErrNoSlotRecord) {
+			r.noRecovery(err)
+		} else if err != nil {
+			return err
+		}
+	}
+	switch {
+	case info == nil && recorded:
+		r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot missing although it existed (promoted standby or dropped): recovering")
+		r.stream.RequestRecovery("missing")
+		return nil
+	case info == nil && mustExist:
+		return fmt.Errorf("%w: %q; run `relay provision` with admin credentials or set AUTO_PROVISION=true", cdc.ErrSlotMissing, r.opts.Slot)
+	case info == nil:
+		return nil
+	}
+	r.obs.Slot(info)
+	if recorded {
+		last, reason, err := lastRecord(ctx, r.opts.DB, r.opts.OutboxTable, r.opts.Slot)
+		if err != nil {
+			return err
+		}
+		if last == "recovering" {
+			r.log.Error().Str("slot", r.opts.Slot).Str("reason", reason).
+				Msg("a slot recovery was interrupted after it created the slot: recovering again")
+			r.stream.RequestRecovery(reason)
+		}
+	}
+	if info.WALStatus == "lost" && r.opts.RecoverSlot {
+		r.log.Error().Str("slot", r.opts.Slot).Msg("replication slot lost (wal_status=lost): recovering")
+		r.stream.RequestRecovery("lost")
+		info.WALStatus = "" // checked for plugin and database below
+	}
+	if err := cdc.CheckSlot(info, r.dbName); err != nil {
+		if errors.Is(err, cdc.ErrSlotLost) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errSlotUnusable, err)
+	}
+	if r.opts.RecoverSlot && !recorded {
+		if err := r.recordSlot(ctx, info); errors.Is(err, ErrNoSlotRecord) {
+			r.noRecovery(err)
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noRecovery turns slot recovery off for this run: without its record a
+// lost slot cannot be told from a first start. Said at error level, since
+// a lost slot then stops the relay as with SLOT_RECOVERY=manual.
+func (r *Relay) noRecovery(err error) {
+	r.log.Error().Err(err).Str("table", migrations.SlotsTable(r.opts.OutboxTable)).
+		Msg("slot recovery off: the slot record cannot be used; run `relay provision`, or grant the relay SELECT, INSERT on the table and USAGE on its sequence")
+	r.opts.RecoverSlot = false
+	r.stream.NoRecovery()
 }
 
 // preflight refuses to run where nothing would ever be streamed: a server
