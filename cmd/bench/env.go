@@ -409,6 +409,12 @@ func (b *bench) dropSlot(ctx context.Context) error {
 			return err
 		}
 		if !left {
+			// Retired on purpose: without its record the next relay starts
+			// the slot afresh instead of recovering it from the table.
+			if _, err := b.src.Exec(ctx, "DELETE FROM "+migrations.SlotsTable(outboxTable)+" WHERE slot_name = $1", b.slot); err != nil &&
+				!(errors.As(err, &pgErr) && pgErr.Code == "42P01") {
+				return fmt.Errorf("forget replication slot %s: %w", b.slot, err)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {

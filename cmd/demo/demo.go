@@ -516,6 +516,8 @@ func (d *demo) close() {
 		fmt.Fprintln(d.out, "left in your databases: schema demo, the outbox and inbox tables, and the replication slots\n"+
 			"jetstream_bridge_system_a and jetstream_bridge_system_b, which retain WAL while no relay streams them:\n"+
 			"  SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"+
+			"  WHERE slot_name IN ('jetstream_bridge_system_a', 'jetstream_bridge_system_b');\n"+
+			"  DELETE FROM public.jetstream_bridge_slots\n"+
 			"  WHERE slot_name IN ('jetstream_bridge_system_a', 'jetstream_bridge_system_b');")
 	}
 	if err := localenv.CloseWorkDir(d.out, d.dir, d.opts.Keep || d.failed); err != nil {
