@@ -7,6 +7,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
@@ -60,10 +61,14 @@ func (r *Relay) streamSpec() provision.StreamSpec {
 	if c.EnvName != "" {
 		prefix = c.EnvName + "."
 	}
+	fallback := s.Publish("")
+	if c.Partitions > 0 {
+		fallback = envelope.PartitionFilter(fallback) // {app}.sync.{dest}.*: every partition, nothing else
+	}
 	return provision.StreamSpec{
 		Name:       c.StreamName,
 		Subjects:   []string{prefix + c.AppName + ".sync.>", s.DLQ()},
-		Fallback:   []string{s.Publish("")},
+		Fallback:   []string{fallback},
 		Duplicates: c.DuplicateWindow,
 		Replicas:   c.StreamReplicas,
 		AllowBatch: c.FastBatch && publish.BatchSupported(r.nc.ConnectedServerVersion()),
