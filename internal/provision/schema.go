@@ -29,6 +29,16 @@ func Inbox(ctx context.Context, databaseURL string, names migrations.Names) erro
 	return connectAndApply(ctx, databaseURL, "inbox schema", sql)
 }
 
+// Partitions applies the schema of partitioned sinks (ownership and member
+// tables) in the inbox table's schema.
+func Partitions(ctx context.Context, databaseURL string, names migrations.Names) error {
+	sql, err := migrations.Partitions(names)
+	if err != nil {
+		return err
+	}
+	return connectAndApply(ctx, databaseURL, "partition schema", sql)
+}
+
 func connectAndApply(ctx context.Context, databaseURL, what, sql string) error {
 	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {
