@@ -106,6 +106,9 @@ func (a *App) Close() {
 // Run provisions (AUTO_PROVISION=true), then consumes until ctx ends.
 func (a *App) Run(ctx context.Context) error {
 	c := a.cfg
+	if c.Partitions > 0 {
+		return a.runPartitioned(ctx)
+	}
 	reg := ops.NewRegistry()
 	met := newMetrics(reg)
 	var s *sink.Sink
