@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,5 +148,38 @@ func TestPartitionFenceRollsBackOldOwner(t *testing.T) {
 	}
 	if info.AckFloor.Stream != 1 {
 		t.Fatalf("ack floor %d, want 1: e2 must not be acked by the fenced owner", info.AckFloor.Stream)
+	}
+}
+
+// TestPartitionMismatchStops: a message published with another partition
+// count stops the sink with ErrPartitionMismatch; nothing is dead-lettered
+// or applied.
+func TestPartitionMismatchStops(t *testing.T) {
+	e := newEnv(t)
+	e.builder.Partitions = 16
+	m := e.event(t, "e1", "order", "1", pos("0/10", 0))
+	e.publishRaw(t, filter, m.Body, m.Header) // on the sink's subject, with the relay's 16-partition headers
+	h := &effectHandler{}
+	s, err := sink.New(sink.Options{
+		DB: e.pool, JS: e.js, Source: sink.JetStreamPull(e.cons), Handler: h, DLQSubject: dlqSubject, UseDLQ: true,
+		FetchWait: 200 * time.Millisecond, Partitions: 8,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = s.Run(ctx)
+	if !errors.Is(err, sink.ErrPartitionMismatch) || ctx.Err() != nil {
+		t.Fatalf("Run returned %v, want ErrPartitionMismatch before the deadline", err)
+	}
+	if !strings.Contains(err.Error(), "16 partitions") || !strings.Contains(err.Error(), "PARTITIONS=8") {
+		t.Fatalf("error %q does not name both counts", err)
+	}
+	if got := e.effects(t); len(got) != 0 {
+		t.Fatalf("applied %v", got)
+	}
+	if dl := e.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("%d dead letters, want none", len(dl))
 	}
 }
