@@ -79,11 +79,12 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 		sinks = append(sinks, startSink())
 	}
 
-	// Wait for the outbox (the relay provisions it).
+	// Wait for the relay's slot: rows committed before it exists are not in
+	// its stream of changes (relay backfill would publish them).
 	testutil.Eventually(t, time.Minute, func() error {
 		var ok bool
-		if err := w.conn.QueryRow(ctx, `SELECT to_regclass('public.jetstream_outbox_events') IS NOT NULL`).Scan(&ok); err != nil || !ok {
-			return fmt.Errorf("outbox not provisioned yet (%v)", err)
+		if err := w.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'jetstream_bridge_billing' AND active)`).Scan(&ok); err != nil || !ok {
+			return fmt.Errorf("relay slot not active yet (%v)", err)
 		}
 		return nil
 	})

@@ -183,3 +183,94 @@ func TestPartitionMismatchStops(t *testing.T) {
 		t.Fatalf("%d dead letters, want none", len(dl))
 	}
 }
+
+// TestPartitionFenceRollsBackOldOwnerBatch is the same through the batch
+// pipeline of a SQL handler: the ownership check fails the batch, and the
+// event applied on its own is fenced at its commit.
+func TestPartitionFenceRollsBackOldOwnerBatch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	schema, err := migrations.Partitions(migrations.Names{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := provision.Apply(ctx, conn, schema, `CREATE PROCEDURE public.fenced_apply(e jsonb) LANGUAGE plpgsql AS $$
+		BEGIN
+			PERFORM pg_advisory_xact_lock_shared(7); -- waits while the test holds lock 7
+			INSERT INTO effects (event_id) VALUES (e->>'event_id');
+		END $$`); err != nil {
+		t.Fatal(err)
+	}
+	table, _, _ := migrations.PartitionTables("")
+	if _, err := e.pool.Exec(ctx, `INSERT INTO `+table+` (durable, partition, owner, epoch) VALUES ($1, 0, 'old', 1)`, durable); err != nil {
+		t.Fatal(err)
+	}
+	h, err := (&sink.Handlers{DB: e.pool}).Build(ctx, "sql:public.fenced_apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sink.New(sink.Options{
+		DB: e.pool, JS: e.js, Source: sink.JetStreamPull(e.cons), Handler: h, DLQSubject: dlqSubject, UseDLQ: true,
+		Concurrency: 1, BatchSize: 10, TxBatch: 10, FetchWait: 200 * time.Millisecond,
+		Fence: &sink.Fence{Table: table, Durable: durable, Partition: 0, Owner: "old", Epoch: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+
+	e.publish(t, e.event(t, "e1", "order", "1", pos("0/10", 0)))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := len(e.effects(t)); n != 1 {
+			return fmt.Errorf("%d effects, want e1's", n)
+		}
+		return nil
+	})
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(7)`); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, e.event(t, "e2", "order", "2", pos("0/20", 0)))
+	e.publish(t, e.event(t, "e3", "order", "3", pos("0/20", 1)))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var waiting int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7 AND NOT granted`).Scan(&waiting); err != nil {
+			return err
+		}
+		if waiting == 0 {
+			return errors.New("the batch is not in its handler yet")
+		}
+		return nil
+	})
+	if _, err := e.pool.Exec(ctx, `UPDATE `+table+` SET owner = 'new', epoch = 2 WHERE durable = $1 AND partition = 0`, durable); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(7)`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, sink.ErrFenced) {
+			t.Fatalf("Run returned %v, want ErrFenced", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the old owner kept running after its partition was taken over")
+	}
+	if got := e.effects(t); !slices.Equal(got, []string{"e1"}) {
+		t.Fatalf("effects %v, want only e1: the old owner committed after the takeover", got)
+	}
+	info, err := e.info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream != 1 {
+		t.Fatalf("ack floor %d, want 1", info.AckFloor.Stream)
+	}
+}
