@@ -164,6 +164,7 @@ func (a *App) runPartitioned(ctx context.Context) error {
 				})
 			},
 			Settled:  a.partitionSettled,
+			Quiet:    a.partitionQuiet,
 			Observer: pmet,
 			Log:      a.log,
 		})
@@ -219,6 +220,26 @@ func (a *App) partitionSettled(ctx context.Context, p int) bool {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// partitionQuiet returns how long until every message delivered on
+// partition p's consumer and not acknowledged is due for redelivery: its
+// last delivery plus ACK_WAIT plus a margin, when anything awaits an ack.
+// Without AUTO_PROVISION (no consumer info) it returns 0: the lease and
+// ACK_WAIT rule alone applies.
+func (a *App) partitionQuiet(ctx context.Context, p int) time.Duration {
+	c := a.cfg
+	if !c.AutoProvision {
+		return 0
+	}
+	info, err := provision.ConsumerInfo(ctx, a.js, c.StreamName, sink.PartitionDurable(c.Durable(), p), false)
+	switch {
+	case err != nil:
+		return c.AckWait // unknown: assume the worst
+	case info.NumAckPending == 0 || info.Delivered.Last == nil:
+		return 0
+	}
+	return time.Until(info.Delivered.Last.Add(c.AckWait + 2*time.Second))
 }
 
 // checkPartitionTables checks, with AUTO_PROVISION=false, that the inbox and

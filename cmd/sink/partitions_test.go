@@ -40,7 +40,7 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	if _, err := w.conn.Exec(ctx, `
-		CREATE TABLE applied (id bigserial PRIMARY KEY, event_id text NOT NULL, k text NOT NULL, s int NOT NULL);
+		CREATE TABLE applied (id bigserial PRIMARY KEY, event_id text NOT NULL, k text NOT NULL, s int NOT NULL, pid int, at timestamptz);
 		CREATE TABLE key_state (k text PRIMARY KEY, last_s int NOT NULL);
 		CREATE TABLE violations (k text NOT NULL, s int NOT NULL, last_s int NOT NULL);
 		CREATE PROCEDURE public.apply_ordered(e jsonb) LANGUAGE plpgsql AS $$
@@ -55,7 +55,7 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 				INSERT INTO violations VALUES (key, seq, prev);
 			END IF;
 			UPDATE key_state SET last_s = greatest(last_s, seq) WHERE k = key;
-			INSERT INTO applied (event_id, k, s) VALUES (e->>'event_id', key, seq);
+			INSERT INTO applied (event_id, k, s, pid, at) VALUES (e->>'event_id', key, seq, pg_backend_pid(), clock_timestamp());
 		END $$`); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 	startSink := func() member {
 		addr := testutil.FreeAddr(t)
 		return member{addr: addr, p: w.start(t, "HANDLER=sql:public.apply_ordered", "PARTITIONS="+strconv.Itoa(partitions),
-			"SKIP_STALE=false", "ACK_WAIT=2s", "PARTITION_LEASE=3s", "SHUTDOWN_TIMEOUT=20s", "LOG_LEVEL=info", "HTTP_ADDR="+addr)}
+			"SKIP_STALE=false", "ACK_WAIT=5s", "PARTITION_LEASE=2s", "SHUTDOWN_TIMEOUT=20s", "LOG_LEVEL=info", "HTTP_ADDR="+addr)}
 	}
 	var sinks []member
 	for range 4 {
@@ -150,6 +150,7 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 	if err := sinks[0].p.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("killed at %s", time.Now().UTC().Format("15:04:05.000"))
 	sinks = append(sinks, startSink(), startSink())
 	waitApplied(events / 2)
 	t.Logf("%s: half applied; SIGTERM one sink", time.Since(start).Round(time.Millisecond))
@@ -179,7 +180,11 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 	if lost, twice := events-distinct, all-distinct; lost != 0 || twice != 0 || violations != 0 {
 		rows, _ := w.conn.Query(ctx, `SELECT k, s, last_s FROM violations LIMIT 10`)
 		vs, _ := pgx.CollectRows(rows, pgx.RowToMap)
-		t.Fatalf("lost %d, applied twice %d, per-key order violations %d (first: %v)", lost, twice, violations, vs)
+		rows, _ = w.conn.Query(ctx, `SELECT a.k, a.s, a.id, a.pid, a.at::text, i.stream_seq, i.deliveries, i.processed_at::text
+			FROM applied a JOIN jetstream_inbox_events i ON i.event_id = a.event_id
+			WHERE a.k IN (SELECT k FROM violations) ORDER BY a.k, a.id`)
+		detail, _ := pgx.CollectRows(rows, pgx.RowToMap)
+		t.Fatalf("lost %d, applied twice %d, per-key order violations %d (first: %v)\nthose keys, in apply order: %v", lost, twice, violations, vs, detail)
 	}
 
 	// Every partition owned by exactly one live process, and the live

@@ -245,6 +245,12 @@ type PartitionedOptions struct {
 	// the partition's consumer has nothing delivered and unacknowledged
 	// (consumer info); only then is the release clean.
 	Settled func(ctx context.Context, p int) bool
+	// Quiet, when set, is asked after a partition was taken over without a
+	// clean release how long to wait before pulling it: until the last
+	// message the server delivered to the old owner is due for redelivery
+	// (consumer info: its last delivery plus the ack wait), in case the old
+	// owner received messages later than its lease says.
+	Quiet func(ctx context.Context, p int) time.Duration
 
 	Observer PartitionObserver
 	Log      zerolog.Logger
@@ -469,6 +475,7 @@ type partitionRow struct {
 	owner     string
 	epoch     int64
 	takeable  bool // free to claim now
+	clean     bool // released cleanly: nothing of it is waiting for redelivery
 }
 
 func (pc *Partitioned) read(ctx context.Context) (members []string, rows []partitionRow, err error) {
@@ -486,7 +493,8 @@ func (pc *Partitioned) read(ctx context.Context) (members []string, rows []parti
 	// margin; see the file comment.
 	rs, err := o.DB.Query(ctx, `SELECT p.partition, p.owner, p.epoch,
 			CASE WHEN p.owner = '' THEN p.clean OR p.released_at + $3::interval < now()
-				ELSE greatest(m.lease_until, p.updated_at) + $3::interval < now() END
+				ELSE greatest(m.lease_until, p.updated_at) + $3::interval < now() END,
+			p.owner = '' AND p.clean
 		FROM `+o.Tables.Partitions+` p LEFT JOIN `+o.Tables.Members+` m ON m.durable = p.durable AND m.member = p.owner
 		WHERE p.durable = $1 AND p.partition < $2 ORDER BY p.partition`,
 		o.Durable, o.Partitions, (o.AckWait + o.Margin).String())
@@ -495,7 +503,7 @@ func (pc *Partitioned) read(ctx context.Context) (members []string, rows []parti
 	}
 	rows, err = pgx.CollectRows(rs, func(r pgx.CollectableRow) (partitionRow, error) {
 		var pr partitionRow
-		err := r.Scan(&pr.partition, &pr.owner, &pr.epoch, &pr.takeable)
+		err := r.Scan(&pr.partition, &pr.owner, &pr.epoch, &pr.takeable, &pr.clean)
 		return pr, err
 	})
 	if err != nil {
@@ -529,8 +537,21 @@ func (pc *Partitioned) claim(ctx context.Context, r partitionRow, trusted time.T
 	run := &running{p: r.partition, epoch: epoch, sink: s, cancel: cancel, done: make(chan struct{})}
 	pc.owned[r.partition] = run
 	go func() {
+		defer close(run.done)
+		if !r.clean && o.Quiet != nil {
+			qctx, cancel := context.WithTimeout(sctx, 10*time.Second)
+			wait := o.Quiet(qctx, r.partition)
+			cancel()
+			if wait > 0 {
+				o.Log.Info().Int("partition", r.partition).Dur("wait", wait).Msg("waiting for the previous owner's messages to be due for redelivery")
+				select {
+				case <-sctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		}
 		run.err = s.Run(sctx)
-		close(run.done)
 	}()
 	o.Log.Info().Int("partition", r.partition).Int64("epoch", epoch).Str("previous_owner", r.owner).Msg("partition claimed")
 	return nil
