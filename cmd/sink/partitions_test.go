@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -215,6 +216,29 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 		return nil
 	})
 	_ = relay
+
+	// status names an owner for every partition; audit finds every event of
+	// every partition applied.
+	out, err := w.runCmd(t, []string{"status", "--json"}, "PARTITIONS="+strconv.Itoa(partitions))
+	if err != nil {
+		t.Fatalf("sink status: %v\n%s", err, out)
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status output: %v\n%s", err, out)
+	}
+	if len(st.Partitions) != partitions || len(st.Members) != len(live) {
+		t.Fatalf("status shows %d partitions and %d members, want %d and %d:\n%s", len(st.Partitions), len(st.Members), partitions, len(live), out)
+	}
+	for _, ps := range st.Partitions {
+		if ps.Owner == "" || !ps.OwnerAlive || ps.NumPending != 0 || ps.NumAckPending != 0 {
+			t.Fatalf("partition %d in status: %+v", ps.Partition, ps)
+		}
+	}
+	res := testutil.RunCommand(t, time.Minute, w.bin, w.env("PARTITIONS="+strconv.Itoa(partitions)), "audit", "--since", "1h", "--settle", "0s")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "10000") {
+		t.Fatalf("sink audit over the partitions: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
 	claims := 0
 	for _, m := range sinks {
 		claims += strings.Count(m.p.Output(), `"message":"partition claimed"`)
