@@ -32,6 +32,8 @@
 //	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ
+//	partition.go   PARTITIONS: members with leases, the assignment, claims by epoch, and
+//	               the ownership check every apply makes before it commits (Partitioned)
 //
 // Error classes are decided once, in sink.go, from what the attempt failed
 // with; database errors are sorted by SQLSTATE kind (internal/sqlstate; the

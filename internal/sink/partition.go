@@ -5,7 +5,7 @@ package sink
 //
 // Every sink process is a member: it renews a lease row in the members
 // table every tick. Members whose lease has expired are gone. Each member
-// computes the same assignment of partitions to the live members (assign),
+// computes the same assignment of partitions to the live members (Assign),
 // releases the partitions it owns that are assigned elsewhere, and claims
 // the ones assigned to it once they are free. A claim is a compare-and-set
 // on the partition row's epoch; the owner consumes the partition's own
@@ -28,7 +28,10 @@ package sink
 //     confirmed, within half a lease, that it still owns it; so by then it
 //     has sent neither for longer than the ack wait (the margin covers the
 //     last pull request, FetchWait), and the server has made every message
-//     it held due for redelivery, ahead of new ones.
+//     it held due for redelivery, ahead of new ones. The new owner also
+//     waits, before its first pull, until the consumer's last delivery is
+//     due (PartitionedOptions.Quiet), in case the old owner got messages
+//     later than its lease says.
 
 import (
 	"context"
@@ -315,10 +318,6 @@ func (pc *Partitioned) Owned() []int {
 	slices.Sort(out)
 	return out
 }
-
-// Ready is nil: a member that owns nothing is healthy; its partitions'
-// sinks report their own trouble by stopping.
-func (pc *Partitioned) Ready() error { return nil }
 
 // Assign maps each partition to one of members: rendezvous hashing bounded
 // by a fair share. Partitions in order each go to the member with the
