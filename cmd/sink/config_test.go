@@ -121,6 +121,10 @@ func TestConfig_Errors(t *testing.T) {
 		{name: "inbox table", set: map[string]string{"INBOX_TABLE": "public.x; drop"}, want: []string{"INBOX_TABLE"}},
 		{name: "durable", set: map[string]string{"DURABLE_NAME": "a.b"}, want: []string{`DURABLE_NAME "a.b"`}},
 		{name: "webhook timeout", set: map[string]string{"WEBHOOK_TIMEOUT": "0"}, want: []string{"WEBHOOK_TIMEOUT"}},
+		{name: "partitions range", set: map[string]string{"PARTITIONS": "5000"}, want: []string{"PARTITIONS=5000"}},
+		{name: "partitions push", set: map[string]string{"PARTITIONS": "16", "CONSUMER_MODE": "push"}, want: []string{"PARTITIONS needs CONSUMER_MODE=pull"}},
+		{name: "partitions wildcard filter", set: map[string]string{"PARTITIONS": "16", "FILTER_SUBJECT": "billing.sync.*"}, want: []string{"FILTER_SUBJECT", "plain subject"}},
+		{name: "partition lease", set: map[string]string{"PARTITIONS": "16", "PARTITION_LEASE": "100ms"}, want: []string{"PARTITION_LEASE=100ms"}},
 		{name: "no app", del: []string{"APP_NAME"}, want: []string{"APP_NAME is required"}},
 		{name: "no database", del: []string{"DATABASE_URL"}, want: []string{"DATABASE_URL is required"}},
 	} {
