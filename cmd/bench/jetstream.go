@@ -75,10 +75,10 @@ func (o *observer) latencies(commits *clocks, first, last uint64) (l latencies, 
 
 // buildMessages builds n envelopes the way the relay does (same builder,
 // same body size and headers, a source position) for events numbered from
-// the run's sequence.
-func (b *bench) buildMessages(n int) ([]envelope.Message, error) {
+// the run's sequence, on PARTITIONS partitions when partitions > 0.
+func (b *bench) buildMessages(n, partitions int) ([]envelope.Message, error) {
 	builder := &envelope.Builder{Producer: appSrc, Subjects: envelope.Subjects{App: appSrc, Dest: appDst},
-		MaxPayload: int(b.nc.MaxPayload())}
+		MaxPayload: int(b.nc.MaxPayload()), Partitions: partitions}
 	first := b.seq.Add(uint64(n)) - uint64(n)
 	out := make([]envelope.Message, n)
 	for i := range out {

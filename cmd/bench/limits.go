@@ -75,7 +75,7 @@ func (b *bench) limits(ctx context.Context) error {
 			if err := b.resetStream(ctx, true); err != nil {
 				return err
 			}
-			msgs, err := b.buildMessages(o.Events)
+			msgs, err := b.buildMessages(o.Events, 0)
 			if err != nil {
 				return err
 			}
@@ -96,7 +96,7 @@ func (b *bench) limits(ctx context.Context) error {
 		}
 
 		// JetStream, one synchronous publisher: the publish→ack round trip.
-		one, err := b.buildMessages(min(2000, o.Events))
+		one, err := b.buildMessages(min(2000, o.Events), 0)
 		if err != nil {
 			return err
 		}

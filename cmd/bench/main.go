@@ -106,6 +106,8 @@ Steps (--only takes a comma list; step 1 always runs, the others are ratios to i
   7  outbox as WAL messages: jetstream_publish writers (1-row tx, --writers conns,
      --limit-duration each) in message mode vs table mode, and the relay's drain of
      --events messages vs --events rows
+  8  partitioned sinks: --sink-events events over 16 partitions (PARTITIONS=16)
+     through the no-op SQL procedure by 1, 2 and 4 sink processes
 
 Flags:
   --reps N              repetitions; the table shows the median (default 3)
@@ -220,7 +222,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 	o.Only = map[int]bool{1: true}
 	if only == "" {
-		for s := 2; s <= 7; s++ {
+		for s := 2; s <= 8; s++ {
 			o.Only[s] = true
 		}
 	} else {
@@ -229,8 +231,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 			return nil, fmt.Errorf("--only: %w", err)
 		}
 		for _, s := range steps {
-			if s < 1 || s > 7 {
-				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 7)", s)
+			if s < 1 || s > 8 {
+				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 8)", s)
 			}
 			o.Only[s] = true
 		}
@@ -312,6 +314,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		run func(context.Context) error
 	}{
 		{1, b.limits}, {2, b.drain}, {3, b.steady}, {4, b.sink}, {5, b.endToEnd}, {6, b.polling}, {7, b.messageMode},
+		{8, b.partitioned},
 	}
 	for _, s := range steps {
 		if !o.Only[s.n] {

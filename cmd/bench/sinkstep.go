@@ -34,7 +34,7 @@ func (b *bench) sink(ctx context.Context) error {
 		if err := b.resetStream(ctx, true); err != nil {
 			return err
 		}
-		msgs, err := b.buildMessages(o.SinkEvents)
+		msgs, err := b.buildMessages(o.SinkEvents, 0)
 		if err != nil {
 			return err
 		}
