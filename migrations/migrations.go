@@ -37,6 +37,34 @@ func Outbox(n Names) (string, error) { return render("001_outbox.sql", n) }
 // Inbox returns the inbox schema: inbox table and per-key positions.
 func Inbox(n Names) (string, error) { return render("002_inbox.sql", n) }
 
+// Partitions returns the schema of partitioned sinks: the ownership and
+// member tables, in the inbox table's schema.
+func Partitions(n Names) (string, error) {
+	b, err := files.ReadFile("003_partitions.sql")
+	if err != nil {
+		return "", err
+	}
+	part, members, err := PartitionTables(n.Inbox)
+	if err != nil {
+		return "", err
+	}
+	sql := strings.ReplaceAll(string(b), "public.jetstream_bridge_partitions", part)
+	return strings.ReplaceAll(sql, "public.jetstream_bridge_members", members), nil
+}
+
+// PartitionTables returns the quoted names of the ownership and member
+// tables for the inbox table inbox ("" = the default).
+func PartitionTables(inbox string) (partitions, members string, err error) {
+	if inbox == "" {
+		inbox = DefaultInbox
+	}
+	if _, err := QuoteQualified(inbox); err != nil {
+		return "", "", fmt.Errorf("INBOX_TABLE: %w", err)
+	}
+	schema, _ := SplitQualified(inbox)
+	return `"` + schema + `"."jetstream_bridge_partitions"`, `"` + schema + `"."jetstream_bridge_members"`, nil
+}
+
 func render(file string, n Names) (string, error) {
 	b, err := files.ReadFile(file)
 	if err != nil {

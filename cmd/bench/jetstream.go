@@ -78,14 +78,20 @@ func (o *observer) latencies(commits *clocks, first, last uint64) (l latencies, 
 // same body size and headers, a source position) for events numbered from
 // the run's sequence.
 func (b *bench) buildMessages(n int) ([]envelope.Message, error) {
-	return b.buildKeyed(n, keys, nil)
+	return b.buildKeyed(n, keys, nil, 0)
+}
+
+// buildPartitioned is buildMessages on PARTITIONS partitions.
+func (b *bench) buildPartitioned(n, partitions int) ([]envelope.Message, error) {
+	return b.buildKeyed(n, keys, nil, partitions)
 }
 
 // buildKeyed is buildMessages with the events' resource ids spread over
-// nkeys, and payload (when not nil) as every event's payload.
-func (b *bench) buildKeyed(n, nkeys int, payload []byte) ([]envelope.Message, error) {
+// nkeys, payload (when not nil) as every event's payload, on PARTITIONS
+// partitions when partitions > 0.
+func (b *bench) buildKeyed(n, nkeys int, payload []byte, partitions int) ([]envelope.Message, error) {
 	builder := &envelope.Builder{Producer: appSrc, Subjects: envelope.Subjects{App: appSrc, Dest: appDst},
-		MaxPayload: int(b.nc.MaxPayload())}
+		MaxPayload: int(b.nc.MaxPayload()), Partitions: partitions}
 	first := b.seq.Add(uint64(n)) - uint64(n)
 	out := make([]envelope.Message, n)
 	for i := range out {

@@ -114,6 +114,8 @@ Steps (--only takes a comma list; step 1 always runs, the others are ratios to i
      --events messages vs --events rows
   8  memory: relay peak RSS draining one transaction of --mem-rows rows; sink peak
      RSS applying --mem-events events of --mem-event-bytes at CONCURRENCY --mem-concurrency
+  9  partitioned sinks (only with --only 9): --sink-events events over 16 partitions
+     (PARTITIONS=16) through the no-op SQL procedure by 1, 2 and 4 sink processes
 
 Flags:
   --reps N              repetitions; the table shows the median (default 3)
@@ -239,7 +241,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	}
 	o.Only = map[int]bool{1: true}
 	if only == "" {
-		for s := 2; s <= 8; s++ {
+		for s := 2; s <= 8; s++ { // step 9 runs only when named
 			o.Only[s] = true
 		}
 	} else {
@@ -248,8 +250,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 			return nil, fmt.Errorf("--only: %w", err)
 		}
 		for _, s := range steps {
-			if s < 1 || s > 8 {
-				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 8)", s)
+			if s < 1 || s > 9 {
+				return nil, fmt.Errorf("--only: step %d does not exist (steps are 1 to 9)", s)
 			}
 			o.Only[s] = true
 		}
@@ -333,6 +335,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		run func(context.Context) error
 	}{
 		{1, b.limits}, {2, b.drain}, {3, b.steady}, {4, b.sink}, {5, b.endToEnd}, {6, b.polling}, {7, b.messageMode}, {8, b.memory},
+		{9, b.partitioned},
 	}
 	for _, s := range steps {
 		if !o.Only[s.n] {

@@ -61,7 +61,7 @@ func (b *bench) memory(ctx context.Context) error {
 		}
 		blob := bytes.Repeat([]byte{'x'}, max(o.MemEventBytes-1024, 16))
 		big := append(append([]byte(`{"blob": "`), blob...), `"}`...)
-		msgs, err := b.buildKeyed(o.MemEvents, sinkKeys, big)
+		msgs, err := b.buildKeyed(o.MemEvents, sinkKeys, big, 0)
 		if err != nil {
 			return fmt.Errorf("%w (--mem-event-bytes must fit the server's max_payload, %d bytes)", err, b.nc.MaxPayload())
 		}

@@ -43,7 +43,7 @@ func (b *bench) sink(ctx context.Context) error {
 		if err := b.resetStream(ctx, true); err != nil {
 			return err
 		}
-		msgs, err := b.buildKeyed(o.SinkEvents, sinkKeys, nil)
+		msgs, err := b.buildKeyed(o.SinkEvents, sinkKeys, nil, 0)
 		if err != nil {
 			return err
 		}

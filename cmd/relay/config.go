@@ -36,6 +36,7 @@ type Config struct {
 	RecoveryMargin   time.Duration `env:"SLOT_RECOVERY_MARGIN" envDefault:"5m" help:"slot recovery republishes rows from this long before the stream's newest event (transactions that began earlier but committed later); longer than your longest outbox transaction"`
 	PayloadArrays    string        `env:"PAYLOAD_ARRAYS" envDefault:"allow" help:"allow: publish array payloads as they are; deadletter: dead-letter rows whose payload is a JSON array (consumers on the Ruby gem receive arrays as {})"`
 	Tracing          tracing.Env
+	Partitions       int `env:"PARTITIONS" envDefault:"0" help:"publish to {subject}.{partition}, partition = FNV-1a 32 of the ordering key (resource_type, resource_id, or the row's Ordering-Key header) mod PARTITIONS; sinks must use the same value; 0 = off (subjects as the gem has them)"`
 }
 
 // Subjects returns the subject builder.
@@ -96,6 +97,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchLinger < 0 || c.BatchLinger > 50*time.Millisecond {
 		errs = append(errs, fmt.Errorf("BATCH_LINGER=%s: expected 0 to 50ms (e.g. 1ms; a bare number is seconds)", c.BatchLinger))
+	}
+	if err := envelope.ValidatePartitions(c.Partitions); err != nil {
+		errs = append(errs, err)
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("STREAM_REPLICAS=%d: expected 1 to 5", c.StreamReplicas))

@@ -9,6 +9,7 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cdc"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
@@ -91,6 +92,12 @@ func (r *Relay) provision(ctx context.Context) error {
 func (r *Relay) streamSpec() provision.StreamSpec {
 	c := r.cfg
 	subjects, fallback, wide := provision.RelaySubjects(c.Subjects())
+	if c.Partitions > 0 && len(fallback) > 0 {
+		// {app}.sync.{dest}.*: every partition of the destination, which
+		// {app}.sync.* does not reach.
+		p := envelope.PartitionFilter(fallback[0])
+		subjects, fallback = append(subjects, p), []string{p}
+	}
 	retention, _ := c.Retention() // validated at load
 	return provision.StreamSpec{
 		Name:       c.StreamName,

@@ -100,7 +100,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger, tracer trace.T
 	opts := relay.Options{
 		DB: pool, ConnString: c.DatabaseURL, NC: nc, JS: js,
 		Slot: c.Slot(), Publication: c.Publication, OutboxTable: c.OutboxTable,
-		Producer: c.AppName, Subjects: c.Subjects(), MaxPayload: int(nc.MaxPayload()), ObjectPayloadsOnly: c.ObjectPayloadsOnly(),
+		Producer: c.AppName, Subjects: c.Subjects(), MaxPayload: int(nc.MaxPayload()), ObjectPayloadsOnly: c.ObjectPayloadsOnly(), Partitions: c.Partitions,
 		Stream: c.StreamName, StreamSubjects: r.streamSpec().Subjects, Manage: c.AutoProvision,
 		UseDLQ: c.UseDLQ, FastBatch: c.FastBatch, MaxInflight: c.MaxInflight, MaxInflightBytes: c.MaxInflightBytes,
 		AckTimeout: ackTimeout, NoStreamTimeout: c.NoStreamTimeout,

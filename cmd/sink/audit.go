@@ -10,6 +10,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/cli"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
@@ -39,7 +40,11 @@ func (m *Main) audit(ctx context.Context, args []string) error {
 		return fmt.Errorf("connect to database: %w", err)
 	}
 	defer conn.Close(context.Background())
-	rep, err := audit.Sink(ctx, conn, js, audit.SinkOptions{Window: w, Stream: c.StreamName, Filter: c.Filter(), InboxTable: table})
+	filter := c.Filter()
+	if c.Partitions > 0 {
+		filter = envelope.PartitionFilter(filter) // every partition
+	}
+	rep, err := audit.Sink(ctx, conn, js, audit.SinkOptions{Window: w, Stream: c.StreamName, Filter: filter, InboxTable: table})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}

@@ -35,6 +35,8 @@ type Config struct {
 	ShutdownTimeout time.Duration   `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"on SIGTERM, how long in-flight handlers may finish"`
 	StreamReplicas  int             `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas when creating the stream (3 in a cluster)"`
 	Tracing         tracing.Env
+	Partitions      int           `env:"PARTITIONS" envDefault:"0" help:"consume {filter}.{partition} through one consumer per partition ({durable}-p{N}), each owned by one sink process at a time; must equal the relay's PARTITIONS; 0 = off"`
+	PartitionLease  time.Duration `env:"PARTITION_LEASE" envDefault:"6s" help:"with PARTITIONS: a sink process silent this long is gone; its partitions move after this plus ACK_WAIT"`
 
 	routes []sink.Route // ROUTES_FILE, read by Validate
 	// forRun makes Validate require and check HANDLER or ROUTES_FILE: only
@@ -176,6 +178,20 @@ func (c *Config) Validate() error {
 	}
 	if c.WebhookTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WEBHOOK_TIMEOUT=%s: must be positive (e.g. 10s)", c.WebhookTimeout))
+	}
+	if err := envelope.ValidatePartitions(c.Partitions); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Partitions > 0 {
+		if c.ConsumerMode != "pull" {
+			errs = append(errs, errors.New("PARTITIONS needs CONSUMER_MODE=pull: each partition's owner pulls its own consumer"))
+		}
+		if c.FilterSubject != "" && strings.ContainsAny(c.FilterSubject, "*>") {
+			errs = append(errs, fmt.Errorf("FILTER_SUBJECT %q: with PARTITIONS it must be a plain subject; partition N is consumed on {filter}.N", c.FilterSubject))
+		}
+		if c.PartitionLease < 2*time.Second || c.PartitionLease > 5*time.Minute {
+			errs = append(errs, fmt.Errorf("PARTITION_LEASE=%s: expected 2s to 5m (e.g. 6s)", c.PartitionLease))
+		}
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("STREAM_REPLICAS=%d: expected 1 to 5", c.StreamReplicas))

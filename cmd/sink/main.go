@@ -62,7 +62,7 @@ provision does. HANDLER or ROUTES_FILE is required.`,
 		Summary: "print consumer and inbox state",
 		Detail:  "Exits 1 when the database is unreachable or the consumer unavailable, so it can serve as a check.",
 		Env: slices.Concat(cli.OneShotEnv, []string{"INBOX_TABLE", "DURABLE_NAME", "FILTER_SUBJECT", "CONSUMER_MODE",
-			"DELIVER_SUBJECT", "MAX_DELIVER", "ACK_WAIT", "BACKOFF", "BATCH_SIZE", "CONCURRENCY"}),
+			"DELIVER_SUBJECT", "MAX_DELIVER", "ACK_WAIT", "BACKOFF", "BATCH_SIZE", "CONCURRENCY", "PARTITIONS"}),
 		Example: "sink status --json",
 		Run:     m.status,
 	}, {

@@ -8,7 +8,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
 func (m *Main) provision(ctx context.Context, args []string) error {
@@ -34,6 +36,16 @@ func (m *Main) provision(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
+	if c.Partitions > 0 {
+		if err := a.provisionPartitions(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "provisioned: inbox %s, partition tables, stream %s (subjects %s, %s), consumers %s..%s (filters %s..%s, pull)\n",
+			c.InboxTable, c.StreamName, envelope.PartitionFilter(c.Filter()), c.DLQ(),
+			sink.PartitionDurable(c.Durable(), 0), sink.PartitionDurable(c.Durable(), c.Partitions-1),
+			envelope.PartitionSubject(c.Filter(), 0), envelope.PartitionSubject(c.Filter(), c.Partitions-1))
+		return nil
+	}
 	info, err := a.provision(ctx)
 	if err != nil {
 		return err

@@ -130,6 +130,9 @@ func (a *App) Close() {
 // Run provisions (AUTO_PROVISION=true), then consumes until ctx ends.
 func (a *App) Run(ctx context.Context) error {
 	c := a.cfg
+	if c.Partitions > 0 {
+		return a.runPartitioned(ctx)
+	}
 	reg := ops.NewRegistry()
 	met := newMetrics(reg)
 	var s *sink.Sink
@@ -161,13 +164,7 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil || gctx.Err() != nil {
 			return err
 		}
-		s, err = sink.New(sink.Options{
-			DB: a.pool, JS: a.js, Source: src, Handler: handler,
-			Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
-			MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, TxBatch: c.TxBatch, Concurrency: c.Concurrency,
-			MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
-			Tracer: a.tracer, Observer: met, Log: a.log,
-		})
+		s, err = sink.New(a.sinkOptions(src, handler, met))
 		if err != nil {
 			return err
 		}
@@ -322,5 +319,18 @@ func retry(ctx context.Context, log zerolog.Logger, what string, f func() error)
 		if !wait.Wait(ctx) {
 			return nil
 		}
+	}
+}
+
+// sinkOptions are the sink's settings for one source: the whole consumer,
+// or one partition's (partitions.go adds the fence).
+func (a *App) sinkOptions(src sink.Source, h sink.Handler, obs sink.Observer) sink.Options {
+	c := a.cfg
+	return sink.Options{
+		DB: a.pool, JS: a.js, Source: src, Handler: h,
+		Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
+		MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, TxBatch: c.TxBatch, Concurrency: c.Concurrency,
+		MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
+		Tracer: a.tracer, Observer: obs, Log: a.log,
 	}
 }

@@ -25,6 +25,10 @@ type Status struct {
 	InboxTable    string           `json:"inbox_table"`
 	Inbox         map[string]int64 `json:"inbox,omitempty"` // rows by status
 	DatabaseError string           `json:"database_error,omitempty"`
+	// With PARTITIONS: each partition's consumer and owner, and the live
+	// members (sink processes).
+	Partitions []PartitionState `json:"partitions,omitempty"`
+	Members    []string         `json:"members,omitempty"`
 }
 
 // ConsumerState is the part of the consumer info an operator needs.
@@ -85,9 +89,11 @@ func (m *Main) status(ctx context.Context, args []string) error {
 
 func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Status {
 	st := &Status{InboxTable: c.InboxTable}
-	if i, err := provision.ConsumerInfo(ctx, js, c.StreamName, c.Durable(), c.Push()); err != nil {
+	// With PARTITIONS there is one consumer per partition, collected with
+	// the owners below.
+	if i, err := consumerInfo(ctx, c, js); err != nil {
 		st.ConsumerError = err.Error()
-	} else {
+	} else if i != nil {
 		cs := &ConsumerState{Stream: i.Stream, Name: i.Name, FilterSubject: i.Config.FilterSubject, Mode: "pull",
 			DeliverSubject: i.Config.DeliverSubject, DeliverGroup: i.Config.DeliverGroup,
 			NumPending: i.NumPending, NumAckPending: i.NumAckPending, NumRedelivered: i.NumRedelivered,
@@ -108,6 +114,9 @@ func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Stat
 		return st
 	}
 	defer conn.Close(context.Background())
+	if c.Partitions > 0 {
+		collectPartitions(ctx, c, js, conn, st)
+	}
 	table, _ := migrations.QuoteQualified(c.InboxTable) // validated
 	rows, err := conn.Query(ctx, "SELECT status, count(*) FROM "+table+" GROUP BY status")
 	if err != nil {
@@ -133,6 +142,14 @@ func collectStatus(ctx context.Context, c *Config, js jetstream.JetStream) *Stat
 	return st
 }
 
+// consumerInfo is the durable's info; nil without error with PARTITIONS.
+func consumerInfo(ctx context.Context, c *Config, js jetstream.JetStream) (*jetstream.ConsumerInfo, error) {
+	if c.Partitions > 0 {
+		return nil, nil
+	}
+	return provision.ConsumerInfo(ctx, js, c.StreamName, c.Durable(), c.Push())
+}
+
 func printStatus(w io.Writer, st *Status, now time.Time) {
 	fmt.Fprintf(w, "sink status at %s\n\n", now.Format(time.RFC3339))
 	if cs := st.Consumer; cs != nil {
@@ -154,6 +171,8 @@ func printStatus(w io.Writer, st *Status, now time.Time) {
 		for _, warn := range cs.Warnings {
 			fmt.Fprintf(w, "WARNING:       %s\n", warn)
 		}
+	} else if len(st.Partitions) > 0 {
+		printPartitions(w, st)
 	} else {
 		fmt.Fprintf(w, "consumer:      ERROR %s\n", st.ConsumerError)
 	}

@@ -112,6 +112,11 @@ type Builder struct {
 	// payload into {}, so in a fleet with gem consumers an array would
 	// reach them empty; refused here, it is dead-lettered with the reason.
 	ObjectPayloadsOnly bool
+	// Partitions is PARTITIONS: with N > 0, a row published to a
+	// destination (not to a subject override) goes to
+	// {subject}.{partition}, with the Bridge-Partition and
+	// Bridge-Partitions headers; see partition.go. 0 keeps today's subjects.
+	Partitions int
 
 	cfg atomic.Pointer[builderConfig]
 	lsn lsnCache
@@ -168,13 +173,18 @@ type builderConfig struct {
 	subject  string // default publish subject, "" when Subjects.Dest is empty
 	dlq      string // DLQ subject, which no row may publish to
 	err      error
+
+	partitions  int      // Builder.Partitions as given, for cache invalidation
+	partSubject []string // default subject of each partition
+	partText    []string // each partition number as text
+	partsText   string   // the partition count as text
 }
 
 func (b *Builder) config() *builderConfig {
-	if c := b.cfg.Load(); c != nil && c.subjects == b.Subjects && c.producer == b.Producer {
+	if c := b.cfg.Load(); c != nil && c.subjects == b.Subjects && c.producer == b.Producer && c.partitions == b.Partitions {
 		return c
 	}
-	c := &builderConfig{subjects: b.Subjects, producer: b.Producer, prod: b.Producer}
+	c := &builderConfig{subjects: b.Subjects, producer: b.Producer, prod: b.Producer, partitions: b.Partitions}
 	if c.prod == "" {
 		c.prod = b.Subjects.App
 	}
@@ -184,6 +194,23 @@ func (b *Builder) config() *builderConfig {
 		c.dlq = b.Subjects.DLQ()
 		if b.Subjects.Dest != "" {
 			c.subject = b.Subjects.Publish("")
+		}
+	}
+	if err := ValidatePartitions(b.Partitions); err != nil && c.err == nil {
+		c.err = fmt.Errorf("envelope builder: %w", err)
+	}
+	if c.err == nil && b.Partitions > 0 {
+		c.partsText = strconv.Itoa(b.Partitions)
+		c.partText = make([]string, b.Partitions)
+		c.partSubject = make([]string, b.Partitions)
+		for p := range b.Partitions {
+			c.partText[p] = strconv.Itoa(p)
+			if c.subject != "" {
+				c.partSubject[p] = PartitionSubject(c.subject, p)
+			}
+		}
+		if s := PartitionSubject(c.subject, b.Partitions-1); c.subject != "" && len(s) > MaxSubjectLen {
+			c.err = fmt.Errorf("envelope builder: partition subject %q is over the %d-byte limit", s, MaxSubjectLen)
 		}
 	}
 	b.cfg.Store(c)
@@ -263,8 +290,10 @@ func (b *Builder) BuildInto(dst *Message, r *Row, pos Position) error {
 	// Subject: the row's override, else the row's destination, else the
 	// configured destination.
 	var subject string
+	partitioned := cfg.partitions > 0 // an override subject is published as written
 	switch {
 	case r.Subject != "":
+		partitioned = false
 		if err := ValidatePublishSubject(r.Subject); err != nil {
 			return rowErr(r, "subject override: %v", err)
 		}
@@ -331,6 +360,36 @@ func (b *Builder) BuildInto(dst *Message, r *Row, pos Position) error {
 		resourceType = inferResourceType(r.EventType)
 	}
 
+	// Partition: from the ordering key the sink's lanes use.
+	part := -1
+	if partitioned {
+		key := rh.orderingKey
+		if key == "" {
+			rid := r.ResourceID
+			switch {
+			case rid != "":
+			case len(idVal) > 0 && idVal[0] == '"':
+				rid = unquote(idVal)
+			case len(idVal) > 0:
+				rid = string(idVal)
+			}
+			if rid != "" {
+				key = PartitionKey(resourceType, rid)
+			} else {
+				key = r.EventID
+			}
+		}
+		part = Partition(key, cfg.partitions)
+		if subject == cfg.subject {
+			subject = cfg.partSubject[part]
+		} else {
+			subject = PartitionSubject(subject, part)
+			if len(subject) > MaxSubjectLen {
+				return rowErr(r, "partition subject %q is over %d bytes", subject, MaxSubjectLen)
+			}
+		}
+	}
+
 	// The body, sized so that escaping-free rows need one allocation.
 	size := 192 + len(r.EventID) + len(r.EventType) + len(cfg.prod) + len(resourceType) +
 		len(r.ResourceID) + len(idVal) + len(r.TraceID) + len(payload)
@@ -395,6 +454,10 @@ func (b *Builder) BuildInto(dst *Message, r *Row, pos Position) error {
 		n++
 		hdrSize += headerLen(HeaderTraceparent, traceHeader)
 	}
+	if part >= 0 {
+		n += 2
+		hdrSize += headerLen(HeaderPartition, cfg.partText[part]) + headerLen(HeaderPartitions, cfg.partsText)
+	}
 	if b.MaxPayload > 0 && len(body)+hdrSize > b.MaxPayload {
 		return rowErr(r, "message is %d bytes (body %d + headers %d), over the server's max_payload of %d",
 			len(body)+hdrSize, len(body), hdrSize, b.MaxPayload)
@@ -412,6 +475,10 @@ func (b *Builder) BuildInto(dst *Message, r *Row, pos Position) error {
 	}
 	if traceHeader != "" {
 		f.set(HeaderTraceparent, traceHeader)
+	}
+	if part >= 0 {
+		f.set(HeaderPartition, cfg.partText[part])
+		f.set(HeaderPartitions, cfg.partsText)
 	}
 
 	dst.Subject, dst.Body, dst.Header, dst.MsgID, dst.vals = subject, body, f.h, r.EventID, f.vals
@@ -535,6 +602,7 @@ type rowHeaders struct {
 	size           int    // their wire size
 	hasTraceparent bool   // a traceparent entry is among them
 	traceID        string // its trace-id field, when it is a W3C traceparent
+	orderingKey    string // the Ordering-Key entry's value, "" when none
 }
 
 // scanRowHeaders validates the headers column by the rules in Build's doc.
@@ -585,6 +653,9 @@ func scanRowHeaders(raw []byte) (rowHeaders, error) {
 		}
 		if !headerValueOK(value) {
 			return rh, fmt.Errorf("%q: value contains CR or LF", name)
+		}
+		if name == HeaderOrderingKey {
+			rh.orderingKey = value
 		}
 		if name == HeaderTraceparent {
 			rh.hasTraceparent = true

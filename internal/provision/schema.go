@@ -70,6 +70,16 @@ func SchemaSQL(ctx context.Context, databaseURL, kind string, names migrations.N
 	return InboxSQL(ctx, conn, names)
 }
 
+// Partitions applies the schema of partitioned sinks (ownership and member
+// tables) in the inbox table's schema.
+func Partitions(ctx context.Context, databaseURL string, names migrations.Names) error {
+	sql, err := migrations.Partitions(names)
+	if err != nil {
+		return err
+	}
+	return connectAndApply(ctx, databaseURL, "partition schema", func(*pgx.Conn) ([]string, error) { return []string{sql}, nil })
+}
+
 func connectAndApply(ctx context.Context, databaseURL, what string, render func(*pgx.Conn) ([]string, error)) error {
 	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {

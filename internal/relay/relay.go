@@ -64,6 +64,10 @@ type Options struct {
 	// ObjectPayloadsOnly dead-letters array payloads (PAYLOAD_ARRAYS=deadletter):
 	// consumers on the Ruby gem receive them as {}.
 	ObjectPayloadsOnly bool
+	// Partitions is PARTITIONS: events go to {subject}.{partition} by
+	// their ordering key (see envelope.Partition); 0 keeps the subjects as
+	// they are.
+	Partitions int
 	// Stream is the JetStream stream the relay publishes to, and
 	// StreamSubjects its subjects (which subjects may go in fast batches
 	// when the stream's configuration may not be read).
@@ -153,7 +157,7 @@ func New(opts Options) *Relay {
 		opts.Observer = nopObserver{}
 	}
 	r := &Relay{opts: opts, log: opts.Log, obs: opts.Observer, tracer: opts.Tracer}
-	r.builder = envelope.Builder{Producer: opts.Producer, Subjects: opts.Subjects, MaxPayload: opts.MaxPayload, ObjectPayloadsOnly: opts.ObjectPayloadsOnly}
+	r.builder = envelope.Builder{Producer: opts.Producer, Subjects: opts.Subjects, MaxPayload: opts.MaxPayload, ObjectPayloadsOnly: opts.ObjectPayloadsOnly, Partitions: opts.Partitions}
 	if opts.DB != nil {
 		r.dbName = opts.DB.Config().ConnConfig.Database
 	}

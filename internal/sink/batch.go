@@ -184,6 +184,10 @@ func (s *Sink) batchTx(ctx context.Context, claims []claim) (bad int, err error)
 		b.Queue(it.stmt, it.msg.Data())
 		owner = append(owner, int16(i))
 	}
+	if f := s.part.fence; f != nil {
+		b.Queue(f.batchCheck(), f.args()...)
+		owner = append(owner, -1)
+	}
 	b.Queue("COMMIT")
 	owner = append(owner, -1)
 

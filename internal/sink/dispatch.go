@@ -39,6 +39,9 @@ func newItem(msg Msg) *item {
 	switch {
 	case it.poison != nil:
 		it.key = "\x00seq\x00" + strconv.FormatUint(it.seq, 10) // alone in its lane
+	case msg.Headers().Get(envelope.HeaderOrderingKey) != "":
+		// The relay partitions by it too (envelope.Partition).
+		it.key = "\x00ok\x00" + msg.Headers().Get(envelope.HeaderOrderingKey)
 	case it.env.ResourceID == "":
 		it.key = "\x00id\x00" + it.env.EventID // no key: no ordering constraint
 	default:

@@ -50,6 +50,8 @@
 //	handler*.go    the Handler interface, SQL and HTTP handlers, error classes
 //	routes.go      ROUTES_FILE: several handlers chosen by event_type / resource_type / subject
 //	dlq.go         dead-lettering, and listing and replaying the DLQ
+//	partition.go   PARTITIONS: members with leases, the assignment, claims by epoch, and
+//	               the ownership check every apply makes before it commits (Partitioned)
 //	trace.go       with a tracer, a span per apply (per event in a batch), the
 //	               child of the message's traceparent, and per dead letter
 //

@@ -73,6 +73,15 @@ type Options struct {
 	// Tracer, when set, gives every apply of an event a span (trace.go);
 	// nil is traces off.
 	Tracer trace.Tracer
+	// Partitioned consumption (see partition.go). Fence makes every apply
+	// transaction check the partition's ownership before it commits;
+	// Partitions makes a message whose Bridge-Partitions header differs
+	// stop the sink (ErrPartitionMismatch); DrainTimeout makes a stop apply
+	// and ack what is held, for up to that long, before handing back the
+	// rest.
+	Fence        *Fence
+	Partitions   int
+	DrainTimeout time.Duration
 
 	Observer Observer
 	Log      zerolog.Logger
@@ -111,6 +120,8 @@ type Sink struct {
 	// halt stops consuming with a cause that Run returns: an inbox
 	// statement failed in a way no retry mends (see fatalError).
 	halt func(error)
+
+	part partitionHooks
 }
 
 // New checks the options and returns a Sink.
@@ -155,6 +166,10 @@ func New(o Options) (*Sink, error) {
 		s.obs = nopObserver{}
 	}
 	s.callSlots = make(chan struct{}, s.concurrency)
+	s.part.fence, s.part.partitions, s.part.drainFor = o.Fence, o.Partitions, o.DrainTimeout
+	if o.Fence != nil {
+		s.db = fencedDB{DB: o.DB, f: o.Fence}
+	}
 	return s, nil
 }
 
@@ -223,6 +238,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	hb.Go(func() { s.beat(hbCtx, d) })
 
 	err := s.src.consume(consumeCtx, s, d)
+	s.part.drained.Store(s.drain(ctx, d))
 
 	// Closing the dispatcher first makes every lane released from now on
 	// come back whole (done returns its rest), so that a worker handing back
@@ -259,7 +275,9 @@ func (s *Sink) beat(ctx context.Context, d *dispatcher) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			d.progress()
+			if s.part.owning() {
+				d.progress()
+			}
 		}
 	}
 }
@@ -461,6 +479,9 @@ func (s *Sink) try(ctx context.Context, d *dispatcher, t *tries) (end bool, back
 		perm *PermanentError
 	)
 	switch {
+	case errors.Is(err, ErrFenced):
+		s.stopOn(d, it, &fatalError{err})
+		return true, 0, 0
 	case errors.As(err, &pe):
 		return s.dead(ctx, d, t, deadCopy{envelope.ClassPoison, pe.reason, it.delivered})
 	case errors.As(err, &ee):

@@ -169,9 +169,16 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 	limit := s.maxHeld - s.batchSize
 	retry := backoff.New(250*time.Millisecond, 5*time.Second)
 	gone := 0
-	add := func(m Msg) { d.add(newItem(m)) }
+	add := func(m Msg) {
+		if err := s.part.admit(m); err != nil {
+			s.halt(err)
+			m.Nak() //nolint:errcheck // the sink stops; unacked, it is redelivered after the ack wait anyway
+			return
+		}
+		d.add(newItem(m))
+	}
 	for ctx.Err() == nil {
-		if !d.waitRoom(ctx, limit) {
+		if !d.waitRoom(ctx, limit) || !s.part.waitOwning(ctx) {
 			return nil
 		}
 		err := pull(s.batchSize, add)
