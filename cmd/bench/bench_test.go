@@ -111,7 +111,7 @@ func TestBench_Usage(t *testing.T) {
 	}{
 		{args: []string{"--help"}, wantCode: 0, want: "--sink-events N"},
 		{args: []string{"--help"}, wantCode: 0, want: "--poll-modes LIST"},
-		{args: []string{"--only", "9"}, wantCode: 2, want: "step 9 does not exist"},
+		{args: []string{"--only", "10"}, wantCode: 2, want: "step 10 does not exist"},
 		{args: []string{"--rates", "fast"}, wantCode: 2, want: "positive whole numbers or max"},
 		{args: []string{"--reps", "0"}, wantCode: 2, want: "--reps 0"},
 		{args: []string{"--relay-env", "GOGC"}, wantCode: 2, want: "KEY=VALUE"},

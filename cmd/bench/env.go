@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
@@ -339,7 +340,7 @@ func (b *bench) applySchemas(ctx context.Context) error {
 func streamSpec() provision.StreamSpec {
 	return provision.StreamSpec{
 		Name:       streamName,
-		Subjects:   []string{appSrc + ".sync.*", appSrc + ".sync.dlq"},
+		Subjects:   []string{appSrc + ".sync.*", appSrc + ".sync.dlq", envelope.PartitionFilter(subject)}, // the last for step 9
 		Fallback:   []string{subject},
 		Duplicates: 2 * time.Minute,
 		Replicas:   1,
