@@ -203,12 +203,7 @@ func (w *world) logf(format string, args ...any) {
 
 func mustPool(t *testing.T, ctx context.Context, url string, conns int32) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = conns
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := localenv.OpenPool(ctx, url, conns, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

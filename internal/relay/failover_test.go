@@ -16,6 +16,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/audit"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
@@ -121,12 +122,7 @@ func TestFailoverPostgres15(t *testing.T) {
 		t.Fatal(err)
 	}
 	newPool := func(max int32) *pgxpool.Pool {
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = max
-		p, err := pgxpool.NewWithConfig(ctx, cfg)
+		p, err := localenv.OpenPool(ctx, url, max, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
