@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 )
 
 // benchPartitions is PARTITIONS in step 9.
@@ -37,8 +39,16 @@ func (b *bench) partitioned(ctx context.Context) error {
 			return err
 		}
 		msgs = nil
+		// The same events through one unpartitioned sink whose consumer
+		// filters every partition's subject: what one process owning all
+		// partitions is compared with.
+		rate, err := b.partitionedRun(ctx, 1, 0)
+		if err != nil {
+			return err
+		}
+		b.report.add(9, "partitions_off_rate", "PARTITIONS unset, 1 sink process, one consumer on every partition: events applied", "ev/s", rate, "pg_1row_rate")
 		for _, n := range []int{1, 2, 4} {
-			rate, err := b.partitionedRun(ctx, n)
+			rate, err := b.partitionedRun(ctx, n, benchPartitions)
 			if err != nil {
 				return err
 			}
@@ -49,7 +59,9 @@ func (b *bench) partitioned(ctx context.Context) error {
 	return b.resetStream(ctx, false)
 }
 
-func (b *bench) partitionedRun(ctx context.Context, processes int) (float64, error) {
+// partitionedRun applies the stream's events with processes sinks running
+// PARTITIONS=partitions; with 0, one consumer filters every partition.
+func (b *bench) partitionedRun(ctx context.Context, processes, partitions int) (float64, error) {
 	o := b.opts
 	if err := b.resetPartitions(ctx); err != nil {
 		return 0, err
@@ -61,7 +73,10 @@ func (b *bench) partitionedRun(ctx context.Context, processes int) (float64, err
 		}
 	}()
 	for i := range processes {
-		env := append(b.sinkEnv("sql:bench.noop", 4), "PARTITIONS="+strconv.Itoa(benchPartitions))
+		env := append(b.sinkEnv("sql:bench.noop", 4), "PARTITIONS="+strconv.Itoa(partitions))
+		if partitions == 0 {
+			env = append(env, "FILTER_SUBJECT="+envelope.PartitionFilter(subject))
+		}
 		p, err := b.start(ctx, fmt.Sprintf("sink-p%d-%d", processes, i+1), b.sinkBin, env)
 		if err != nil {
 			return 0, err
@@ -78,9 +93,16 @@ func (b *bench) partitionedRun(ctx context.Context, processes int) (float64, err
 				return false, fmt.Errorf("sink exited: %v\n%s", p.Err(), p.tail(20))
 			}
 		}
+		durables := []string{durableName}
+		if partitions > 0 {
+			durables = durables[:0]
+			for part := range partitions {
+				durables = append(durables, sink.PartitionDurable(durableName, part))
+			}
+		}
 		var acked, pending uint64
-		for part := range benchPartitions {
-			c, err := b.js.Consumer(ctx, streamName, sink.PartitionDurable(durableName, part))
+		for _, durable := range durables {
+			c, err := b.js.Consumer(ctx, streamName, durable)
 			if errors.Is(err, jetstream.ErrConsumerNotFound) {
 				return false, nil // not provisioned yet
 			}
