@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -227,4 +228,31 @@ func serverCredential() (*syscall.Credential, error) {
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// PauseReceiver stops the standby's WAL receiver process (SIGSTOP): it
+// receives and confirms nothing more, so a synchronous primary's commits
+// wait, flushed on the primary but not confirmed. The returned function
+// resumes it (SIGCONT); it also runs when the test ends.
+func (s *Standby) PauseReceiver() (resume func()) {
+	s.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var pid int
+	Eventually(s.tb, 30*time.Second, func() error {
+		return queryRow(ctx, s.URL("postgres"), "SELECT pid FROM pg_stat_wal_receiver", nil, &pid)
+	})
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		s.tb.Fatalf("stop wal receiver %d: %v", pid, err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				s.tb.Errorf("resume wal receiver %d: %v", pid, err)
+			}
+		})
+	}
+	s.tb.Cleanup(resume)
+	return resume
 }
