@@ -148,13 +148,13 @@ func (r *Relay) fenceLoop(ctx context.Context, in <-chan *cdc.Event, out chan<- 
 	go r.fenceWorker(workerCtx, requests, replies)
 
 	var (
-		queue     []heldEvent
-		inFlight  int // events covered by the fence in flight (a prefix of queue); 0 = none
-		lookedUp  []int
-		sent      time.Time
-		lost      bool // the fence's connection failed and no fence passed since
-		warned    bool
-		closed    bool
+		queue    []heldEvent
+		inFlight int // events covered by the fence in flight (a prefix of queue); 0 = none
+		lookedUp []int
+		sent     time.Time
+		lost     bool // the fence's connection failed and no fence passed since
+		warned   bool
+		closed   bool
 	)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
