@@ -299,7 +299,7 @@ func (r *Relay) fenceWorker(ctx context.Context, requests <-chan fenceRequest, r
 	var (
 		conn     *pgx.Conn
 		readAt   time.Time
-		wait     = backoff.New(250*time.Millisecond, 10*time.Second)
+		wait     = backoff.New(250*time.Millisecond, 2*time.Second) // short: a failover is when it matters
 		failed   bool
 		mode     = r.opts.Fence
 		closeNow = func() {

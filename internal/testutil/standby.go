@@ -40,9 +40,10 @@ type StandbyOptions struct {
 // Standby is a streaming replica of a local primary.
 type Standby struct {
 	*localenv.Postgres
-	tb      testing.TB
-	name    string
-	primary *localenv.Postgres
+	tb       testing.TB
+	name     string
+	primary  *localenv.Postgres
+	receiver int // the WAL receiver's pid while paused
 }
 
 // StartStandby makes a streaming replica of primary, a cluster started with
@@ -134,7 +135,12 @@ func (s *Standby) Promote() {
 	s.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s.exec(ctx, s.URL("postgres"), "SELECT pg_promote(true, 60)")
+	// Retried: after KillReceiver the standby restarts before it takes
+	// connections again.
+	Eventually(s.tb, time.Minute, func() error {
+		var ok bool
+		return queryRow(ctx, s.URL("postgres"), "SELECT pg_promote(true, 60)", nil, &ok)
+	})
 	Eventually(s.tb, time.Minute, func() error {
 		var recovering bool
 		if err := queryRow(ctx, s.URL("postgres"), "SELECT pg_is_in_recovery()", nil, &recovering); err != nil {
@@ -245,6 +251,7 @@ func (s *Standby) PauseReceiver() (resume func()) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		s.tb.Fatalf("stop wal receiver %d: %v", pid, err)
 	}
+	s.receiver = pid
 	var once sync.Once
 	resume = func() {
 		once.Do(func() {
@@ -255,4 +262,19 @@ func (s *Standby) PauseReceiver() (resume func()) {
 	}
 	s.tb.Cleanup(resume)
 	return resume
+}
+
+// KillReceiver kills the WAL receiver paused by PauseReceiver (SIGKILL),
+// with whatever WAL it had not read yet: the standby restarts and replays
+// only the WAL it had flushed, as a standby that never received the
+// primary's last commits. Call it after CrashPrimary, before Promote.
+func (s *Standby) KillReceiver() {
+	s.tb.Helper()
+	if s.receiver == 0 {
+		s.tb.Fatal("KillReceiver without PauseReceiver")
+	}
+	if err := syscall.Kill(s.receiver, syscall.SIGKILL); err != nil {
+		s.tb.Fatalf("kill wal receiver %d: %v", s.receiver, err)
+	}
+	s.receiver = 0
 }
