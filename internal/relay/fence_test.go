@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,4 +158,99 @@ func TestSyncFenceHoldsEventsUntilTheStandbyConfirms(t *testing.T) {
 	if held, _ := r.FenceHeld(); held != 0 {
 		t.Errorf("fence still holds %d events", held)
 	}
+}
+
+// TestSyncFenceLatency measures commit→ack with a synchronous standby,
+// fence on and off: one writer, one row per transaction, one at a time.
+// A measurement, not a check: it runs with FENCE_LATENCY=1 only.
+func TestSyncFenceLatency(t *testing.T) {
+	if os.Getenv("FENCE_LATENCY") == "" {
+		t.Skip("set FENCE_LATENCY=1 to measure")
+	}
+	ctx := context.Background()
+	primary := testutil.StartPostgres(t)
+	if err := primary.CreateDatabase(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	names := migrations.Names{Outbox: table, Publication: pubName}
+	if err := provision.Outbox(ctx, primary.URL("app"), names); err != nil {
+		t.Fatal(err)
+	}
+	standby := testutil.StartStandby(t, primary, testutil.StandbyOptions{Synchronous: true})
+	url := testutil.MultiHostURL("app", primary, standby.Postgres)
+	nc, err := nats.Connect(testutil.StartNATS(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, publish.JetStreamOptions(256, 5*time.Second)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "jsb", Subjects: []string{"app_a.sync.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	for _, mode := range []relay.FenceMode{relay.FenceOff, relay.FenceAuto} {
+		slot := "relay_latency_" + string(mode)
+		if _, err := provision.CreateSlot(ctx, primary.URL("app"), slot); err != nil {
+			t.Fatal(err)
+		}
+		lat := &latencies{}
+		r := relay.New(relay.Options{
+			DB: pool, ConnString: url, NC: nc, JS: js,
+			Slot: slot, Publication: pubName, OutboxTable: table,
+			Producer: "app_a", Subjects: envelope.Subjects{App: "app_a", Dest: "app_b"}, MaxPayload: 8 << 10,
+			Stream: "jsb", StreamSubjects: []string{"app_a.sync.>"}, Manage: true,
+			UseDLQ: true, AckTimeout: 5 * time.Second, Fence: mode,
+			Observer: lat, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		})
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(runCtx) }()
+		const n = 500
+		for i := 0; i < n; i++ {
+			if _, err := pool.Exec(ctx, "INSERT INTO "+table+" (resource_type, event_type) VALUES ('order', 'created')"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		testutil.Eventually(t, 60*time.Second, func() error {
+			if c := lat.count(); c < n {
+				return fmt.Errorf("%d of %d acked", c, n)
+			}
+			return nil
+		})
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		p50, p99 := lat.percentiles()
+		t.Logf("SYNC_STANDBY_FENCE=%s, synchronous standby: commit→ack p50 %s, p99 %s (%d events)", mode, p50, p99, lat.count())
+		if _, err := pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type latencies struct {
+	counts
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) CommitToAck(d time.Duration) { l.mu.Lock(); l.d = append(l.d, d); l.mu.Unlock() }
+
+func (l *latencies) count() int { l.mu.Lock(); defer l.mu.Unlock(); return len(l.d) }
+
+func (l *latencies) percentiles() (p50, p99 time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return s[len(s)/2], s[len(s)*99/100]
 }
