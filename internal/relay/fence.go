@@ -149,7 +149,8 @@ func (r *Relay) fenceLoop(ctx context.Context, in <-chan *cdc.Event, out chan<- 
 
 	var (
 		queue    []heldEvent
-		inFlight int // events covered by the fence in flight (a prefix of queue); 0 = none
+		inFlight int  // events covered by the fence in flight (a prefix of queue)
+		pending  bool // a request is in flight
 		lookedUp []int
 		sent     time.Time
 		lost     bool // the fence's connection failed and no fence passed since
@@ -182,8 +183,10 @@ func (r *Relay) fenceLoop(ctx context.Context, in <-chan *cdc.Event, out chan<- 
 		return heldUnsure
 	}
 	for {
-		// Send a fence for everything held, when none is in flight.
-		if inFlight == 0 && len(queue) > 0 {
+		// Send a fence for everything held, when none is in flight; with
+		// nothing held, now and then an empty request, so that auto reads
+		// synchronous_standby_names again while events pass at once.
+		if !pending && (len(queue) > 0 || r.opts.Fence == FenceAuto && time.Since(sent) > fenceReread) {
 			req := fenceRequest{}
 			lookedUp = lookedUp[:0]
 			for i, h := range queue {
@@ -194,7 +197,7 @@ func (r *Relay) fenceLoop(ctx context.Context, in <-chan *cdc.Event, out chan<- 
 			}
 			select {
 			case requests <- req:
-				inFlight, sent, warned = len(queue), time.Now(), false
+				inFlight, pending, sent, warned = len(queue), true, time.Now(), false
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -229,7 +232,7 @@ func (r *Relay) fenceLoop(ctx context.Context, in <-chan *cdc.Event, out chan<- 
 			note()
 		case rep := <-replies:
 			n := inFlight
-			inFlight = 0
+			inFlight, pending = 0, false
 			if rep.err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
