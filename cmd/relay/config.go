@@ -8,6 +8,7 @@ import (
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/tracing"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
@@ -34,6 +35,7 @@ type Config struct {
 	SlotLagWarn      int64         `env:"SLOT_LAG_WARN_BYTES" envDefault:"1073741824" help:"warn when the slot retains more WAL than this"`
 	SlotRecovery     string        `env:"SLOT_RECOVERY" envDefault:"auto" help:"auto: when the replication slot is missing although it existed (a promoted standby, a dropped slot) or lost (max_slot_wal_keep_size), recreate it and republish the outbox rows the stream may lack; manual: stop with advice"`
 	RecoveryMargin   time.Duration `env:"SLOT_RECOVERY_MARGIN" envDefault:"5m" help:"slot recovery republishes rows from this long before the stream's newest event (transactions that began earlier but committed later); longer than your longest outbox transaction"`
+	SyncStandbyFence string        `env:"SYNC_STANDBY_FENCE" envDefault:"auto" help:"auto: while synchronous_standby_names is set on the server, publish an event only once the synchronous standbys hold its commit, so a failover never leaves published events whose transaction it erased (Postgres 16 and older decode commits before the standbys confirm them); on: always; off: publish once decoded"`
 	PayloadArrays    string        `env:"PAYLOAD_ARRAYS" envDefault:"allow" help:"allow: publish array payloads as they are; deadletter: dead-letter rows whose payload is a JSON array (consumers on the Ruby gem receive arrays as {})"`
 	Tracing          tracing.Env
 	Partitions       int `env:"PARTITIONS" envDefault:"0" help:"publish to {subject}.{partition}, partition = FNV-1a 32 of the ordering key (resource_type, resource_id, or the row's Ordering-Key header) mod PARTITIONS; sinks must use the same value; 0 = off (subjects as the gem has them)"`
@@ -121,6 +123,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SlotRecovery != "auto" && c.SlotRecovery != "manual" {
 		errs = append(errs, fmt.Errorf("SLOT_RECOVERY=%q: expected auto or manual", c.SlotRecovery))
+	}
+	if _, err := relay.ParseFenceMode(c.SyncStandbyFence); err != nil {
+		errs = append(errs, err)
 	}
 	if c.RecoveryMargin <= 0 {
 		errs = append(errs, fmt.Errorf("SLOT_RECOVERY_MARGIN=%s: must be positive (e.g. 5m)", c.RecoveryMargin))

@@ -22,6 +22,8 @@ type metrics struct {
 	walStatus                                   *prometheus.GaugeVec
 	recoveries                                  *prometheus.CounterVec
 	recoveredRows                               prometheus.Counter
+	fenceWait                                   prometheus.Histogram
+	fenceDropped                                prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, slot string) *metrics {
@@ -53,6 +55,11 @@ func newMetrics(reg *prometheus.Registry, slot string) *metrics {
 	m.recoveredRows = prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_slot_recovery_rows_total",
 		Help:        "Outbox rows republished by slot recoveries.",
 		ConstLabels: prometheus.Labels{"slot": slot}})
+	m.fenceWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_relay_fence_wait_seconds",
+		Help:    "Time one sync fence took: until the synchronous standbys held every commit decoded before it (SYNC_STANDBY_FENCE).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	m.fenceDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_fence_dropped_total",
+		Help: "Events held at the sync fence when it lost its server and not found in the outbox of the server reached afterwards (transactions a failover erased): not published."})
 	for _, s := range walStatuses {
 		m.walStatus.WithLabelValues(s)
 	}
@@ -68,7 +75,16 @@ func (m *metrics) register(reg *prometheus.Registry, r *relay.Relay) {
 	b := config.ReadBuild()
 	reg.MustRegister(ops.NewBuildInfo("jetstream_bridge_relay_build_info", b.Version, b.Revision, b.GoVersion),
 		m.published, m.duplicates, m.retries, m.deadLetters, m.slotLag, m.slotRetained, m.latency, m.walStatus,
-		m.recoveries, m.recoveredRows,
+		m.recoveries, m.recoveredRows, m.fenceWait, m.fenceDropped,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_fence_held",
+			Help: "Events decoded and held at the sync fence until the synchronous standbys hold their commits."},
+			func() float64 { n, _ := r.FenceHeld(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_fence_oldest_seconds",
+			Help: "How long the oldest event held at the sync fence has waited; 0 when none is held."},
+			func() float64 { _, d := r.FenceHeld(); return d.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_fence_active",
+			Help: "1 while events wait for the synchronous standbys (SYNC_STANDBY_FENCE on, or auto with synchronous_standby_names set), 0 otherwise."},
+			func() float64 { return boolGauge(r.FenceActive()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetstream_bridge_relay_slot_active", ConstLabels: slot,
 			Help: "1 while this relay streams its slot (the active relay), 0 otherwise; sum by slot is the number of active relays."},
 			func() float64 { return boolGauge(r.State().Replicating) }),
@@ -104,6 +120,8 @@ func (m *metrics) Published(duplicate bool) {
 
 func (m *metrics) CommitToAck(d time.Duration) { m.latency.Observe(d.Seconds()) }
 func (m *metrics) DeadLettered()               { m.deadLetters.Inc() }
+func (m *metrics) FenceWait(d time.Duration)   { m.fenceWait.Observe(d.Seconds()) }
+func (m *metrics) FenceDropped()               { m.fenceDropped.Inc() }
 func (m *metrics) Retried()                    { m.retries.Inc() }
 
 func (m *metrics) Slot(info *cdc.SlotInfo) {
@@ -122,6 +140,11 @@ var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
 
 // setWALStatus marks status as the slot's current one.
 func (m *metrics) setWALStatus(status string) {
+	m.fenceWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_relay_fence_wait_seconds",
+		Help:    "Time one sync fence took: until the synchronous standbys held every commit decoded before it (SYNC_STANDBY_FENCE).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	m.fenceDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_relay_fence_dropped_total",
+		Help: "Events held at the sync fence when it lost its server and not found in the outbox of the server reached afterwards (transactions a failover erased): not published."})
 	for _, s := range walStatuses {
 		m.walStatus.WithLabelValues(s).Set(boolGauge(s == status))
 	}

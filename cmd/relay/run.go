@@ -108,6 +108,7 @@ func newRelay(ctx context.Context, c *Config, log zerolog.Logger, tracer trace.T
 		BatchLinger: c.BatchLinger, SlotCheck: c.SlotCheck, SlotLagWarn: c.SlotLagWarn,
 		OutboxRetention: c.OutboxRetention, PruneInterval: c.PruneInterval,
 		RecoverSlot: c.SlotRecovery == "auto", RecoveryMargin: c.RecoveryMargin,
+		Fence:  relay.FenceMode(c.SyncStandbyFence),
 		Tracer: tracer, Log: log,
 	}
 	if c.AutoProvision {
@@ -140,6 +141,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		"replication": func(context.Context) error {
 			if st := r.relay.State(); !st.Replicating {
 				return errors.New(st.Reason)
+			}
+			return nil
+		},
+		// Events held long at the sync fence: the synchronous standbys do
+		// not confirm (writers with synchronous_commit wait as well).
+		"sync_fence": func(context.Context) error {
+			if n, age := r.relay.FenceHeld(); age > 10*time.Second {
+				return fmt.Errorf("%d events held for %s waiting for the synchronous standbys to confirm", n, age.Round(time.Second))
 			}
 			return nil
 		},

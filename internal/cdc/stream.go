@@ -29,6 +29,7 @@ type Event struct {
 	Index      int           // 0-based position among the transaction's outbox events (rows and messages)
 	CommitTime time.Time
 	Err        error // the row or message could not be decoded into outbox fields (dead-letter it)
+	Message    bool  // carried by a logical decoding message (message mode): no outbox row holds it
 
 	tx *checkpoint.Tx // its transaction, which waits for Done
 }
@@ -588,7 +589,7 @@ func (r *reader) walData(ctx context.Context, data []byte) error {
 // dead-lettered, confirming that position skips only it, since every
 // transaction still to come commits after it and is sent again from there.
 func (r *reader) message(ctx context.Context, m *logicalMessage) error {
-	ev := &Event{}
+	ev := &Event{Message: true}
 	if err := envelope.DecodeRowJSON(m.content, &ev.Row); err != nil {
 		// The content goes to the dead letter as the payload, so nothing of
 		// it is lost.

@@ -68,7 +68,8 @@ func (fw *failoverWriter) count() int {
 // over), recovers it and streams on; the sink reconnects by itself. At the
 // end: every outbox row on the new primary is in the stream and applied
 // once, every commit a writer saw succeed is among them, and both audits
-// find no gap. The time from promotion to the first event committed on the
+// find no gap, and no event was applied whose transaction the failover
+// erased (phantom; the sync fence prevents it). The time from promotion to the first event committed on the
 // new primary being published is logged.
 func TestFailoverPostgres15(t *testing.T) {
 	t.Parallel()
@@ -191,16 +192,52 @@ func TestFailoverPostgres15(t *testing.T) {
 		return nil
 	})
 
+	stream, err := js.Stream(ctx, "jsb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onPrimary, err := pgx.Connect(ctx, primary.URL("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The phantom window, made certain: the standby stops receiving, so
+	// every commit from now on is flushed on the primary, decoded by its
+	// walsender, and waits for the standby, which will never have it.
+	resume := standby.PauseReceiver()
+	phantom := testutil.NewUUID()
+	phantomPool := newPool(1)
+	phantomCtx, stopPhantom := context.WithTimeout(ctx, 2*time.Minute)
+	defer stopPhantom()
+	go func() {
+		// Fails when the primary dies: its writer never sees it succeed.
+		_, _ = phantomPool.Exec(phantomCtx, "INSERT INTO "+table+" (event_id, resource_type, event_type) VALUES ($1::uuid, 'order', 'phantom')", phantom)
+	}()
+	// Until the relay has decoded it: published (no fence), or every
+	// commit that waits for the standby held at the fence.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if streamHas(ctx, stream, phantom) {
+			return nil
+		}
+		var waiting int
+		var mine bool
+		if err := onPrimary.QueryRow(ctx, `SELECT count(*), coalesce(bool_or(query LIKE '%phantom%'), false) FROM pg_stat_activity
+			WHERE wait_event = 'SyncRep' AND query LIKE 'INSERT INTO %`+table+`%'`).Scan(&waiting, &mine); err != nil {
+			return err
+		}
+		if held, _ := r.FenceHeld(); mine && held >= waiting {
+			return nil
+		}
+		return fmt.Errorf("the phantom commit is not decoded yet (outbox commits waiting for the standby: %d, phantom among them: %t)", waiting, mine)
+	})
+
 	standby.CrashPrimary()
+	standby.KillReceiver()
+	resume()
 	standby.Promote()
 	promoted := time.Now()
 	// The first event committed on the new primary: when is it published?
 	var firstID string
 	if err := newPool(1).QueryRow(ctx, "INSERT INTO "+table+" (resource_type, event_type) VALUES ('marker', 'first') RETURNING event_id::text").Scan(&firstID); err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, "jsb")
-	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 60*time.Second, func() error {
@@ -233,9 +270,9 @@ func TestFailoverPostgres15(t *testing.T) {
 	// Lost: a row of the new primary not applied. Phantom: an event applied
 	// whose row the new primary does not have: a commit the old primary's
 	// walsender decoded before the standby confirmed it, which the failover
-	// rolled back (its writer never saw the commit succeed). Postgres 15
-	// cannot prevent it (17's synchronized_standby_slots does); it is
-	// counted, not failed on.
+	// erased (its writer never saw the commit succeed). The sync fence
+	// (auto: the primary has a synchronous standby) publishes nothing the
+	// standby does not hold, so there is none.
 	var phantoms int
 	testutil.Eventually(t, 60*time.Second, func() error {
 		var lost, twice int
@@ -254,6 +291,12 @@ func TestFailoverPostgres15(t *testing.T) {
 		}
 		return nil
 	})
+	if phantoms != 0 {
+		t.Errorf("%d phantom events: applied, but their transactions are not on the new primary", phantoms)
+	}
+	if n := obs.fenceDropped.Load(); n == 0 {
+		t.Error("no event held at the fence was dropped, although the phantom commit was held there when the primary died")
+	}
 	for _, fw := range writers {
 		for _, id := range fw.acked {
 			var ok bool

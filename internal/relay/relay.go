@@ -104,6 +104,10 @@ type Options struct {
 	RecoverSlot    bool
 	RecoveryMargin time.Duration
 
+	// Fence holds each event until the synchronous standbys hold its
+	// commit (SYNC_STANDBY_FENCE, fence.go); "" is auto.
+	Fence FenceMode
+
 	OutboxRetention time.Duration // 0 keeps rows
 	PruneInterval   time.Duration // default 1m
 
@@ -127,6 +131,7 @@ type Relay struct {
 	stream  *cdc.Stream
 	pub     atomic.Pointer[publish.Publisher] // set by Run
 	refuse  *refusals
+	fence   fenceState
 
 	ackTx   *checkpoint.Tx // the transaction of the last acked event, and
 	ackTime time.Time      // when its first event was acked; owned by the ack loop
@@ -153,6 +158,9 @@ func New(opts Options) *Relay {
 	if opts.RecoveryMargin <= 0 {
 		opts.RecoveryMargin = 5 * time.Minute
 	}
+	if opts.Fence == "" {
+		opts.Fence = FenceAuto
+	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
@@ -161,6 +169,8 @@ func New(opts Options) *Relay {
 	if opts.DB != nil {
 		r.dbName = opts.DB.Config().ConnConfig.Database
 	}
+	// Until the fence has read the server's setting, auto fences.
+	r.fence.active.Store(opts.Fence != FenceOff)
 	r.refuse = &refusals{r: r}
 	r.refuse.watch(opts.NC)
 	r.tracker = checkpoint.New(0)
@@ -251,8 +261,19 @@ func (r *Relay) Run(ctx context.Context) error {
 	})
 	reading.Go(func() error { stop(r.guard(readCtx)); return nil })
 	reading.Go(func() error { stop(r.prune(readCtx)); return nil })
+	toPublish := events
+	if r.opts.Fence != FenceOff {
+		fenced := make(chan *cdc.Event, cap(events))
+		working.Go(func() error {
+			if err := r.fenceLoop(workCtx, events, fenced); !errors.Is(err, context.Canceled) {
+				stop(err)
+			}
+			return nil
+		})
+		toPublish = fenced
+	}
 	working.Go(func() error {
-		if err := r.pipeline(workCtx, pub, events); !errors.Is(err, context.Canceled) {
+		if err := r.pipeline(workCtx, pub, toPublish); !errors.Is(err, context.Canceled) {
 			stop(err)
 		}
 		return nil

@@ -38,7 +38,11 @@ const (
 type counts struct {
 	published, deadLettered, retried atomic.Int64
 	recoveries, recoveredRows        atomic.Int64
+	fenceDropped                     atomic.Int64
 }
+
+func (c *counts) FenceWait(time.Duration) {}
+func (c *counts) FenceDropped()           { c.fenceDropped.Add(1) }
 
 func (c *counts) Published(bool)            { c.published.Add(1) }
 func (c *counts) CommitToAck(time.Duration) {}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,9 +40,10 @@ type StandbyOptions struct {
 // Standby is a streaming replica of a local primary.
 type Standby struct {
 	*localenv.Postgres
-	tb      testing.TB
-	name    string
-	primary *localenv.Postgres
+	tb       testing.TB
+	name     string
+	primary  *localenv.Postgres
+	receiver int // the WAL receiver's pid while paused
 }
 
 // StartStandby makes a streaming replica of primary, a cluster started with
@@ -133,7 +135,12 @@ func (s *Standby) Promote() {
 	s.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s.exec(ctx, s.URL("postgres"), "SELECT pg_promote(true, 60)")
+	// Retried: after KillReceiver the standby restarts before it takes
+	// connections again.
+	Eventually(s.tb, time.Minute, func() error {
+		var ok bool
+		return queryRow(ctx, s.URL("postgres"), "SELECT pg_promote(true, 60)", nil, &ok)
+	})
 	Eventually(s.tb, time.Minute, func() error {
 		var recovering bool
 		if err := queryRow(ctx, s.URL("postgres"), "SELECT pg_is_in_recovery()", nil, &recovering); err != nil {
@@ -227,4 +234,47 @@ func serverCredential() (*syscall.Credential, error) {
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// PauseReceiver stops the standby's WAL receiver process (SIGSTOP): it
+// receives and confirms nothing more, so a synchronous primary's commits
+// wait, flushed on the primary but not confirmed. The returned function
+// resumes it (SIGCONT); it also runs when the test ends.
+func (s *Standby) PauseReceiver() (resume func()) {
+	s.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var pid int
+	Eventually(s.tb, 30*time.Second, func() error {
+		return queryRow(ctx, s.URL("postgres"), "SELECT pid FROM pg_stat_wal_receiver", nil, &pid)
+	})
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		s.tb.Fatalf("stop wal receiver %d: %v", pid, err)
+	}
+	s.receiver = pid
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				s.tb.Errorf("resume wal receiver %d: %v", pid, err)
+			}
+		})
+	}
+	s.tb.Cleanup(resume)
+	return resume
+}
+
+// KillReceiver kills the WAL receiver paused by PauseReceiver (SIGKILL),
+// with whatever WAL it had not read yet: the standby restarts and replays
+// only the WAL it had flushed, as a standby that never received the
+// primary's last commits. Call it after CrashPrimary, before Promote.
+func (s *Standby) KillReceiver() {
+	s.tb.Helper()
+	if s.receiver == 0 {
+		s.tb.Fatal("KillReceiver without PauseReceiver")
+	}
+	if err := syscall.Kill(s.receiver, syscall.SIGKILL); err != nil {
+		s.tb.Fatalf("kill wal receiver %d: %v", s.receiver, err)
+	}
+	s.receiver = 0
 }
