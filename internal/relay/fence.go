@@ -349,7 +349,7 @@ func (r *Relay) fenceWorker(ctx context.Context, requests <-chan fenceRequest, r
 				r.fence.active.Store(on)
 			}
 			if len(req.lookup) > 0 {
-				rows, err := conn.Query(ctx, "SELECT event_id::text FROM "+outbox+" WHERE event_id::text = ANY($1)", req.lookup)
+				rows, err := conn.Query(ctx, "SELECT event_id::text FROM "+outbox+" WHERE event_id = ANY($1)", req.lookup)
 				if err != nil {
 					return fmt.Errorf("look up held events: %w", err)
 				}
