@@ -45,12 +45,12 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("CHAOS_SEED=%q: expected a whole number", v)
 		}
 	}
-	t.Logf("chaos profile %s: seed %d (CHAOS_SEED=%d reproduces the schedule and workload); %s of faults, %d events/s, %d keys",
-		p.Name, seed, seed, p.Duration, p.Rate, p.Keys)
+	t.Logf("chaos profile %s: seed %d (CHAOS_SEED=%d reproduces the schedule and workload); %s of faults, %d events/s, %d keys, %d partitions",
+		p.Name, seed, seed, p.Duration, p.Rate, p.Keys, p.Partitions)
 
 	w := newWorld(t, p)
 	_, js := connectNATS(t, w.nats.URL())
-	w.logf("setup done: 2 relays (one standing by), 2 sinks, writers starting")
+	w.logf("setup done: 2 relays (one standing by), %d sinks, writers starting", len(w.sinks))
 
 	superCtx, stopSupervising := context.WithCancel(context.Background())
 	var supervisor sync.WaitGroup
@@ -131,6 +131,21 @@ func TestChaos(t *testing.T) {
 	}
 	w.logf("settled: %d of %d", settled, committed)
 
+	// Partitioned: every partition ends owned by one live sink (a sink
+	// restarted by the last fault may still be taking its share).
+	owned := 0
+	if p.Partitions > 0 {
+		ownCtx, cancelOwn := context.WithTimeout(ctx, time.Minute)
+		for {
+			owned, err = w.partitionsOwned(ownCtx)
+			if (err == nil && owned == p.Partitions) || ownCtx.Err() != nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		cancelOwn()
+	}
+
 	in, err := w.readInput(ctx, js, l)
 	if err != nil {
 		t.Fatalf("read the end state: %v", err)
@@ -146,6 +161,9 @@ func TestChaos(t *testing.T) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "chaos %s, seed %d, %s of faults\n", p.Name, seed, p.Duration)
 	r.Print(&b)
+	if p.Partitions > 0 {
+		fmt.Fprintf(&b, "partitions owned by a live sink at the end: %d of %d\n", owned, p.Partitions)
+	}
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
 	for _, s := range w.services() {
 		s.mu.Lock()
@@ -170,6 +188,9 @@ func TestChaos(t *testing.T) {
 
 	for _, f := range r.Failures() {
 		t.Errorf("chaos (seed %d): %s", seed, f)
+	}
+	if owned != p.Partitions {
+		t.Errorf("chaos (seed %d): %d of %d partitions owned by a live sink at the end", seed, owned, p.Partitions)
 	}
 	if len(r.LostIDs) > 0 {
 		w.diagnose(ctx, in, r.LostIDs)
