@@ -163,6 +163,11 @@ func TestChaos(t *testing.T) {
 	r.Print(&b)
 	if p.Partitions > 0 {
 		fmt.Fprintf(&b, "partitions owned by a live sink at the end: %d of %d\n", owned, p.Partitions)
+		claims := 0
+		for _, s := range w.sinks {
+			claims += strings.Count(s.allOutput(), `"message":"partition claimed"`)
+		}
+		fmt.Fprintf(&b, "partitions claimed (first shares, takeovers after kills, rebalancing): %d\n", claims)
 	}
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
 	for _, s := range w.services() {
