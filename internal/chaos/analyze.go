@@ -70,8 +70,9 @@ type Report struct {
 	Lost    int
 	LostIDs []string // the first few, for diagnosis
 
-	AppliedTwice    int // events with more than one applied row; must be 0
-	OrderViolations int // applied rows whose key had a later event applied before them; must be 0
+	AppliedTwice       int      // events with more than one applied row; must be 0
+	OrderViolations    int      // applied rows whose key had a later event applied before them; must be 0
+	OrderViolationKeys []string // the keys of the first few, for diagnosis
 
 	Stale             int // committed events recorded stale (SKIP_STALE); must be 0 with NoStale
 	StaleForbidden    bool
@@ -156,6 +157,9 @@ func Analyze(in Input) Report {
 		}
 		if m, ok := maxApplied[a.Key]; ok && a.Seq < m {
 			r.OrderViolations++
+			if len(r.OrderViolationKeys) < 10 {
+				r.OrderViolationKeys = append(r.OrderViolationKeys, a.Key)
+			}
 		}
 		maxApplied[a.Key] = max(maxApplied[a.Key], a.Seq)
 	}

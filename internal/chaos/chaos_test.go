@@ -200,6 +200,9 @@ func TestChaos(t *testing.T) {
 	if len(r.LostIDs) > 0 {
 		w.diagnose(ctx, in, r.LostIDs)
 	}
+	if len(r.OrderViolationKeys) > 0 {
+		w.diagnoseOrder(ctx, r.OrderViolationKeys)
+	}
 
 	// A clean stop after all that: SIGTERM, exit 0.
 	stopSupervising()
@@ -233,6 +236,30 @@ func (w *world) diagnose(ctx context.Context, in chaos.Input, ids []string) {
 			FROM jetstream_inbox_events WHERE event_id = $1`, id).Scan(&status, &deliveries, &attempts, &errMsg)
 		w.logf("lost %s: stream position %d (0 = never published); inbox: %s deliveries=%d attempts=%d error=%q (%v)",
 			id, inStream[id], status, deliveries, attempts, errMsg, err)
+	}
+}
+
+// diagnoseOrder logs, for keys applied out of order, each applied event
+// in apply order with what the inbox knows of it.
+func (w *world) diagnoseOrder(ctx context.Context, keys []string) {
+	rows, err := w.dst.Query(ctx, `SELECT a.resource_type || '/' || a.resource_id, a.seq, a.event_id,
+			a.applied_at::text, coalesce(i.subject, ''), coalesce(i.stream_seq, 0), coalesce(i.deliveries, 0), coalesce(i.processing_attempts, 0)
+		FROM applied a LEFT JOIN jetstream_inbox_events i ON i.event_id = a.event_id
+		WHERE a.resource_type || '/' || a.resource_id = ANY($1) ORDER BY 1, a.id`, keys)
+	if err != nil {
+		w.logf("diagnose order: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key, id, at, subject string
+		var seq, streamSeq int64
+		var deliveries, attempts int
+		if err := rows.Scan(&key, &seq, &id, &at, &subject, &streamSeq, &deliveries, &attempts); err != nil {
+			w.logf("diagnose order: %v", err)
+			return
+		}
+		w.logf("order %s seq %d: %s applied %s, %s stream seq %d, deliveries %d, attempts %d", key, seq, id, at, subject, streamSeq, deliveries, attempts)
 	}
 }
 
