@@ -50,6 +50,9 @@ type Input struct {
 	Inbox      []InboxRow
 	Stream     []string // event ids on the publish subject, in stream order
 	DLQ        []string // event ids of the sink's dead letters, in stream order
+	// NoStale makes a stale event a failure: with partitions and
+	// SKIP_STALE=false every event of a key is applied, in commit order.
+	NoStale bool
 }
 
 // Report is the outcome of a run. The fields documented "must be 0" are the
@@ -67,10 +70,12 @@ type Report struct {
 	Lost    int
 	LostIDs []string // the first few, for diagnosis
 
-	AppliedTwice    int // events with more than one applied row; must be 0
-	OrderViolations int // applied rows whose key had a later event applied before them; must be 0
+	AppliedTwice       int      // events with more than one applied row; must be 0
+	OrderViolations    int      // applied rows whose key had a later event applied before them; must be 0
+	OrderViolationKeys []string // the keys of the first few, for diagnosis
 
-	Stale             int // committed events recorded stale (SKIP_STALE)
+	Stale             int // committed events recorded stale (SKIP_STALE); must be 0 with NoStale
+	StaleForbidden    bool
 	StaleUnjustified  int // stale, yet no later event of the key was applied; counted in Lost too
 	KeysNotConverged  int // keys whose newest applicable event is not applied; must be 0
 	RolledBackSeen    int // rolled-back events found anywhere downstream; must be 0
@@ -104,7 +109,7 @@ type Report struct {
 // Analyze computes the report from in.
 func Analyze(in Input) Report {
 	r := Report{Committed: len(in.Committed), RolledBack: len(in.RolledBack), AppliedRows: len(in.Applied),
-		StreamMessages: len(in.Stream), DLQMessages: len(in.DLQ)}
+		StreamMessages: len(in.Stream), DLQMessages: len(in.DLQ), StaleForbidden: in.NoStale}
 
 	committed := make(map[string]*Event, len(in.Committed))
 	newest := map[string]*Event{} // per key, the newest event the handler can apply
@@ -152,6 +157,9 @@ func Analyze(in Input) Report {
 		}
 		if m, ok := maxApplied[a.Key]; ok && a.Seq < m {
 			r.OrderViolations++
+			if len(r.OrderViolationKeys) < 10 {
+				r.OrderViolationKeys = append(r.OrderViolationKeys, a.Key)
+			}
 		}
 		maxApplied[a.Key] = max(maxApplied[a.Key], a.Seq)
 	}
@@ -274,7 +282,7 @@ func (r *Report) checks() []figure {
 		{"lost", r.Lost, true, "not applied, not justified stale, not dead-lettered as injected"},
 		{"applied twice", r.AppliedTwice, true, "events with more than one applied row"},
 		{"per-key order violations", r.OrderViolations, true, "applied after a later event of its key"},
-		{"stale (skipped)", r.Stale, false, "older than the key's newest applied event (SKIP_STALE)"},
+		{"stale (skipped)", r.Stale, r.StaleForbidden, "older than the key's newest applied event (SKIP_STALE; must be 0 partitioned)"},
 		{"stale without a later applied", r.StaleUnjustified, true, "counted in lost too"},
 		{"keys not converged", r.KeysNotConverged, true, "newest applicable event of the key not applied"},
 		{"rolled-back events seen", r.RolledBackSeen, true, "in the stream, inbox, applied or DLQ"},

@@ -2,6 +2,7 @@ package chaos_test
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,18 @@ func TestAnalyze(t *testing.T) {
 		}, func(r chaos.Report) string {
 			if r.Stale != 1 || r.Lost != 0 || r.StaleUnjustified != 0 || r.Redelivered != 1 || r.MaxDeliveries != 2 {
 				return "expected a1 stale, justified by a2"
+			}
+			return ""
+		}},
+		{"stale when partitioned", func() chaos.Input {
+			in := world3()
+			applyAll(&in, "a2", "b1", "b2", "a3")
+			in.Inbox = append(in.Inbox, chaos.InboxRow{EventID: "a1", Status: "stale"})
+			in.NoStale = true
+			return in
+		}, func(r chaos.Report) string {
+			if f := r.Failures(); r.Stale != 1 || r.Lost != 0 || len(f) != 1 || !strings.Contains(f[0], "stale") {
+				return fmt.Sprintf("expected a justified stale to be the one failure, got %v", f)
 			}
 			return ""
 		}},
@@ -251,7 +264,22 @@ func TestProfileFor(t *testing.T) {
 	if err != nil || p.Name != "long" || p.Duration != 3*time.Minute || p.Rate != 120 {
 		t.Fatalf("long with overrides: %v %+v", err, p)
 	}
-	for k, v := range map[string]string{"CHAOS_DURATION": "1s", "CHAOS_RATE": "fast", "CHAOS_KEYS": "0"} {
+	if p.Partitions != 0 {
+		t.Errorf("long profile: %d partitions, want unpartitioned", p.Partitions)
+	}
+	env["CHAOS_PARTITIONS"] = "8"
+	if p, err = chaos.ProfileFor("long", getenv); err != nil || p.Partitions != 8 {
+		t.Errorf("long with CHAOS_PARTITIONS=8: %v, %d partitions", err, p.Partitions)
+	}
+	delete(env, "CHAOS_PARTITIONS")
+	if p, err = chaos.ProfileFor("short", getenv); err != nil || p.Partitions != 0 {
+		t.Errorf("short: %v, %d partitions, want unpartitioned", err, p.Partitions)
+	}
+	env["CHAOS_PARTITIONS"] = "4"
+	if p, err = chaos.ProfileFor("short", getenv); err != nil || p.Partitions != 4 {
+		t.Errorf("short with CHAOS_PARTITIONS=4: %v, %d partitions", err, p.Partitions)
+	}
+	for k, v := range map[string]string{"CHAOS_DURATION": "1s", "CHAOS_RATE": "fast", "CHAOS_KEYS": "0", "CHAOS_PARTITIONS": "-1"} {
 		env := map[string]string{k: v}
 		if _, err := chaos.ProfileFor("short", func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("%s=%s: err %v, want one naming the variable", k, v, err)

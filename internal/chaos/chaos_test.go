@@ -45,12 +45,12 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("CHAOS_SEED=%q: expected a whole number", v)
 		}
 	}
-	t.Logf("chaos profile %s: seed %d (CHAOS_SEED=%d reproduces the schedule and workload); %s of faults, %d events/s, %d keys",
-		p.Name, seed, seed, p.Duration, p.Rate, p.Keys)
+	t.Logf("chaos profile %s: seed %d (CHAOS_SEED=%d reproduces the schedule and workload); %s of faults, %d events/s, %d keys, %d partitions",
+		p.Name, seed, seed, p.Duration, p.Rate, p.Keys, p.Partitions)
 
 	w := newWorld(t, p)
 	_, js := connectNATS(t, w.nats.URL())
-	w.logf("setup done: 2 relays (one standing by), 2 sinks, writers starting")
+	w.logf("setup done: 2 relays (one standing by), %d sinks, writers starting", len(w.sinks))
 
 	superCtx, stopSupervising := context.WithCancel(context.Background())
 	var supervisor sync.WaitGroup
@@ -131,6 +131,21 @@ func TestChaos(t *testing.T) {
 	}
 	w.logf("settled: %d of %d", settled, committed)
 
+	// Partitioned: every partition ends owned by one live sink (a sink
+	// restarted by the last fault may still be taking its share).
+	owned := 0
+	if p.Partitions > 0 {
+		ownCtx, cancelOwn := context.WithTimeout(ctx, time.Minute)
+		for {
+			owned, err = w.partitionsOwned(ownCtx)
+			if (err == nil && owned == p.Partitions) || ownCtx.Err() != nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		cancelOwn()
+	}
+
 	in, err := w.readInput(ctx, js, l)
 	if err != nil {
 		t.Fatalf("read the end state: %v", err)
@@ -146,6 +161,14 @@ func TestChaos(t *testing.T) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "chaos %s, seed %d, %s of faults\n", p.Name, seed, p.Duration)
 	r.Print(&b)
+	if p.Partitions > 0 {
+		fmt.Fprintf(&b, "partitions owned by a live sink at the end: %d of %d\n", owned, p.Partitions)
+		claims := 0
+		for _, s := range w.sinks {
+			claims += strings.Count(s.allOutput(), `"message":"partition claimed"`)
+		}
+		fmt.Fprintf(&b, "partitions claimed (first shares, takeovers after kills, rebalancing): %d\n", claims)
+	}
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
 	for _, s := range w.services() {
 		s.mu.Lock()
@@ -171,8 +194,14 @@ func TestChaos(t *testing.T) {
 	for _, f := range r.Failures() {
 		t.Errorf("chaos (seed %d): %s", seed, f)
 	}
+	if owned != p.Partitions {
+		t.Errorf("chaos (seed %d): %d of %d partitions owned by a live sink at the end", seed, owned, p.Partitions)
+	}
 	if len(r.LostIDs) > 0 {
 		w.diagnose(ctx, in, r.LostIDs)
+	}
+	if len(r.OrderViolationKeys) > 0 {
+		w.diagnoseOrder(ctx, r.OrderViolationKeys)
 	}
 
 	// A clean stop after all that: SIGTERM, exit 0.
@@ -207,6 +236,30 @@ func (w *world) diagnose(ctx context.Context, in chaos.Input, ids []string) {
 			FROM jetstream_inbox_events WHERE event_id = $1`, id).Scan(&status, &deliveries, &attempts, &errMsg)
 		w.logf("lost %s: stream position %d (0 = never published); inbox: %s deliveries=%d attempts=%d error=%q (%v)",
 			id, inStream[id], status, deliveries, attempts, errMsg, err)
+	}
+}
+
+// diagnoseOrder logs, for keys applied out of order, each applied event
+// in apply order with what the inbox knows of it.
+func (w *world) diagnoseOrder(ctx context.Context, keys []string) {
+	rows, err := w.dst.Query(ctx, `SELECT a.resource_type || '/' || a.resource_id, a.seq, a.event_id,
+			a.applied_at::text, coalesce(i.subject, ''), coalesce(i.stream_seq, 0), coalesce(i.deliveries, 0), coalesce(i.processing_attempts, 0)
+		FROM applied a LEFT JOIN jetstream_inbox_events i ON i.event_id = a.event_id
+		WHERE a.resource_type || '/' || a.resource_id = ANY($1) ORDER BY 1, a.id`, keys)
+	if err != nil {
+		w.logf("diagnose order: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key, id, at, subject string
+		var seq, streamSeq int64
+		var deliveries, attempts int
+		if err := rows.Scan(&key, &seq, &id, &at, &subject, &streamSeq, &deliveries, &attempts); err != nil {
+			w.logf("diagnose order: %v", err)
+			return
+		}
+		w.logf("order %s seq %d: %s applied %s, %s stream seq %d, deliveries %d, attempts %d", key, seq, id, at, subject, streamSeq, deliveries, attempts)
 	}
 }
 

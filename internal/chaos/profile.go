@@ -35,6 +35,11 @@ type Profile struct {
 	PauseMin, PauseMax time.Duration
 	// Drain bounds the wait for every committed event once faults stop.
 	Drain time.Duration
+	// Partitions, when above 0, runs the relays and three sinks with
+	// PARTITIONS set and SKIP_STALE=false: each key's events must then be
+	// applied, all of them, in commit order, so a stale event is a failure.
+	// 0 runs two sinks on one durable with SKIP_STALE=true.
+	Partitions int
 }
 
 // Short is the CI profile: about 3,000 events and a dozen faults, every
@@ -50,7 +55,7 @@ func Short() Profile {
 }
 
 // Long is the `make chaos` profile: tens of thousands of events over twelve
-// minutes of faults.
+// minutes of faults (CHAOS_PARTITIONS=N runs it partitioned).
 func Long() Profile {
 	return Profile{
 		Name: "long", Duration: 12 * time.Minute, Rate: 70, Writers: 6, Keys: 200,
@@ -63,7 +68,7 @@ func Long() Profile {
 
 // ProfileFor returns the named profile ("short" or "long"; "" is short) with
 // the overrides in getenv applied: CHAOS_DURATION (a Go duration), CHAOS_RATE
-// (events per second) and CHAOS_KEYS.
+// (events per second), CHAOS_KEYS and CHAOS_PARTITIONS (0 = unpartitioned).
 func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 	var p Profile
 	switch strings.ToLower(strings.TrimSpace(name)) {
@@ -85,7 +90,7 @@ func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 		name string
 		dst  *int
 		min  int
-	}{{"CHAOS_RATE", &p.Rate, 1}, {"CHAOS_KEYS", &p.Keys, 1}} {
+	}{{"CHAOS_RATE", &p.Rate, 1}, {"CHAOS_KEYS", &p.Keys, 1}, {"CHAOS_PARTITIONS", &p.Partitions, 0}} {
 		v := getenv(o.name)
 		if v == "" {
 			continue

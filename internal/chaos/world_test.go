@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/chaos"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -100,7 +102,7 @@ type world struct {
 
 	relays     [2]*service
 	relayAddrs [2]string
-	sinks      [2]*service
+	sinks      []*service // two; three when partitioned, so partitions move on a kill
 
 	mu        sync.Mutex
 	faults    map[chaos.Fault]int
@@ -149,6 +151,18 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 		"ENV_NAME=", "JETSTREAM_STREAM_NAME=", "INBOX_TABLE=", "ROUTES_FILE=", "FILTER_SUBJECT=", "DURABLE_NAME=",
 		"AUTO_PROVISION=true",
 	}
+	nSinks := 2
+	if p.Partitions > 0 {
+		// With partitions each key's events are applied by one process at a
+		// time, all of them, in commit order: no stale event may hide an
+		// order problem (the last SKIP_STALE wins). Provisioning creates the
+		// per-partition consumers and the ownership tables; a short lease
+		// keeps a killed sink's partitions from waiting long.
+		part := "PARTITIONS=" + strconv.Itoa(p.Partitions)
+		relayEnv = append(relayEnv, part)
+		sinkEnv = append(sinkEnv, part, "SKIP_STALE=false", "PARTITION_LEASE=2s")
+		nSinks = 3
+	}
 	// Provision once up front, so that a broken setup fails here, plainly.
 	for _, pr := range []struct {
 		bin string
@@ -172,6 +186,7 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 		}
 		w.relays[i] = &service{t: t, name: fmt.Sprintf("relay-%d", i+1), bin: relayBin, env: env}
 	}
+	w.sinks = make([]*service, nSinks)
 	for i := range w.sinks {
 		w.sinks[i] = &service{t: t, name: fmt.Sprintf("sink-%d", i+1), bin: sinkBin, env: sinkEnv}
 	}
@@ -182,8 +197,12 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 		if w.activeRelay() < 0 {
 			return errors.New("no relay is replicating yet")
 		}
+		ready := `"message":"consuming"`
+		if p.Partitions > 0 {
+			ready = `"message":"joined the partitioned group"`
+		}
 		for _, s := range w.sinks {
-			if !strings.Contains(s.output(), `"message":"consuming"`) {
+			if !strings.Contains(s.output(), ready) {
 				return fmt.Errorf("%s not consuming yet:\n%s", s.name, testutil.Tail(s.output(), 5))
 			}
 		}
@@ -193,7 +212,7 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 }
 
 func (w *world) services() []*service {
-	return []*service{w.relays[0], w.relays[1], w.sinks[0], w.sinks[1]}
+	return append([]*service{w.relays[0], w.relays[1]}, w.sinks...)
 }
 
 func (w *world) logf(format string, args ...any) {
@@ -544,7 +563,7 @@ func (w *world) inject(ctx context.Context, st chaos.Step) {
 			r.start()
 		}
 	case chaos.SinkKill:
-		s := w.sinks[st.Pick%2]
+		s := w.sinks[st.Pick%len(w.sinks)]
 		w.logf("fault %d: kill -9 %s, restart after %s", n, s.name, st.Pause.Round(time.Millisecond))
 		s.kill()
 		time.Sleep(st.Pause)
@@ -602,18 +621,38 @@ func (w *world) settledCount(ctx context.Context) (int, error) {
 }
 
 func (w *world) consumerIdle(ctx context.Context, js jetstream.JetStream) error {
-	c, err := js.Consumer(ctx, streamName, durable)
-	if err != nil {
-		return err
+	names := []string{durable}
+	if w.p.Partitions > 0 {
+		names = names[:0]
+		for p := range w.p.Partitions {
+			names = append(names, sink.PartitionDurable(durable, p))
+		}
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if info.NumPending != 0 || info.NumAckPending != 0 {
-		return fmt.Errorf("consumer: %d pending, %d awaiting ack", info.NumPending, info.NumAckPending)
+	for _, name := range names {
+		c, err := js.Consumer(ctx, streamName, name)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("consumer %s: %d pending, %d awaiting ack", name, info.NumPending, info.NumAckPending)
+		}
 	}
 	return nil
+}
+
+// partitionsOwned counts the partitions owned by a member whose lease is
+// live; every partition must end owned by exactly one (the table has one row
+// per partition, so one owner each).
+func (w *world) partitionsOwned(ctx context.Context) (int, error) {
+	var n int
+	err := w.dst.QueryRow(ctx, `SELECT count(*) FROM jetstream_bridge_partitions p
+		JOIN jetstream_bridge_members m ON m.durable = p.durable AND m.member = p.owner
+		WHERE p.durable = $1 AND p.owner <> '' AND m.lease_until > now()`, durable).Scan(&n)
+	return n, err
 }
 
 func (w *world) readInput(ctx context.Context, js jetstream.JetStream, l *ledger) (chaos.Input, error) {
@@ -621,6 +660,7 @@ func (w *world) readInput(ctx context.Context, js jetstream.JetStream, l *ledger
 	l.mu.Lock()
 	in.RolledBack = slices.Clone(l.rolledBack)
 	l.mu.Unlock()
+	in.NoStale = w.p.Partitions > 0
 	rows, err := w.src.Query(ctx, `SELECT event_id::text, resource_type || '/' || resource_id,
 		(payload ->> 'seq')::bigint, coalesce(payload ->> 'fail', '') FROM jetstream_outbox_events ORDER BY id`)
 	if err != nil {
@@ -655,7 +695,11 @@ func (w *world) readInput(ctx context.Context, js jetstream.JetStream, l *ledger
 	if err != nil {
 		return in, fmt.Errorf("read inbox: %w", err)
 	}
-	if in.Stream, err = readSubject(ctx, js, publishSubject, func(m jetstream.Msg) string { return m.Headers().Get(envelope.HeaderMsgID) }); err != nil {
+	stored := publishSubject
+	if w.p.Partitions > 0 {
+		stored += ".*" // {subject}.{partition}
+	}
+	if in.Stream, err = readSubject(ctx, js, stored, func(m jetstream.Msg) string { return m.Headers().Get(envelope.HeaderMsgID) }); err != nil {
 		return in, fmt.Errorf("read stream: %w", err)
 	}
 	in.DLQ, err = readSubject(ctx, js, dlqSubject, func(m jetstream.Msg) string {
@@ -680,7 +724,10 @@ func readSubject(ctx context.Context, js jetstream.JetStream, subject string, id
 	if err != nil {
 		return nil, err
 	}
-	want := info.State.Subjects[subject]
+	var want uint64
+	for _, n := range info.State.Subjects { // one entry per subject a wildcard matches
+		want += n
+	}
 	if want == 0 {
 		return nil, nil
 	}

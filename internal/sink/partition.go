@@ -528,7 +528,10 @@ func (pc *Partitioned) claim(ctx context.Context, r partitionRow, trusted time.T
 	f := &Fence{Table: o.Tables.Partitions, Durable: o.Durable, Partition: r.partition, Owner: o.Member, Epoch: epoch}
 	s, err := o.New(r.partition, f)
 	if err != nil {
-		pc.release(r.partition, epoch, true)
+		// Nothing was fetched under this claim, but the last owner's
+		// messages may still be waiting for redelivery: give the row back
+		// as it was found, or the next owner would not wait for them.
+		pc.release(r.partition, epoch, r.clean)
 		return fmt.Errorf("start partition: %w", err)
 	}
 	s.part.confirm(trusted)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -272,5 +273,73 @@ func TestPartitionFenceRollsBackOldOwnerBatch(t *testing.T) {
 	}
 	if info.AckFloor.Stream != 1 {
 		t.Fatalf("ack floor %d, want 1", info.AckFloor.Stream)
+	}
+}
+
+// TestPartitionFailedStartKeepsTheRowUnclean: a partition whose last owner
+// stopped without settling what it fetched (clean = false) is claimed, but
+// its Sink cannot start (here: New fails, as when JetStream is down). The
+// claim is given back as it was found, not clean: otherwise the next owner
+// would pull at once while the last owner's messages are not yet due for
+// redelivery, and apply later events of their keys first.
+func TestPartitionFailedStartKeepsTheRowUnclean(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	schema, err := migrations.Partitions(migrations.Names{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := provision.Apply(ctx, conn, schema); err != nil {
+		t.Fatal(err)
+	}
+	table, members, _ := migrations.PartitionTables("")
+	if _, err := e.pool.Exec(ctx, `INSERT INTO `+table+` (durable, partition, owner, epoch, clean) VALUES ($1, 0, '', 1, false)`, durable); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	starts := 0
+	pc, err := sink.NewPartitioned(sink.PartitionedOptions{
+		DB: e.pool, Tables: sink.PartitionTables{Partitions: table, Members: members}, Durable: durable, Partitions: 1,
+		AckWait: time.Second, Lease: time.Second,
+		New: func(p int, f *sink.Fence) (*sink.Sink, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			starts++
+			return nil, errors.New("bind consumer: nats: no servers available")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- pc.Run(runCtx) }()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if starts < 2 {
+			return fmt.Errorf("%d failed starts, want 2", starts)
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	var owner string
+	var epoch int64
+	var clean bool
+	if err := e.pool.QueryRow(ctx, `SELECT owner, epoch, clean FROM `+table+` WHERE durable = $1 AND partition = 0`, durable).Scan(&owner, &epoch, &clean); err != nil {
+		t.Fatal(err)
+	}
+	if owner != "" || epoch < 3 || clean {
+		t.Fatalf("after failed starts: owner %q, epoch %d, clean %v; want no owner, claimed twice, still not clean", owner, epoch, clean)
 	}
 }
