@@ -35,6 +35,9 @@ type Profile struct {
 	PauseMin, PauseMax time.Duration
 	// Drain bounds the wait for every committed event once faults stop.
 	Drain time.Duration
+	// Faults are the optional fault kinds (see Optional) injected besides
+	// Scheduled.
+	Faults []Fault
 }
 
 // Short is the CI profile: about 3,000 events and a dozen faults, every
@@ -57,13 +60,16 @@ func Long() Profile {
 		RollbackRate: 0.1, FailOnceRate: 0.03, PermanentRate: 0.002, SlowRate: 0.02,
 		QuietMin: 2 * time.Second, QuietMax: 10 * time.Second,
 		PauseMin: 200 * time.Millisecond, PauseMax: 5 * time.Second,
-		Drain: 10 * time.Minute,
+		Drain:  10 * time.Minute,
+		Faults: []Fault{PostgresFailover},
 	}
 }
 
 // ProfileFor returns the named profile ("short" or "long"; "" is short) with
 // the overrides in getenv applied: CHAOS_DURATION (a Go duration), CHAOS_RATE
-// (events per second) and CHAOS_KEYS.
+// (events per second), CHAOS_KEYS and CHAOS_FAULTS (optional fault kinds
+// to inject besides the default ones, comma-separated; added to the
+// profile's own).
 func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 	var p Profile
 	switch strings.ToLower(strings.TrimSpace(name)) {
@@ -95,6 +101,17 @@ func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 			return Profile{}, fmt.Errorf("%s=%q: expected a whole number of at least %d", o.name, v, o.min)
 		}
 		*o.dst = n
+	}
+	if v := getenv("CHAOS_FAULTS"); v != "" {
+		extra, err := parseFaults(v)
+		if err != nil {
+			return Profile{}, err
+		}
+		for _, f := range extra {
+			if !p.Enabled(f) {
+				p.Faults = append(p.Faults, f)
+			}
+		}
 	}
 	return p, nil
 }
