@@ -147,6 +147,7 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(&b, "chaos %s, seed %d, %s of faults\n", p.Name, seed, p.Duration)
 	r.Print(&b)
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
+	w.reportFailovers(&b)
 	for _, s := range w.services() {
 		s.mu.Lock()
 		fmt.Fprintf(&b, "%s: %d processes, %d unexpected exits\n", s.name, s.starts, len(s.exits))
