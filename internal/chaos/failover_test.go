@@ -68,8 +68,19 @@ func (w *world) failPostgresOver(ctx context.Context, n int, st chaos.Step) {
 	promoted := time.Now()
 	w.pg = next.Postgres
 	w.logf("  standby promoted after %s", promoted.Sub(crashed).Round(time.Millisecond))
+	// Its commits wait for the next standby from now on (see startStandby):
+	// writers, sinks and the relay's slot recovery and fence wait with them
+	// until it streams.
+	sleepUntil(crashed.Add(st.Pause))
+	// The crashed cluster is not started again: its port goes to the next
+	// standby, a fresh copy of the new primary.
+	if err := old.Close(); err != nil {
+		w.t.Errorf("close crashed primary: %v", err)
+	}
+	w.fo.standby = w.startStandby(old.Port())
+	w.logf("  new synchronous standby on port %d streaming, %s after the crash", old.Port(), time.Since(crashed).Round(time.Millisecond))
 	var resumed time.Duration
-	for deadline := promoted.Add(90 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
 		if w.activeRelay() >= 0 {
 			resumed = time.Since(promoted)
 			w.logf("  a relay replicates from the new primary %s after the promotion", resumed.Round(time.Millisecond))
@@ -82,14 +93,6 @@ func (w *world) failPostgresOver(ctx context.Context, n int, st chaos.Step) {
 		w.fo.resumed = append(w.fo.resumed, resumed)
 	}
 	w.mu.Unlock()
-	sleepUntil(crashed.Add(st.Pause))
-	// The crashed cluster is not started again: its port goes to the next
-	// standby, a fresh copy of the new primary.
-	if err := old.Close(); err != nil {
-		w.t.Errorf("close crashed primary: %v", err)
-	}
-	w.fo.standby = w.startStandby(old.Port())
-	w.logf("  new synchronous standby on port %d streaming, %s after the crash", old.Port(), time.Since(crashed).Round(time.Millisecond))
 }
 
 // reportFailovers adds the Postgres failovers to the run's report.
