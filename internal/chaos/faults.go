@@ -10,8 +10,8 @@ import (
 // promotes its synchronous streaming standby, and gives the new primary a
 // new synchronous standby, so that another failover can follow. Every
 // process and writer reaches Postgres through a multi-host URL listing both
-// nodes. It is opt-in (Profile.Faults): the world needs the standby only
-// when it is enabled.
+// nodes. It is opt-in (Profile.Faults, CHAOS_FAULTS): the world needs the
+// standby only when it is enabled.
 const PostgresFailover Fault = "postgres-failover"
 
 // Optional lists the faults a profile may enable beyond Scheduled, with

@@ -60,8 +60,7 @@ func Long() Profile {
 		RollbackRate: 0.1, FailOnceRate: 0.03, PermanentRate: 0.002, SlowRate: 0.02,
 		QuietMin: 2 * time.Second, QuietMax: 10 * time.Second,
 		PauseMin: 200 * time.Millisecond, PauseMax: 5 * time.Second,
-		Drain:  10 * time.Minute,
-		Faults: []Fault{PostgresFailover},
+		Drain: 10 * time.Minute,
 	}
 }
 
