@@ -29,6 +29,7 @@ vet:
 
 # make chaos  - the long chaos run: relay and sink processes under kill -9, failover, NATS and Postgres
 #               restarts while writers commit; prints the figures (docs/RELIABILITY.md). CHAOS_SEED=n reproduces.
+#               CHAOS_FAULTS=postgres-failover adds Postgres failovers to a synchronous standby (opt-in).
 .PHONY: chaos
 chaos:
 	CHAOS=long go test ./internal/chaos -run TestChaos -v -timeout 60m -count=1

@@ -170,6 +170,7 @@ func TestChaos(t *testing.T) {
 		fmt.Fprintf(&b, "partitions claimed (first shares, takeovers after kills, rebalancing): %d\n", claims)
 	}
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
+	w.reportFailovers(&b)
 	for _, s := range w.services() {
 		s.mu.Lock()
 		fmt.Fprintf(&b, "%s: %d processes, %d unexpected exits\n", s.name, s.starts, len(s.exits))

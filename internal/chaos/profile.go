@@ -40,6 +40,9 @@ type Profile struct {
 	// applied, all of them, in commit order, so a stale event is a failure.
 	// 0 runs two sinks on one durable with SKIP_STALE=true.
 	Partitions int
+	// Faults are the optional fault kinds (see Optional) injected besides
+	// Scheduled.
+	Faults []Fault
 }
 
 // Short is the CI profile: about 3,000 events and a dozen faults, every
@@ -68,7 +71,9 @@ func Long() Profile {
 
 // ProfileFor returns the named profile ("short" or "long"; "" is short) with
 // the overrides in getenv applied: CHAOS_DURATION (a Go duration), CHAOS_RATE
-// (events per second), CHAOS_KEYS and CHAOS_PARTITIONS (0 = unpartitioned).
+// (events per second), CHAOS_KEYS, CHAOS_PARTITIONS (0 = unpartitioned) and
+// CHAOS_FAULTS (optional fault kinds to inject besides the default ones,
+// comma-separated; added to the profile's own).
 func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 	var p Profile
 	switch strings.ToLower(strings.TrimSpace(name)) {
@@ -100,6 +105,17 @@ func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 			return Profile{}, fmt.Errorf("%s=%q: expected a whole number of at least %d", o.name, v, o.min)
 		}
 		*o.dst = n
+	}
+	if v := getenv("CHAOS_FAULTS"); v != "" {
+		extra, err := parseFaults(v)
+		if err != nil {
+			return Profile{}, err
+		}
+		for _, f := range extra {
+			if !p.Enabled(f) {
+				p.Faults = append(p.Faults, f)
+			}
+		}
 	}
 	return p, nil
 }

@@ -64,7 +64,7 @@ type Scheduler struct {
 // NewScheduler returns the scheduler for seed and p.
 func NewScheduler(seed uint64, p Profile) *Scheduler {
 	s := &Scheduler{p: p, rng: rand.New(rand.NewPCG(seed, 0x6368616f73))} // "chaos"
-	for _, f := range Scheduled {
+	for _, f := range scheduled(p) {
 		s.first = append(s.first, f.Fault)
 	}
 	s.rng.Shuffle(len(s.first), func(i, j int) { s.first[i], s.first[j] = s.first[j], s.first[i] })
@@ -82,11 +82,11 @@ func (s *Scheduler) Next() Step {
 		st.Fault = s.first[s.n]
 	} else {
 		total := 0
-		for _, f := range Scheduled {
+		for _, f := range scheduled(s.p) {
 			total += f.Weight
 		}
 		r := s.rng.IntN(total)
-		for _, f := range Scheduled {
+		for _, f := range scheduled(s.p) {
 			if r < f.Weight {
 				st.Fault = f.Fault
 				break

@@ -104,6 +104,8 @@ type world struct {
 	relayAddrs [2]string
 	sinks      []*service // two; three when partitioned, so partitions move on a kill
 
+	fo *pgPair // with the postgres-failover fault: the standby, the failovers
+
 	mu        sync.Mutex
 	faults    map[chaos.Fault]int
 	takeovers []time.Duration
@@ -123,6 +125,7 @@ func newWorld(t *testing.T, p chaos.Profile) *world {
 		}
 	}
 	w.srcURL, w.dstURL = w.pg.URL("source"), w.pg.URL("target")
+	w.startPair()
 	w.src = mustPool(t, ctx, w.srcURL, int32(p.Writers+4))
 	w.dst = mustPool(t, ctx, w.dstURL, 4)
 	if _, err := w.src.Exec(ctx, sourceSchema); err != nil {
@@ -584,6 +587,8 @@ func (w *world) inject(ctx context.Context, st chaos.Step) {
 			defer cancel()
 			return w.pg.Start(sctx)
 		})
+	case chaos.PostgresFailover:
+		w.failPostgresOver(ctx, n, st)
 	}
 }
 

@@ -87,6 +87,7 @@ const (
 	fencePrefix    = "jetstream_bridge_fence" // of the fence's logical decoding messages
 	fenceWarnAfter = 10 * time.Second
 	fenceReread    = time.Minute
+	fenceRecheck   = 500 * time.Millisecond // before a held event missing from the outbox is dropped
 )
 
 // fenceState is what the fence shows to readiness and metrics.
@@ -348,36 +349,53 @@ func (r *Relay) fenceWorker(ctx context.Context, requests <-chan fenceRequest, r
 				}
 				r.fence.active.Store(on)
 			}
+			if r.fence.active.Load() {
+				// COMMIT waits for the synchronous standbys only in a
+				// transaction that has an xid and wrote WAL before its
+				// commit record (txid_current() alone commits without
+				// waiting). A transactional logical decoding message does
+				// both, needs no privilege, and the relay's stream skips
+				// its prefix.
+				if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(true, '"+fencePrefix+"', '')"); err != nil {
+					return fmt.Errorf("sync fence: %w", err)
+				}
+				rep.fenced = true
+			}
+			// Look held events up only after the fence: a writer whose
+			// commit is flushed here (and decoded) but still waits for the
+			// synchronous standbys is invisible to other sessions until
+			// then, as after a restart or a promotion while the standby
+			// connects; looked up earlier it would pass for a phantom.
 			if len(req.lookup) > 0 {
-				rows, err := conn.Query(ctx, "SELECT event_id::text FROM "+outbox+" WHERE event_id = ANY($1)", req.lookup)
+				found, err := lookupHeld(ctx, conn, outbox, req.lookup)
 				if err != nil {
-					return fmt.Errorf("look up held events: %w", err)
+					return err
 				}
-				rep.found = make(map[string]bool, len(req.lookup))
-				for rows.Next() {
-					var id string
-					if err := rows.Scan(&id); err != nil {
-						rows.Close()
-						return fmt.Errorf("look up held events: %w", err)
+				var missing []string
+				for _, id := range req.lookup {
+					if !found[id] {
+						missing = append(missing, id)
 					}
-					rep.found[id] = true
 				}
-				if err := rows.Err(); err != nil {
-					return fmt.Errorf("look up held events: %w", err)
+				if len(missing) > 0 {
+					// A writer released by the same confirmation as the
+					// fence becomes visible a moment after it: one more
+					// look before an event is dropped for good.
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(fenceRecheck):
+					}
+					again, err := lookupHeld(ctx, conn, outbox, missing)
+					if err != nil {
+						return err
+					}
+					for id := range again {
+						found[id] = true
+					}
 				}
+				rep.found = found
 			}
-			if !r.fence.active.Load() {
-				return nil
-			}
-			// COMMIT waits for the synchronous standbys only in a
-			// transaction that has an xid and wrote WAL before its commit
-			// record (txid_current() alone commits without waiting). A
-			// transactional logical decoding message does both, needs no
-			// privilege, and the relay's stream skips its prefix.
-			if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(true, '"+fencePrefix+"', '')"); err != nil {
-				return fmt.Errorf("sync fence: %w", err)
-			}
-			rep.fenced = true
 			return nil
 		}()
 		if err != nil {
@@ -394,6 +412,27 @@ func (r *Relay) fenceWorker(ctx context.Context, requests <-chan fenceRequest, r
 			return
 		}
 	}
+}
+
+// lookupHeld returns which of ids the outbox of conn's server holds.
+func lookupHeld(ctx context.Context, conn *pgx.Conn, outbox string, ids []string) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT event_id::text FROM "+outbox+" WHERE event_id = ANY($1)", ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up held events: %w", err)
+	}
+	found := make(map[string]bool, len(ids))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("look up held events: %w", err)
+		}
+		found[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up held events: %w", err)
+	}
+	return found, nil
 }
 
 // connectFence opens the fence's connection on a writable server.

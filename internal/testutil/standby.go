@@ -35,6 +35,9 @@ type StandbyOptions struct {
 	Synchronous bool
 	// Settings are extra postgresql.conf settings of the standby.
 	Settings map[string]string
+	// Port on 127.0.0.1; 0 picks a free one. A fixed port lets a standby
+	// take the place of a crashed primary in a multi-host URL made earlier.
+	Port int
 }
 
 // Standby is a streaming replica of a local primary.
@@ -93,7 +96,7 @@ func StartStandby(tb testing.TB, primary *localenv.Postgres, opts StandbyOptions
 	for k, v := range opts.Settings {
 		settings[k] = v
 	}
-	pg, err := localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: dir, Settings: settings})
+	pg, err := localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: dir, Port: opts.Port, Settings: settings})
 	if err != nil {
 		tb.Fatalf("start standby: %v", err)
 	}
