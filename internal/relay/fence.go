@@ -88,6 +88,7 @@ const (
 	fenceWarnAfter = 10 * time.Second
 	fenceReread    = time.Minute
 	fenceRecheck   = 500 * time.Millisecond // before a held event missing from the outbox is dropped
+	fenceSettleMax = 30 * time.Second       // longest wait for the transactions in progress at the fence to end
 )
 
 // fenceState is what the fence shows to readiness and metrics.
@@ -367,6 +368,9 @@ func (r *Relay) fenceWorker(ctx context.Context, requests <-chan fenceRequest, r
 			// then, as after a restart or a promotion while the standby
 			// connects; looked up earlier it would pass for a phantom.
 			if len(req.lookup) > 0 {
+				if err := r.waitSettled(ctx, conn); err != nil {
+					return err
+				}
 				found, err := lookupHeld(ctx, conn, outbox, req.lookup)
 				if err != nil {
 					return err
@@ -410,6 +414,40 @@ func (r *Relay) fenceWorker(ctx context.Context, requests <-chan fenceRequest, r
 		case replies <- rep:
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// waitSettled waits until every transaction in progress now has ended, for
+// at most fenceSettleMax. A writer released by the confirmation that
+// released the fence is committed but becomes visible only when it leaves
+// the server's list of running transactions, a moment later; after this
+// wait its rows are visible to a new snapshot. An unrelated transaction
+// open longer than the bound (idle in transaction) ends the wait early,
+// with a warning; the recheck after the lookup still applies.
+func (r *Relay) waitSettled(ctx context.Context, conn *pgx.Conn) error {
+	var xmax string
+	if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text").Scan(&xmax); err != nil {
+		return fmt.Errorf("sync fence: read snapshot: %w", err)
+	}
+	deadline := time.Now().Add(fenceSettleMax)
+	for {
+		var settled bool
+		if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8", xmax).Scan(&settled); err != nil {
+			return fmt.Errorf("sync fence: read snapshot: %w", err)
+		}
+		if settled {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			r.log.Warn().Dur("waited", fenceSettleMax).
+				Msg("sync fence: a transaction older than the fence is still open; looking held events up anyway")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
