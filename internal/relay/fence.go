@@ -55,7 +55,7 @@ type FenceMode string
 
 const (
 	// FenceAuto fences while synchronous_standby_names is set on the
-	// server (read on connect and every minute).
+	// server (read on connect and every 5 seconds).
 	FenceAuto FenceMode = "auto"
 	FenceOn   FenceMode = "on"  // always (every event costs a share of a round trip)
 	FenceOff  FenceMode = "off" // never: events are published once decoded
@@ -86,7 +86,7 @@ type FenceObserver interface {
 const (
 	fencePrefix    = "jetstream_bridge_fence" // of the fence's logical decoding messages
 	fenceWarnAfter = 10 * time.Second
-	fenceReread    = time.Minute
+	fenceReread    = 5 * time.Second
 	fenceRecheck   = 500 * time.Millisecond // before a held event missing from the outbox is dropped
 	fenceSettleMax = 30 * time.Second       // longest wait for the transactions in progress at the fence to end
 )
