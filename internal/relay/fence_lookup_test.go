@@ -8,17 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
-	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
-	"github.com/jetstream-bridge/jetstream-bridge/migrations"
 )
 
 // TestSyncFenceLooksUpAfterTheStandbyConfirms: an event held at the fence
@@ -32,58 +24,10 @@ import (
 func TestSyncFenceLooksUpAfterTheStandbyConfirms(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	primary := testutil.StartPostgres(t)
-	if err := primary.CreateDatabase(ctx, "app"); err != nil {
-		t.Fatal(err)
-	}
-	names := migrations.Names{Outbox: table, Publication: pubName}
-	if err := provision.Outbox(ctx, primary.URL("app"), names); err != nil {
-		t.Fatal(err)
-	}
-	const slot = "relay_fence_lookup"
-	if _, err := provision.CreateSlot(ctx, primary.URL("app"), slot); err != nil {
-		t.Fatal(err)
-	}
-	standby := testutil.StartStandby(t, primary, testutil.StandbyOptions{Synchronous: true})
-	url := testutil.MultiHostURL("app", primary, standby.Postgres)
-	nc, err := nats.Connect(testutil.StartNATS(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, publish.JetStreamOptions(256, 5*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "jsb", Subjects: []string{"app_a.sync.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	r := relay.New(relay.Options{
-		DB: pool, ConnString: url, NC: nc, JS: js,
-		Slot: slot, Publication: pubName, OutboxTable: table,
-		Producer: "app_a", Subjects: envelope.Subjects{App: "app_a", Dest: "app_b"}, MaxPayload: 8 << 10,
-		Stream: "jsb", StreamSubjects: []string{"app_a.sync.>"}, Manage: true,
-		UseDLQ: true, AckTimeout: 5 * time.Second, StatusInterval: 50 * time.Millisecond,
-		Observer: &counts{}, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-	})
-	runCtx, stop := context.WithCancel(ctx)
-	relayErr := make(chan error, 1)
-	go func() { relayErr <- r.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-relayErr; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	stream, err := js.Stream(ctx, "jsb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startSyncPair(t)
+	primary, standby, url, stream := p.primary, p.standby, p.url, p.stream
+	r := p.relay(t, "relay_fence_lookup", relay.FenceAuto, &counts{})
+	run(t, r)
 	writer, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)

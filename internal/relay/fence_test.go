@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/publish"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/relay"
@@ -35,59 +36,10 @@ import (
 func TestSyncFenceHoldsEventsUntilTheStandbyConfirms(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	primary := testutil.StartPostgres(t)
-	if err := primary.CreateDatabase(ctx, "app"); err != nil {
-		t.Fatal(err)
-	}
-	names := migrations.Names{Outbox: table, Publication: pubName}
-	if err := provision.Outbox(ctx, primary.URL("app"), names); err != nil {
-		t.Fatal(err)
-	}
-	const slot = "relay_fence"
-	if _, err := provision.CreateSlot(ctx, primary.URL("app"), slot); err != nil {
-		t.Fatal(err)
-	}
-	standby := testutil.StartStandby(t, primary, testutil.StandbyOptions{Synchronous: true})
-	url := testutil.MultiHostURL("app", primary, standby.Postgres)
-
-	nc, err := nats.Connect(testutil.StartNATS(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, publish.JetStreamOptions(256, 5*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "jsb", Subjects: []string{"app_a.sync.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	r := relay.New(relay.Options{
-		DB: pool, ConnString: url, NC: nc, JS: js,
-		Slot: slot, Publication: pubName, OutboxTable: table,
-		Producer: "app_a", Subjects: envelope.Subjects{App: "app_a", Dest: "app_b"}, MaxPayload: 8 << 10,
-		Stream: "jsb", StreamSubjects: []string{"app_a.sync.>"}, Manage: true,
-		UseDLQ: true, AckTimeout: 5 * time.Second, StatusInterval: 50 * time.Millisecond,
-		Observer: &counts{}, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-	})
-	runCtx, stop := context.WithCancel(ctx)
-	relayErr := make(chan error, 1)
-	go func() { relayErr <- r.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-relayErr; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	stream, err := js.Stream(ctx, "jsb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startSyncPair(t)
+	standby, url, stream := p.standby, p.url, p.stream
+	r := p.relay(t, "relay_fence", relay.FenceAuto, &counts{})
+	run(t, r)
 	insert := func(ctx context.Context, conn *pgx.Conn) (string, error) {
 		var id string
 		err := conn.QueryRow(ctx, "INSERT INTO "+table+" (resource_type, event_type) VALUES ('order', 'created') RETURNING event_id::text").Scan(&id)
@@ -168,47 +120,12 @@ func TestSyncFenceLatency(t *testing.T) {
 		t.Skip("set FENCE_LATENCY=1 to measure")
 	}
 	ctx := context.Background()
-	primary := testutil.StartPostgres(t)
-	if err := primary.CreateDatabase(ctx, "app"); err != nil {
-		t.Fatal(err)
-	}
-	names := migrations.Names{Outbox: table, Publication: pubName}
-	if err := provision.Outbox(ctx, primary.URL("app"), names); err != nil {
-		t.Fatal(err)
-	}
-	standby := testutil.StartStandby(t, primary, testutil.StandbyOptions{Synchronous: true})
-	url := testutil.MultiHostURL("app", primary, standby.Postgres)
-	nc, err := nats.Connect(testutil.StartNATS(t).URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, publish.JetStreamOptions(256, 5*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "jsb", Subjects: []string{"app_a.sync.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	p := startSyncPair(t)
+	pool := p.pool
 	for _, mode := range []relay.FenceMode{relay.FenceOff, relay.FenceAuto} {
 		slot := "relay_latency_" + string(mode)
-		if _, err := provision.CreateSlot(ctx, primary.URL("app"), slot); err != nil {
-			t.Fatal(err)
-		}
 		lat := &latencies{}
-		r := relay.New(relay.Options{
-			DB: pool, ConnString: url, NC: nc, JS: js,
-			Slot: slot, Publication: pubName, OutboxTable: table,
-			Producer: "app_a", Subjects: envelope.Subjects{App: "app_a", Dest: "app_b"}, MaxPayload: 8 << 10,
-			Stream: "jsb", StreamSubjects: []string{"app_a.sync.>"}, Manage: true,
-			UseDLQ: true, AckTimeout: 5 * time.Second, Fence: mode,
-			Observer: lat, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-		})
+		r := p.relay(t, slot, mode, lat)
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- r.Run(runCtx) }()
@@ -253,4 +170,76 @@ func (l *latencies) percentiles() (p50, p99 time.Duration) {
 	s := slices.Clone(l.d)
 	slices.Sort(s)
 	return s[len(s)/2], s[len(s)*99/100]
+}
+
+// syncPair is a primary with a synchronous streaming standby, the outbox,
+// JetStream with the stream "jsb", and a pool on the multi-host URL: what
+// the sync fence tests run a relay against.
+type syncPair struct {
+	primary *localenv.Postgres
+	standby *testutil.Standby
+	url     string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	pool    *pgxpool.Pool
+	stream  jetstream.Stream
+}
+
+func startSyncPair(t *testing.T) *syncPair {
+	t.Helper()
+	ctx := context.Background()
+	p := &syncPair{primary: testutil.StartPostgres(t)}
+	if err := p.primary.CreateDatabase(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if err := provision.Outbox(ctx, p.primary.URL("app"), migrations.Names{Outbox: table, Publication: pubName}); err != nil {
+		t.Fatal(err)
+	}
+	p.standby = testutil.StartStandby(t, p.primary, testutil.StandbyOptions{Synchronous: true})
+	p.url = testutil.MultiHostURL("app", p.primary, p.standby.Postgres)
+	var err error
+	if p.nc, err = nats.Connect(testutil.StartNATS(t).URL()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.nc.Close)
+	if p.js, err = jetstream.New(p.nc, publish.JetStreamOptions(256, 5*time.Second)...); err != nil {
+		t.Fatal(err)
+	}
+	if p.stream, err = p.js.CreateStream(ctx, jetstream.StreamConfig{Name: "jsb", Subjects: []string{"app_a.sync.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.pool, err = pgxpool.New(ctx, p.url); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.pool.Close)
+	return p
+}
+
+// relay creates slot and returns a relay on it with the fence in mode.
+func (p *syncPair) relay(t *testing.T, slot string, mode relay.FenceMode, obs relay.Observer) *relay.Relay {
+	t.Helper()
+	if _, err := provision.CreateSlot(context.Background(), p.primary.URL("app"), slot); err != nil {
+		t.Fatal(err)
+	}
+	return relay.New(relay.Options{
+		DB: p.pool, ConnString: p.url, NC: p.nc, JS: p.js,
+		Slot: slot, Publication: pubName, OutboxTable: table,
+		Producer: "app_a", Subjects: envelope.Subjects{App: "app_a", Dest: "app_b"}, MaxPayload: 8 << 10,
+		Stream: "jsb", StreamSubjects: []string{"app_a.sync.>"}, Manage: true,
+		UseDLQ: true, AckTimeout: 5 * time.Second, StatusInterval: 50 * time.Millisecond, Fence: mode,
+		Observer: obs, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	})
+}
+
+// run runs r until the test ends; the relay must stop without an error.
+func run(t *testing.T, r *relay.Relay) {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	})
 }
