@@ -132,28 +132,37 @@ func StartStandby(tb testing.TB, primary *localenv.Postgres, opts StandbyOptions
 	return s
 }
 
-// Promote makes the standby a primary (pg_ctl promote) and waits until it
-// accepts writes.
+// Promote makes the standby a primary (pg_promote) and waits until it accepts
+// writes.
 func (s *Standby) Promote() {
 	s.tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	// Retried: after KillReceiver the standby restarts before it takes
-	// connections again.
-	Eventually(s.tb, time.Minute, func() error {
-		var ok bool
-		return queryRow(ctx, s.URL("postgres"), "SELECT pg_promote(true, 60)", nil, &ok)
-	})
-	Eventually(s.tb, time.Minute, func() error {
+	// connections again, and a pg_promote whose connection is cut may have
+	// promoted it all the same, so each attempt first asks whether it is
+	// still in recovery.
+	start := time.Now()
+	Eventually(s.tb, 2*time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		var recovering bool
 		if err := queryRow(ctx, s.URL("postgres"), "SELECT pg_is_in_recovery()", nil, &recovering); err != nil {
 			return err
 		}
-		if recovering {
-			return errors.New("standby still in recovery")
+		if !recovering {
+			return nil
+		}
+		var done bool
+		if err := queryRow(ctx, s.URL("postgres"), "SELECT pg_promote(true, 20)", nil, &done); err != nil {
+			return err
+		}
+		if !done {
+			return errors.New("standby still in recovery after pg_promote")
 		}
 		return nil
 	})
+	if d := time.Since(start); d > 10*time.Second {
+		s.tb.Logf("standby promotion took %s", d.Round(time.Millisecond))
+	}
 }
 
 // CrashPrimary stops the primary with pg_ctl stop -m immediate: no
