@@ -28,6 +28,7 @@ type Config struct {
 	TxBatch         int             `env:"TX_BATCH" envDefault:"25" help:"events of different keys a worker may apply in one transaction when the handler is SQL (1 = one transaction per event)"`
 	Concurrency     int             `env:"CONCURRENCY" envDefault:"4" help:"events applied in parallel (different keys); database pool is CONCURRENCY+2"`
 	SkipStale       bool            `env:"SKIP_STALE" envDefault:"false" help:"skip (record as stale) an event older than the newest applied for its key"`
+	FillGaps        string          `env:"FILL_GAPS" envDefault:"auto" help:"auto, on or off: read a delivery lost on the way from the stream and apply it before the later events of its key; only right when this process is the consumer's one reader (auto: on with PARTITIONS)"`
 	ConsumerMode    string          `env:"CONSUMER_MODE" envDefault:"pull" help:"pull, or push: a durable push consumer delivering to DELIVER_SUBJECT in queue group DURABLE_NAME"`
 	DeliverSubject  string          `env:"DELIVER_SUBJECT" help:"push mode: the consumer's deliver subject (default [{env}.]_bridge.{durable})"`
 	WebhookSecret   string          `env:"WEBHOOK_SECRET" help:"sign webhooks (Standard Webhooks); whsec_<base64> or raw bytes"`
@@ -63,6 +64,18 @@ func (c *Config) Filter() string {
 		return c.FilterSubject
 	}
 	return c.Subjects().Filter()
+}
+
+// Gaps reports whether lost deliveries are read from the stream (FILL_GAPS):
+// auto is on with PARTITIONS, where each consumer has one reader.
+func (c *Config) Gaps() bool {
+	switch c.FillGaps {
+	case "on":
+		return true
+	case "auto":
+		return c.Partitions > 0
+	}
+	return false
 }
 
 // Push reports CONSUMER_MODE=push.
@@ -158,6 +171,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("CONCURRENCY=%d: expected a whole number from 1 to 256", c.Concurrency))
+	}
+	switch c.FillGaps {
+	case "auto", "on", "off":
+		if c.FillGaps == "on" && c.ConsumerMode == "push" {
+			errs = append(errs, errors.New("FILL_GAPS=on needs CONSUMER_MODE=pull: a push consumer's queue group shares its deliveries"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("FILL_GAPS=%q: expected auto, on or off", c.FillGaps))
 	}
 	switch c.ConsumerMode {
 	case "pull":

@@ -15,6 +15,7 @@ type metrics struct {
 	applied, duplicate, retried, dead, stale prometheus.Counter
 	handler                                  prometheus.Histogram
 	pending, ackPending, redelivered         prometheus.Gauge
+	lostDeliveries, gapFilled                prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -37,9 +38,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Messages delivered to the consumer and not yet acknowledged (from consumer info every 10s; AUTO_PROVISION=true only)."}),
 		redelivered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_redelivered",
 			Help: "Unacknowledged messages that were delivered more than once (from consumer info every 10s; AUTO_PROVISION=true only)."}),
+		lostDeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_sink_lost_deliveries_total",
+			Help: "Deliveries the consumer counted that never reached this process (gaps in its delivery sequence; FILL_GAPS)."}),
+		gapFilled: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetstream_bridge_sink_gap_filled_total",
+			Help: "Messages read from the stream in place of lost deliveries and applied before the later events of their keys (FILL_GAPS)."}),
 	}
 	b := config.ReadBuild()
-	reg.MustRegister(events, m.handler, m.pending, m.ackPending, m.redelivered,
+	reg.MustRegister(events, m.handler, m.pending, m.ackPending, m.redelivered, m.lostDeliveries, m.gapFilled,
 		ops.NewBuildInfo("jetstream_bridge_sink_build_info", b.Version, b.Revision, b.GoVersion))
 	return m
 }
@@ -58,6 +63,12 @@ func (m *metrics) Result(r sink.Result) {
 	case sink.ResultStale:
 		m.stale.Inc()
 	}
+}
+
+// GapFilled counts lost deliveries and the messages read in their place.
+func (m *metrics) GapFilled(lost, filled int) {
+	m.lostDeliveries.Add(float64(lost))
+	m.gapFilled.Add(float64(filled))
 }
 
 // HandlerDone observes a handler's latency.

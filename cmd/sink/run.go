@@ -330,7 +330,7 @@ func (a *App) sinkOptions(src sink.Source, h sink.Handler, obs sink.Observer) si
 		DB: a.pool, JS: a.js, Source: src, Handler: h,
 		Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
 		MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, TxBatch: c.TxBatch, Concurrency: c.Concurrency,
-		MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
+		MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, FillGaps: c.Gaps(), AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
 		Tracer: a.tracer, Observer: obs, Log: a.log,
 	}
 }

@@ -62,6 +62,11 @@ type Options struct {
 	// A Push source is bounded by the consumer's MaxAckPending instead.
 	MaxHeld   int
 	SkipStale bool // discard (record as stale) events older than their key's newest applied one
+	// FillGaps: this process is the consumer's only reader, so a gap in its
+	// delivery sequence is a lost delivery, and the missing messages are
+	// read from the stream and applied first (gap.go). Pull sources only;
+	// needs JS and read access to the stream.
+	FillGaps bool
 
 	// AckWait is the consumer's redelivery timer; heartbeats go out every
 	// third of it. Default: for JetStreamPull the shortest of the consumer's
@@ -105,6 +110,7 @@ type Sink struct {
 	concurrency int
 	maxHeld     int
 	skipStale   bool
+	fillGaps    bool
 	heartbeat   time.Duration
 	shutdown    time.Duration
 	fetchWait   time.Duration
@@ -141,7 +147,7 @@ func New(o Options) (*Sink, error) {
 		dlqSubject: o.DLQSubject, useDLQ: o.UseDLQ,
 		maxDeliver: or(o.MaxDeliver, 5), backoff: o.Backoff,
 		batchSize: or(o.BatchSize, 25), txBatch: or(o.TxBatch, 25), concurrency: or(o.Concurrency, 4),
-		skipStale: o.SkipStale, shutdown: or(o.ShutdownTimeout, 30*time.Second), fetchWait: or(o.FetchWait, time.Second),
+		skipStale: o.SkipStale, fillGaps: o.FillGaps, shutdown: or(o.ShutdownTimeout, 30*time.Second), fetchWait: or(o.FetchWait, time.Second),
 		obs: o.Observer, tracer: o.Tracer, log: o.Log,
 	}
 	if len(s.backoff) == 0 {

@@ -88,7 +88,22 @@ func (p *jsPull) ready() error           { return boundErr(&p.bound) }
 func (p *jsPull) ackWait() time.Duration { return redeliveryTimer(p.cons.CachedInfo()) }
 
 func (p *jsPull) consume(ctx context.Context, s *Sink, d *dispatcher) error {
-	return s.pullLoop(ctx, d, &p.bound, func(n int, add func(Msg)) error {
+	var gaps *gapFill
+	if s.fillGaps {
+		// Where deliveries stand now: a delivery lost before the first one
+		// this process receives is found too.
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := p.cons.Info(ictx)
+		cancel()
+		if err != nil {
+			info = p.cons.CachedInfo()
+		}
+		if info != nil {
+			gaps = s.newGapFill(info.Stream, filterSubjects(info.Config))
+			gaps.start(info.Delivered)
+		}
+	}
+	return s.pullLoop(ctx, d, &p.bound, gaps, func(n int, add func(Msg)) error {
 		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(s.fetchWait))
 		if err == nil {
 			for m := range batch.Messages() {
@@ -143,7 +158,7 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 	if hb := s.fetchWait / 4; hb >= 10*time.Millisecond {
 		opts = append(opts, nats.PullHeartbeat(hb))
 	}
-	return s.pullLoop(ctx, d, &p.bound, func(n int, add func(Msg)) error {
+	return s.pullLoop(ctx, d, &p.bound, s.newGapFill(p.stream, []string{p.filter}), func(n int, add func(Msg)) error {
 		msgs, err := sub.Fetch(n, opts...)
 		for _, m := range msgs {
 			add(natsMsg{m})
@@ -164,18 +179,26 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 // each one to add. pull returns nil when the consumer answered (with
 // messages or none), an error wrapping ErrConsumerMissing when there is no
 // consumer to answer, any other error when the pull failed. pullLoop
-// returns an error only when the consumer stays missing.
-func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, pull func(n int, add func(Msg)) error) error {
+// returns an error only when the consumer stays missing. With gaps, the
+// messages of deliveries lost before a message are added before it
+// (gap.go).
+func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, gaps *gapFill, pull func(n int, add func(Msg)) error) error {
 	limit := s.maxHeld - s.batchSize
 	retry := backoff.New(250*time.Millisecond, 5*time.Second)
 	gone := 0
-	add := func(m Msg) {
+	admit := func(m Msg) {
 		if err := s.part.admit(m); err != nil {
 			s.halt(err)
 			m.Nak() //nolint:errcheck // the sink stops; unacked, it is redelivered after the ack wait anyway
 			return
 		}
 		d.add(newItem(m))
+	}
+	add := func(m Msg) {
+		for _, lost := range gaps.before(ctx, m) {
+			admit(lost)
+		}
+		admit(m)
 	}
 	for ctx.Err() == nil {
 		if !d.waitRoom(ctx, limit) || !s.part.waitOwning(ctx) {
@@ -217,6 +240,18 @@ func (d *dispatcher) waitRoom(ctx context.Context, limit int) bool {
 			return false
 		}
 	}
+}
+
+// filterSubjects is what a consumer delivers: its filter subjects, or the
+// whole stream ("").
+func filterSubjects(c jetstream.ConsumerConfig) []string {
+	switch {
+	case len(c.FilterSubjects) > 0:
+		return c.FilterSubjects
+	case c.FilterSubject != "":
+		return []string{c.FilterSubject}
+	}
+	return []string{""}
 }
 
 func boundErr(b *atomic.Bool) error {

@@ -267,7 +267,8 @@ func (s *Standby) PauseReceiver() (resume func()) {
 	var once sync.Once
 	resume = func() {
 		once.Do(func() {
-			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			// ESRCH: KillReceiver killed it and the postmaster reaped it.
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
 				s.tb.Errorf("resume wal receiver %d: %v", pid, err)
 			}
 		})

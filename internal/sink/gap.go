@@ -1,0 +1,200 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A delivery can be lost on its way: the connection drops, or the server
+// restarts, after the consumer counted the message as delivered and before
+// it reached this process. The server redelivers it only when its ack wait
+// runs out; meanwhile the later events of its key arrive and would be
+// applied first. When this process is the consumer's only reader (one
+// owner per partition, or a single sink: FillGaps), a gap in the
+// consumer's delivery sequence shows the loss, and the messages of the
+// consumer's filter that the stream holds between the newest stream
+// sequence delivered before the gap and the message after it are read from
+// the stream and added first, in stream order. They are settled by their
+// later redelivery, which the inbox finds already processed (or dead:
+// terminated again), so reading a message that was not lost after all
+// costs a lookup, never a second effect.
+
+// GapObserver is implemented by an Observer that counts the deliveries the
+// sink found missing and the messages it read from the stream instead.
+type GapObserver interface {
+	GapFilled(lost, filled int)
+}
+
+// gapFill follows one consumer's deliveries in arrival order (the pull
+// loop's goroutine).
+type gapFill struct {
+	js      jetstream.JetStream
+	name    string   // stream
+	filters []string // the consumer's filter subjects; "" is the whole stream
+	s       *Sink
+
+	known     bool   // lastCons and maxStream are set
+	lastCons  uint64 // consumer sequence of the newest delivery seen
+	maxStream uint64 // newest stream sequence delivered
+	stream    jetstream.Stream
+	warned    bool
+}
+
+// newGapFill returns nil when gaps are not filled: FillGaps off, no
+// JetStream handle, or the stream unknown.
+func (s *Sink) newGapFill(stream string, filters []string) *gapFill {
+	if !s.fillGaps || s.js == nil || stream == "" {
+		return nil
+	}
+	return &gapFill{js: s.js, name: stream, filters: filters, s: s}
+}
+
+// start sets where deliveries stand: the consumer's delivered sequences when
+// known (a delivery lost before this process's first one is found too),
+// else the first delivery seen.
+func (g *gapFill) start(delivered jetstream.SequenceInfo) {
+	if g == nil {
+		return
+	}
+	g.known, g.lastCons, g.maxStream = true, delivered.Consumer, delivered.Stream
+}
+
+// before returns, in stream order, the messages lost before m: the
+// consumer's messages in the stream after the newest delivered one and
+// before m, when the consumer delivered something in between that never
+// arrived. At most as many as deliveries were lost.
+func (g *gapFill) before(ctx context.Context, m Msg) []Msg {
+	if g == nil {
+		return nil
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil
+	}
+	c, seq := meta.Sequence.Consumer, meta.Sequence.Stream
+	switch {
+	case !g.known:
+		g.known, g.lastCons, g.maxStream = true, c, seq
+		return nil
+	case c <= g.lastCons:
+		// The consumer was made again, or its state went back after a
+		// server crash: what it delivers again is deduped by the inbox.
+		g.lastCons, g.maxStream = c, seq
+		return nil
+	}
+	lost := c - g.lastCons - 1
+	from := g.maxStream + 1
+	g.lastCons = c
+	if seq > g.maxStream {
+		g.maxStream = seq
+	}
+	if lost == 0 || seq <= from {
+		return nil
+	}
+	var out []Msg
+	for uint64(len(out)) < lost {
+		next, err := g.next(ctx, from, seq)
+		if err != nil {
+			g.warn(err, lost)
+			break
+		}
+		if next == nil {
+			break
+		}
+		out = append(out, next)
+		from = next.seq + 1
+	}
+	if o, ok := g.s.obs.(GapObserver); ok {
+		o.GapFilled(int(lost), len(out))
+	}
+	if len(out) > 0 {
+		g.s.log.Warn().Uint64("lost_deliveries", lost).Int("read_from_stream", len(out)).
+			Uint64("first_seq", out[0].(*storedMsg).seq).Uint64("before_seq", seq).
+			Msg("deliveries lost on the way; the messages missing before the next one were read from the stream and go first")
+	}
+	return out
+}
+
+// next is the consumer's first message in the stream at or after from and
+// before limit, nil when there is none.
+func (g *gapFill) next(ctx context.Context, from, limit uint64) (*storedMsg, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if g.stream == nil {
+		st, err := g.js.Stream(ctx, g.name)
+		if err != nil {
+			return nil, err
+		}
+		g.stream = st
+	}
+	var best *jetstream.RawStreamMsg
+	for _, f := range g.filters {
+		var opts []jetstream.GetMsgOpt
+		if f != "" {
+			opts = append(opts, jetstream.WithGetMsgSubject(f))
+		}
+		raw, err := g.stream.GetMsg(ctx, from, opts...)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		if best == nil || raw.Sequence < best.Sequence {
+			best = raw
+		}
+	}
+	if best == nil || best.Sequence >= limit {
+		return nil, nil
+	}
+	return &storedMsg{raw: best, stream: g.name, seq: best.Sequence}, nil
+}
+
+func (g *gapFill) warn(err error, lost uint64) {
+	if g.warned {
+		return
+	}
+	g.warned = true
+	g.s.log.Warn().Err(err).Uint64("lost_deliveries", lost).
+		Msg("deliveries lost on the way, and the stream cannot be read to apply the missing messages first: they are applied when the server redelivers them, after the ack wait, possibly after later events of their keys (the sink needs $JS.API.STREAM.INFO and STREAM.MSG.GET or DIRECT.GET on the stream)")
+}
+
+// storedMsg is a message read from the stream rather than delivered: it
+// stands for a lost delivery, whose redelivery settles it; its own replies
+// do nothing.
+type storedMsg struct {
+	raw    *jetstream.RawStreamMsg
+	stream string
+	seq    uint64
+	once   sync.Once
+	hdr    nats.Header
+}
+
+var _ Msg = (*storedMsg)(nil)
+
+func (m *storedMsg) Data() []byte { return m.raw.Data }
+func (m *storedMsg) Headers() nats.Header {
+	m.once.Do(func() {
+		m.hdr = m.raw.Header
+		if m.hdr == nil {
+			m.hdr = nats.Header{}
+		}
+	})
+	return m.hdr
+}
+func (m *storedMsg) Subject() string { return m.raw.Subject }
+func (m *storedMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}, NumDelivered: 1,
+		Timestamp: m.raw.Time, Stream: m.stream}, nil
+}
+func (m *storedMsg) InProgress() error                { return nil }
+func (m *storedMsg) Nak() error                       { return nil }
+func (m *storedMsg) NakWithDelay(time.Duration) error { return nil }
+func (m *storedMsg) Term() error                      { return nil }
+func (m *storedMsg) Ack() error                       { return nil }
+func (m *storedMsg) DoubleAck(context.Context) error  { return nil }

@@ -1,0 +1,90 @@
+package sink_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
+)
+
+// gapCounter is a counter that also counts filled gaps.
+type gapCounter struct {
+	*counter
+	lost, filled atomic.Int64
+}
+
+func (g *gapCounter) GapFilled(lost, filled int) {
+	g.lost.Add(int64(lost))
+	g.filled.Add(int64(filled))
+}
+
+// TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey: the first delivery of
+// a key's first event never reaches the sink (a filter proxy drops it, as a
+// connection cut or a server restart does), and the server redelivers it
+// only after the ack wait. The later events of the key must not be applied
+// before it: the gap in the consumer's delivery sequence shows the loss, the
+// missing message is read from the stream and applied first, and its
+// redelivery, when it comes, is acked as a duplicate.
+func TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartNATS(t)
+	first := testutil.NewUUID()
+	var dropped atomic.Bool
+	proxy := testutil.StartFilterProxy(t, strings.TrimPrefix(srv.URL(), "nats://"), func(subject string, data []byte) bool {
+		return bytes.Contains(data, []byte(first)) && dropped.CompareAndSwap(false, true)
+	})
+	e := newEnvOn(t, "nats://"+proxy.Addr)
+	spec := consumerSpec()
+	spec.Durable, spec.AckWait, spec.Backoff = "orders-gaps", 4*time.Second, nil
+	e.ensureConsumer(t, spec)
+
+	ids := []string{first, testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()}
+	keys := []string{"k", "other", "k", "other", "k"}
+	for i, id := range ids {
+		e.publish(t, e.event(t, id, "order", keys[i], pos("0/1000", i)))
+	}
+	h := &effectHandler{}
+	obs := &gapCounter{counter: &counter{m: map[sink.Result]int{}}}
+	_, stop := e.run(t, h, func(o *sink.Options) {
+		o.Source, o.FillGaps, o.Observer = sink.JetStreamPull(e.cons), true, obs
+	})
+	// Well within the ack wait: the dropped delivery is not back yet.
+	testutil.Eventually(t, 3*time.Second, func() error {
+		if n := len(e.effects(t)); n < len(ids) {
+			return fmt.Errorf("%d of %d events applied", n, len(ids))
+		}
+		return nil
+	})
+	if n := proxy.Dropped(); n != 1 {
+		t.Fatalf("the proxy dropped %d deliveries, want 1", n)
+	}
+	applied := e.effects(t)
+	var order []string
+	for _, id := range applied {
+		for i, want := range ids {
+			if id == want && keys[i] == "k" {
+				order = append(order, id)
+			}
+		}
+	}
+	if want := []string{ids[0], ids[2], ids[4]}; fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("key k applied in the order %v, want %v (stream order)", order, want)
+	}
+	if obs.lost.Load() != 1 || obs.filled.Load() != 1 {
+		t.Errorf("gaps: %d deliveries lost, %d read from the stream; want 1 and 1", obs.lost.Load(), obs.filled.Load())
+	}
+	// The redelivery after the ack wait finds the event applied.
+	obs.waitFor(t, map[sink.Result]int{sink.ResultApplied: len(ids), sink.ResultDuplicate: 1})
+	e.waitSettled(t)
+	if got := e.effects(t); len(got) != len(ids) || count(got, first) != 1 {
+		t.Errorf("effects %v: want each of the %d events once", got, len(ids))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
