@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -37,7 +38,7 @@ func (r *Relay) Backfill(ctx context.Context, conn *pgx.Conn, since time.Time, d
 		return BackfillCounts{}, fmt.Errorf("read outbox: %w", err)
 	}
 	defer rows.Close()
-	return r.republish(ctx, rows, dryRun)
+	return r.republish(ctx, rows, 0, dryRun)
 }
 
 // outboxColumns are the columns republish scans, in its order.
@@ -46,7 +47,15 @@ const outboxColumns = `event_id::text, resource_type, coalesce(resource_id, ''),
 
 // republish publishes outbox rows (outboxColumns, in id order) and waits
 // for every ack: Backfill's and the slot recovery's one path.
-func (r *Relay) republish(ctx context.Context, rows pgx.Rows, dryRun bool) (BackfillCounts, error) {
+//
+// With at, a slot recovery's consistent point, each row gets the position
+// (at, its rank in the read): every row read committed before at, and every
+// transaction the new slot streams commits after it, so sinks that order
+// events by position (SKIP_STALE) order the republished rows among
+// themselves and before what follows. A backfill (at 0) publishes rows
+// without a position: they may overlap what the relay streams at the same
+// time, with later positions.
+func (r *Relay) republish(ctx context.Context, rows pgx.Rows, at pglogrepl.LSN, dryRun bool) (BackfillCounts, error) {
 	var n backfillCounter
 	pub := publish.New(r.opts.JS, r.publishOptions())
 	pctx, cancel := context.WithCancel(ctx)
@@ -65,8 +74,12 @@ func (r *Relay) republish(ctx context.Context, rows pgx.Rows, dryRun bool) (Back
 		if headers != "{}" {
 			row.Headers = []byte(headers)
 		}
+		var pos envelope.Position
+		if at != 0 {
+			pos = envelope.Position{CommitLSN: at, TxIndex: int(n.submitted.Load())}
+		}
 		var m *publish.Message
-		if msg, berr := r.builder.Build(row, envelope.Position{}); berr == nil {
+		if msg, berr := r.builder.Build(row, pos); berr == nil {
 			m = &publish.Message{Subject: msg.Subject, Body: msg.Body, Header: msg.Header, MsgID: msg.MsgID}
 		} else if m = r.rowDeadLetterFor(row, berr); m == nil {
 			continue // USE_DLQ=false: logged and counted

@@ -137,7 +137,7 @@ func (r *Relay) recoverSlot(ctx context.Context, rec *cdc.Recovery) error {
 	if err != nil {
 		return fmt.Errorf("read outbox: %w", err)
 	}
-	n, err := r.republish(ctx, rows, false)
+	n, err := r.republish(ctx, rows, created.LSN, false)
 	rows.Close()
 	if err != nil {
 		return err

@@ -160,6 +160,26 @@ func TestRelayRecoversDroppedSlot(t *testing.T) {
 	if got := w.records(); !slices.Equal(got, []string{"created/", "recovering/dropped", "recovered/dropped"}) {
 		t.Errorf("slot records %v, want [created/ recovering/dropped recovered/dropped]", got)
 	}
+	w.positionsAscend()
+}
+
+// positionsAscend fails unless every message on the relay's subject has a
+// source position and the positions rise in stream order: republished rows
+// too, so that sinks ordering by position (SKIP_STALE) order them among
+// themselves and before the events the new slot streams.
+func (w *world) positionsAscend() {
+	w.t.Helper()
+	var prev envelope.Position
+	for i, m := range w.messages(subject) {
+		p, ok := envelope.ParsePosition(m.Header)
+		if !ok {
+			w.t.Fatalf("message %d of %d (stream seq %d, event %s) has no position", i+1, len(w.messages(subject)), m.Sequence, m.Header.Get(envelope.HeaderMsgID))
+		}
+		if i > 0 && (p.CommitLSN < prev.CommitLSN || p.CommitLSN == prev.CommitLSN && p.TxIndex <= prev.TxIndex) {
+			w.t.Fatalf("stream seq %d has position %s/%d, not after the previous message's %s/%d", m.Sequence, p.CommitLSN, p.TxIndex, prev.CommitLSN, prev.TxIndex)
+		}
+		prev = p
+	}
 }
 
 // TestRelayRecoversLostSlot: the relay is down while writers go on and
