@@ -3,6 +3,7 @@ package chaos_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -169,6 +170,22 @@ func TestChaos(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "partitions claimed (first shares, takeovers after kills, rebalancing): %d\n", claims)
 	}
+	gaps, lostDeliveries, filled := 0, 0, 0
+	for _, s := range w.sinks {
+		for _, line := range strings.Split(s.allOutput(), "\n") {
+			if !strings.Contains(line, `"message":"deliveries lost on the way;`) {
+				continue
+			}
+			var e struct {
+				Lost   int `json:"lost_deliveries"`
+				Filled int `json:"read_from_stream"`
+			}
+			if json.Unmarshal([]byte(line), &e) == nil {
+				gaps, lostDeliveries, filled = gaps+1, lostDeliveries+e.Lost, filled+e.Filled
+			}
+		}
+	}
+	fmt.Fprintf(&b, "sink delivery gaps (FILL_GAPS): %d, %d deliveries lost on the way, %d messages read from the stream instead\n", gaps, lostDeliveries, filled)
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
 	w.reportFailovers(&b)
 	for _, s := range w.services() {

@@ -41,6 +41,8 @@
 //	               jetstream client, a pull consumer bound without any JetStream API
 //	               call, or a push consumer's queue subscription; the bounded pull loop;
 //	               Msg, the part of a message the sink uses, and its *nats.Msg adapter
+//	gap.go         FillGaps: a delivery lost on the way (a gap in the consumer's delivery
+//	               sequence) is read from the stream and goes before the message after it
 //	dispatch.go    key lanes: per-(resource_type, resource_id) FIFO order, a worker pool,
 //	               InProgress heartbeats for every message held
 //	sink.go        one message from start to finish: attempts, retries, ack
