@@ -38,11 +38,12 @@ type gapFill struct {
 	filters []string // the consumer's filter subjects; "" is the whole stream
 	s       *Sink
 
-	known     bool   // lastCons and maxStream are set
-	lastCons  uint64 // consumer sequence of the newest delivery seen
-	maxStream uint64 // newest stream sequence delivered
-	stream    jetstream.Stream
-	warned    bool
+	known      bool   // lastCons and maxStream are set
+	suspicious bool   // a loss may have left no gap in the delivery sequence
+	lastCons   uint64 // consumer sequence of the newest delivery seen
+	maxStream  uint64 // newest stream sequence delivered
+	stream     jetstream.Stream
+	warned     bool
 }
 
 // newGapFill returns nil when gaps are not filled: FillGaps off, no
@@ -64,10 +65,22 @@ func (g *gapFill) start(delivered jetstream.SequenceInfo) {
 	g.known, g.lastCons, g.maxStream = true, delivered.Consumer, delivered.Stream
 }
 
+// suspect notes that deliveries may have been lost without a gap in the
+// delivery sequence to show it: a pull failed (the connection dropped, the
+// server shut down), and a server that restarts may number deliveries from
+// its stored state. The next message beyond the newest stream sequence seen
+// is then checked against the stream whatever its delivery sequence.
+func (g *gapFill) suspect() {
+	if g != nil {
+		g.suspicious = true
+	}
+}
+
 // before returns, in stream order, the messages lost before m: the
-// consumer's messages in the stream after the newest delivered one and
+// consumer's messages in the stream after the newest one delivered here and
 // before m, when the consumer delivered something in between that never
-// arrived. At most as many as deliveries were lost.
+// arrived (a jump in the delivery sequence, at most that many), or when a
+// loss is suspected (at most what this process may hold).
 func (g *gapFill) before(ctx context.Context, m Msg) []Msg {
 	if g == nil {
 		return nil
@@ -77,27 +90,39 @@ func (g *gapFill) before(ctx context.Context, m Msg) []Msg {
 		return nil
 	}
 	c, seq := meta.Sequence.Consumer, meta.Sequence.Stream
-	switch {
-	case !g.known:
+	if !g.known {
 		g.known, g.lastCons, g.maxStream = true, c, seq
 		return nil
+	}
+	var lost uint64
+	switch {
+	case c > g.lastCons+1:
+		lost = c - g.lastCons - 1
 	case c <= g.lastCons:
-		// The consumer was made again, or its state went back after a
-		// server crash: what it delivers again is deduped by the inbox.
-		g.lastCons, g.maxStream = c, seq
-		return nil
+		// The consumer was made again, or a restarted server numbers
+		// deliveries from its stored state: the sequence cannot tell a
+		// loss any more, the stream can.
+		g.s.log.Info().Uint64("consumer_seq", c).Uint64("last_consumer_seq", g.lastCons).Uint64("stream_seq", seq).
+			Uint64("max_stream_seq", g.maxStream).Msg("the consumer's delivery sequence went back (consumer recreated or server state restored); checking the next new message against the stream")
+		g.suspicious = true
 	}
-	lost := c - g.lastCons - 1
-	from := g.maxStream + 1
 	g.lastCons = c
-	if seq > g.maxStream {
-		g.maxStream = seq
+	if seq <= g.maxStream {
+		return nil // a redelivery: its first delivery was checked
 	}
-	if lost == 0 || seq <= from {
+	from := g.maxStream + 1
+	g.maxStream = seq
+	suspicious := g.suspicious
+	g.suspicious = false
+	if seq == from || lost == 0 && !suspicious {
 		return nil
+	}
+	limit := lost
+	if suspicious {
+		limit = max(limit, uint64(g.s.maxHeld))
 	}
 	var out []Msg
-	for uint64(len(out)) < lost {
+	for uint64(len(out)) < limit {
 		next, err := g.next(ctx, from, seq)
 		if err != nil {
 			g.warn(err, lost)
@@ -109,14 +134,19 @@ func (g *gapFill) before(ctx context.Context, m Msg) []Msg {
 		out = append(out, next)
 		from = next.seq + 1
 	}
+	if len(out) == 0 {
+		if lost > 0 {
+			g.s.log.Info().Uint64("lost_deliveries", lost).Uint64("from_seq", g.maxStream).Uint64("before_seq", seq).
+				Msg("deliveries lost on the way were redeliveries: nothing to read from the stream")
+		}
+		return nil
+	}
 	if o, ok := g.s.obs.(GapObserver); ok {
-		o.GapFilled(int(lost), len(out))
+		o.GapFilled(int(max(lost, uint64(len(out)))), len(out))
 	}
-	if len(out) > 0 {
-		g.s.log.Warn().Uint64("lost_deliveries", lost).Int("read_from_stream", len(out)).
-			Uint64("first_seq", out[0].(*storedMsg).seq).Uint64("before_seq", seq).
-			Msg("deliveries lost on the way; the messages missing before the next one were read from the stream and go first")
-	}
+	g.s.log.Warn().Uint64("lost_deliveries", max(lost, uint64(len(out)))).Int("read_from_stream", len(out)).
+		Uint64("first_seq", out[0].(*storedMsg).seq).Uint64("before_seq", seq).Bool("after_a_failed_pull", suspicious).
+		Msg("deliveries lost on the way; the messages missing before the next one were read from the stream and go first")
 	return out
 }
 

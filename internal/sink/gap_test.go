@@ -2,11 +2,15 @@ package sink_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
@@ -83,6 +87,80 @@ func TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey(t *testing.T) {
 	e.waitSettled(t)
 	if got := e.effects(t); len(got) != len(ids) || count(got, first) != 1 {
 		t.Errorf("effects %v: want each of the %d events once", got, len(ids))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSink_DeliveryLostInANATSRestartGoesFirst: the delivery of a key's
+// event is lost with the connection while the server shuts down; after
+// the restart the next event of the key arrives. It must not be applied
+// before the lost one, whatever sequence the restarted server gives its
+// deliveries: a failed pull makes the sink check its next new message
+// against the stream.
+func TestSink_DeliveryLostInANATSRestartGoesFirst(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartNATS(t)
+	first := testutil.NewUUID()
+	var dropped atomic.Bool
+	proxy := testutil.StartFilterProxy(t, strings.TrimPrefix(srv.URL(), "nats://"), func(subject string, data []byte) bool {
+		return bytes.Contains(data, []byte(first)) && dropped.CompareAndSwap(false, true)
+	})
+	e := newEnvOn(t, "nats://"+proxy.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	spec := consumerSpec()
+	spec.Durable, spec.AckWait, spec.Backoff = "orders-restart", 8*time.Second, nil
+	e.ensureConsumer(t, spec)
+
+	h := &effectHandler{}
+	obs := &gapCounter{counter: &counter{m: map[sink.Result]int{}}}
+	_, stop := e.run(t, h, func(o *sink.Options) {
+		o.Source, o.FillGaps, o.Observer = sink.JetStreamPull(e.cons), true, obs
+	})
+	e.publish(t, e.event(t, testutil.NewUUID(), "order", "warm", pos("0/1000", 0)))
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := len(e.effects(t)); n < 1 {
+			return errors.New("the first event is not applied yet")
+		}
+		return nil
+	})
+	e.publish(t, e.event(t, first, "order", "k", pos("0/2000", 0)))
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !dropped.Load() {
+			return errors.New("the delivery is not dropped yet")
+		}
+		return nil
+	})
+	srv.Shutdown()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	second := testutil.NewUUID()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m := e.event(t, second, "order", "k", pos("0/3000", 0))
+		_, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Data: m.Body, Header: m.Header})
+		return err
+	})
+	// Well within the ack wait: the dropped delivery is not back yet.
+	testutil.Eventually(t, 6*time.Second, func() error {
+		if n := len(e.effects(t)); n < 3 {
+			return fmt.Errorf("%d of 3 events applied", n)
+		}
+		return nil
+	})
+	var order []string
+	for _, id := range e.effects(t) {
+		if id == first || id == second {
+			order = append(order, id)
+		}
+	}
+	if fmt.Sprint(order) != fmt.Sprint([]string{first, second}) {
+		t.Fatalf("key k applied in the order %v, want %v", order, []string{first, second})
+	}
+	if obs.filled.Load() != 1 {
+		t.Errorf("%d messages read from the stream, want 1", obs.filled.Load())
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

@@ -212,6 +212,7 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 			continue
 		}
 		bound.Store(false)
+		gaps.suspect()
 		// Five misses in a row span about four seconds of backoff: longer
 		// than a consumer leader election, during which pull requests find
 		// no responder either.
