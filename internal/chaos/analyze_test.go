@@ -264,12 +264,12 @@ func TestProfileFor(t *testing.T) {
 	if err != nil || p.Name != "long" || p.Duration != 3*time.Minute || p.Rate != 120 {
 		t.Fatalf("long with overrides: %v %+v", err, p)
 	}
-	if p.Partitions != 0 {
-		t.Errorf("long profile: %d partitions, want unpartitioned", p.Partitions)
+	if p.Partitions != 8 {
+		t.Errorf("long profile: %d partitions, want 8", p.Partitions)
 	}
-	env["CHAOS_PARTITIONS"] = "8"
-	if p, err = chaos.ProfileFor("long", getenv); err != nil || p.Partitions != 8 {
-		t.Errorf("long with CHAOS_PARTITIONS=8: %v, %d partitions", err, p.Partitions)
+	env["CHAOS_PARTITIONS"] = "0"
+	if p, err = chaos.ProfileFor("long", getenv); err != nil || p.Partitions != 0 {
+		t.Errorf("long with CHAOS_PARTITIONS=0: %v, %d partitions", err, p.Partitions)
 	}
 	delete(env, "CHAOS_PARTITIONS")
 	if p, err = chaos.ProfileFor("short", getenv); err != nil || p.Partitions != 0 {

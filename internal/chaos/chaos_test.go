@@ -170,22 +170,27 @@ func TestChaos(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "partitions claimed (first shares, takeovers after kills, rebalancing): %d\n", claims)
 	}
-	gaps, lostDeliveries, filled := 0, 0, 0
+	gaps, afterFailedPull, lostDeliveries, filled := 0, 0, 0, 0
 	for _, s := range w.sinks {
 		for _, line := range strings.Split(s.allOutput(), "\n") {
 			if !strings.Contains(line, `"message":"deliveries lost on the way;`) {
 				continue
 			}
 			var e struct {
-				Lost   int `json:"lost_deliveries"`
-				Filled int `json:"read_from_stream"`
+				Lost    int  `json:"lost_deliveries"`
+				Filled  int  `json:"read_from_stream"`
+				Suspect bool `json:"after_a_failed_pull"`
 			}
 			if json.Unmarshal([]byte(line), &e) == nil {
 				gaps, lostDeliveries, filled = gaps+1, lostDeliveries+e.Lost, filled+e.Filled
+				if e.Suspect {
+					afterFailedPull++
+				}
 			}
 		}
 	}
-	fmt.Fprintf(&b, "sink delivery gaps (FILL_GAPS): %d, %d deliveries lost on the way, %d messages read from the stream instead\n", gaps, lostDeliveries, filled)
+	fmt.Fprintf(&b, "sink delivery gaps (FILL_GAPS): %d (%d found after a failed pull), %d deliveries lost on the way, %d messages read from the stream instead\n",
+		gaps, afterFailedPull, lostDeliveries, filled)
 	fmt.Fprintf(&b, "relay failovers: %d, standby took over in %s\n", len(takeovers), summarize(takeovers))
 	w.reportFailovers(&b)
 	for _, s := range w.services() {

@@ -8,19 +8,26 @@ import (
 	"github.com/jetstream-bridge/jetstream-bridge/internal/chaos"
 )
 
-// TestProfileForFaults: CHAOS_FAULTS adds optional fault kinds; no profile
-// has one by default.
+// TestProfileForFaults: CHAOS_FAULTS adds optional fault kinds, "none"
+// removes them; the short profile (CI) has none, the long one Postgres
+// failovers and 8 partitions.
 func TestProfileForFaults(t *testing.T) {
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
 	p, err := chaos.ProfileFor("short", getenv)
-	if err != nil || len(p.Faults) != 0 || p.Enabled(chaos.PostgresFailover) {
-		t.Fatalf("short profile: %v, faults %v, want none", err, p.Faults)
+	if err != nil || len(p.Faults) != 0 || p.Enabled(chaos.PostgresFailover) || p.Partitions != 0 {
+		t.Fatalf("short profile: %v, faults %v, partitions %d, want none", err, p.Faults, p.Partitions)
 	}
 	p, err = chaos.ProfileFor("long", getenv)
-	if err != nil || len(p.Faults) != 0 {
-		t.Fatalf("long profile: %v, faults %v, want none", err, p.Faults)
+	if err != nil || !p.Enabled(chaos.PostgresFailover) || p.Partitions != 8 {
+		t.Fatalf("long profile: %v, faults %v, partitions %d, want postgres-failover and 8", err, p.Faults, p.Partitions)
 	}
+	env["CHAOS_FAULTS"], env["CHAOS_PARTITIONS"] = "none", "0"
+	p, err = chaos.ProfileFor("long", getenv)
+	if err != nil || len(p.Faults) != 0 || p.Partitions != 0 {
+		t.Fatalf("long profile with CHAOS_FAULTS=none CHAOS_PARTITIONS=0: %v, faults %v, partitions %d", err, p.Faults, p.Partitions)
+	}
+	delete(env, "CHAOS_PARTITIONS")
 	env["CHAOS_FAULTS"] = " postgres-failover, ,postgres-failover"
 	for _, name := range []string{"short", "long"} {
 		p, err = chaos.ProfileFor(name, getenv)

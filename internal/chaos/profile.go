@@ -58,14 +58,18 @@ func Short() Profile {
 }
 
 // Long is the `make chaos` profile: tens of thousands of events over twelve
-// minutes of faults (CHAOS_PARTITIONS=N runs it partitioned).
+// minutes of faults, partitioned (8 partitions, three sinks, every event of
+// a key in order) and with Postgres failovers besides the scheduled faults
+// (CHAOS_PARTITIONS=0 and CHAOS_FAULTS=none take them out).
 func Long() Profile {
 	return Profile{
 		Name: "long", Duration: 12 * time.Minute, Rate: 70, Writers: 6, Keys: 200,
 		RollbackRate: 0.1, FailOnceRate: 0.03, PermanentRate: 0.002, SlowRate: 0.02,
 		QuietMin: 2 * time.Second, QuietMax: 10 * time.Second,
 		PauseMin: 200 * time.Millisecond, PauseMax: 5 * time.Second,
-		Drain: 10 * time.Minute,
+		Drain:      10 * time.Minute,
+		Partitions: 8,
+		Faults:     []Fault{PostgresFailover},
 	}
 }
 
@@ -73,7 +77,8 @@ func Long() Profile {
 // the overrides in getenv applied: CHAOS_DURATION (a Go duration), CHAOS_RATE
 // (events per second), CHAOS_KEYS, CHAOS_PARTITIONS (0 = unpartitioned) and
 // CHAOS_FAULTS (optional fault kinds to inject besides the default ones,
-// comma-separated; added to the profile's own).
+// comma-separated, added to the profile's own; "none" removes the
+// profile's own).
 func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 	var p Profile
 	switch strings.ToLower(strings.TrimSpace(name)) {
@@ -106,7 +111,9 @@ func ProfileFor(name string, getenv func(string) string) (Profile, error) {
 		}
 		*o.dst = n
 	}
-	if v := getenv("CHAOS_FAULTS"); v != "" {
+	if v := getenv("CHAOS_FAULTS"); strings.EqualFold(strings.TrimSpace(v), "none") {
+		p.Faults = nil
+	} else if v != "" {
 		extra, err := parseFaults(v)
 		if err != nil {
 			return Profile{}, err
