@@ -164,11 +164,10 @@ func (g *gapFill) next(ctx context.Context, from, limit uint64) (*storedMsg, err
 	}
 	var best *jetstream.RawStreamMsg
 	for _, f := range g.filters {
-		var opts []jetstream.GetMsgOpt
-		if f != "" {
-			opts = append(opts, jetstream.WithGetMsgSubject(f))
+		if f == "" {
+			f = ">" // the whole stream: the next message, skipping deleted ones
 		}
-		raw, err := g.stream.GetMsg(ctx, from, opts...)
+		raw, err := g.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(f))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			continue
