@@ -118,7 +118,7 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
 		err := r.provision(ctx)
 		if err == nil {
-			return r.checkOutbox(ctx)
+			return r.checkOutboxWithRetry(ctx)
 		}
 		if ctx.Err() != nil {
 			return err
@@ -127,6 +127,22 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 			return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
 		}
 		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("provisioning failed, retrying")
+		if !wait.Wait(ctx) {
+			return nil
+		}
+	}
+}
+
+// checkOutboxWithRetry is checkOutbox through connection trouble (Postgres
+// restarting or failing over under a starting relay): retried with backoff
+// until ctx ends; a table that does not fit stops the relay.
+func (r *Relay) checkOutboxWithRetry(ctx context.Context) error {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
+		err := r.checkOutbox(ctx)
+		if err == nil || ctx.Err() != nil || !config.Transient(err) {
+			return err
+		}
+		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("cannot read the outbox table's columns, retrying")
 		if !wait.Wait(ctx) {
 			return nil
 		}

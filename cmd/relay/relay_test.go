@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -822,4 +823,45 @@ func TestNullsInALooseOutboxAreDeadLettered(t *testing.T) {
 			t.Errorf("dead letter without class, reason or id: %v %s", m.Headers(), m.Data())
 		}
 	}
+}
+
+// TestPostgresDownAtStartIsWaitedFor: with AUTO_PROVISION=false the relay
+// first reads the outbox table's columns; Postgres being unreachable then (a
+// restart or a failover under a starting relay) is waited out with backoff,
+// not an exit.
+func TestPostgresDownAtStartIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	pg := testutil.StartPostgres(t)
+	ctx := context.Background()
+	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
+		t.Fatal(err)
+	}
+	admin := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	admin.provision()
+	proxy := testutil.StartProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
+	proxy.Down()
+	viaProxy := strings.Replace(pg.URL("relay"), fmt.Sprintf("127.0.0.1:%d", pg.Port()), proxy.Addr, 1)
+	h := newHarness(t, viaProxy, admin.natsURL)
+	h.slot = admin.slot
+	h.env = append(h.env, "REPLICATION_SLOT="+h.slot, "AUTO_PROVISION=false")
+	p := h.start()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		select {
+		case <-p.Done():
+			return fmt.Errorf("relay exited while Postgres was down: %s", p.Output())
+		default:
+		}
+		if strings.Count(p.Output(), "retrying") < 2 {
+			return errors.New("relay has not retried twice yet")
+		}
+		return nil
+	})
+	proxy.Up()
+	waitReplicating(t, p)
+	if _, err := admin.insertTx(ctx, 5, false); err != nil {
+		t.Fatal(err)
+	}
+	committed := admin.committedIDs()
+	h.waitCount(subjAB, len(committed), 30*time.Second, p)
+	h.checkExactlyOnce(subjAB, committed, nil, nil, false)
 }

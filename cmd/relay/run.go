@@ -161,7 +161,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}}
 	if !r.cfg.AutoProvision {
 		// With AUTO_PROVISION the check follows provisioning (provisionWithRetry).
-		if err := r.checkOutbox(ctx); err != nil {
+		if err := r.checkOutboxWithRetry(ctx); err != nil || ctx.Err() != nil {
 			return err
 		}
 	}
