@@ -55,14 +55,20 @@ func (s *Sink) newGapFill(stream string, filters []string) *gapFill {
 	return &gapFill{js: s.js, name: stream, filters: filters, s: s}
 }
 
-// start sets where deliveries stand: the consumer's delivered sequences when
-// known (a delivery lost before this process's first one is found too),
-// else the first delivery seen.
-func (g *gapFill) start(delivered jetstream.SequenceInfo) {
-	if g == nil {
+// start sets where deliveries stand when this process begins to read the
+// consumer: at its ack floor. Whatever was delivered after it and is not
+// acknowledged belongs to an earlier reader (a process that crashed, or
+// handed the partition over with a delivery lost on its way) and is
+// redelivered only after its ack wait; so when something is pending, the
+// first new message is checked against the stream, and the pending messages
+// before it are read and applied first (those acknowledged out of order
+// are found processed by the inbox).
+func (g *gapFill) start(info *jetstream.ConsumerInfo) {
+	if g == nil || info == nil {
 		return
 	}
-	g.known, g.lastCons, g.maxStream = true, delivered.Consumer, delivered.Stream
+	g.known, g.lastCons, g.maxStream = true, info.AckFloor.Consumer, info.AckFloor.Stream
+	g.suspicious = info.NumAckPending > 0
 }
 
 // suspect notes that deliveries may have been lost without a gap in the

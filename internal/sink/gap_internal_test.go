@@ -53,7 +53,7 @@ func TestGapFill_RulesAgainstARealStream(t *testing.T) {
 	}
 	s := &Sink{js: js, fillGaps: true, maxHeld: 10, obs: nopObserver{}, log: zerolog.Nop()}
 	g := s.newGapFill("gaps", []string{"p.0"})
-	g.start(jetstream.SequenceInfo{})
+	g.start(&jetstream.ConsumerInfo{})
 	msg := func(cons, seq uint64) Msg {
 		return &delivered{storedMsg: storedMsg{stream: "gaps", seq: seq, raw: &jetstream.RawStreamMsg{Sequence: seq}}, cons: cons}
 	}
@@ -79,7 +79,7 @@ func TestGapFill_RulesAgainstARealStream(t *testing.T) {
 	// numbered 6 (stream 8): only the suspicion finds stream 7.
 	check("no jump, no suspicion", g.before(ctx, msg(6, 8)))
 	g2 := s.newGapFill("gaps", []string{"p.0"})
-	g2.start(jetstream.SequenceInfo{Consumer: 2, Stream: 3})
+	g2.start(&jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Consumer: 2, Stream: 3}})
 	g2.suspect()
 	check("a redelivery keeps the suspicion", g2.before(ctx, msg(3, 1)))
 	check("suspected, no jump", g2.before(ctx, msg(4, 7)), 4, 6)

@@ -166,3 +166,52 @@ func TestSink_DeliveryLostInANATSRestartGoesFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSink_NextReaderAppliesAPendingDeliveryFirst: a reader of the consumer
+// lost a delivery and stopped before anything showed the gap (a partition
+// handed over, a sink restarted). The next reader starts from the ack
+// floor: the pending message is read from the stream and applied before the
+// later event of its key, not after its ack wait.
+func TestSink_NextReaderAppliesAPendingDeliveryFirst(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartNATS(t)
+	first := testutil.NewUUID()
+	var dropped atomic.Bool
+	proxy := testutil.StartFilterProxy(t, strings.TrimPrefix(srv.URL(), "nats://"), func(subject string, data []byte) bool {
+		return bytes.Contains(data, []byte(first)) && dropped.CompareAndSwap(false, true)
+	})
+	e := newEnvOn(t, "nats://"+proxy.Addr)
+	spec := consumerSpec()
+	spec.Durable, spec.AckWait, spec.Backoff = "orders-next", 10*time.Second, nil
+	e.ensureConsumer(t, spec)
+	h := &effectHandler{}
+	_, stop := e.run(t, h, func(o *sink.Options) { o.Source, o.FillGaps = sink.JetStreamPull(e.cons), true })
+	e.publish(t, e.event(t, first, "order", "k", pos("0/1000", 0)))
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !dropped.Load() {
+			return errors.New("the delivery is not dropped yet")
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	obs := &gapCounter{counter: &counter{m: map[sink.Result]int{}}}
+	e.run(t, h, func(o *sink.Options) { o.Source, o.FillGaps, o.Observer = sink.JetStreamPull(e.cons), true, obs })
+	second := testutil.NewUUID()
+	e.publish(t, e.event(t, second, "order", "k", pos("0/2000", 0)))
+	// Well within the ack wait: the dropped delivery is not back yet.
+	testutil.Eventually(t, 6*time.Second, func() error {
+		if n := len(e.effects(t)); n < 2 {
+			return fmt.Errorf("%d of 2 events applied", n)
+		}
+		return nil
+	})
+	if got, want := fmt.Sprint(e.effects(t)), fmt.Sprint([]string{first, second}); got != want {
+		t.Fatalf("applied in the order %s, want %s", got, want)
+	}
+	if obs.filled.Load() != 1 {
+		t.Errorf("%d messages read from the stream, want 1", obs.filled.Load())
+	}
+}

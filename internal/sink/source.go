@@ -91,7 +91,7 @@ func (p *jsPull) consume(ctx context.Context, s *Sink, d *dispatcher) error {
 	var gaps *gapFill
 	if s.fillGaps {
 		// Where deliveries stand now: a delivery lost before the first one
-		// this process receives is found too.
+		// this process receives is found too (gapFill.start).
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := p.cons.Info(ictx)
 		cancel()
@@ -100,7 +100,7 @@ func (p *jsPull) consume(ctx context.Context, s *Sink, d *dispatcher) error {
 		}
 		if info != nil {
 			gaps = s.newGapFill(info.Stream, filterSubjects(info.Config))
-			gaps.start(info.Delivered)
+			gaps.start(info)
 		}
 	}
 	return s.pullLoop(ctx, d, &p.bound, gaps, func(n int, add func(Msg)) error {
