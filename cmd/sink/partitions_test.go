@@ -81,10 +81,13 @@ func TestBinary_PartitionsKeepKeyOrderThroughChurn(t *testing.T) {
 	}
 
 	// Wait for the relay's slot: rows committed before it exists are not in
-	// its stream of changes (relay backfill would publish them).
+	// its stream of changes (relay backfill would publish them). A slot being
+	// created is active already, but streams only what commits after its
+	// consistent point, which confirmed_flush_lsn shows once it is reached.
 	testutil.Eventually(t, time.Minute, func() error {
 		var ok bool
-		if err := w.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'jetstream_bridge_billing' AND active)`).Scan(&ok); err != nil || !ok {
+		if err := w.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots
+			WHERE slot_name = 'jetstream_bridge_billing' AND active AND confirmed_flush_lsn IS NOT NULL)`).Scan(&ok); err != nil || !ok {
 			return fmt.Errorf("relay slot not active yet (%v)", err)
 		}
 		return nil
