@@ -39,7 +39,8 @@
 //	               inspecting it is provisioning: internal/provision)
 //	source.go      where messages come from (Source): a pull consumer through the
 //	               jetstream client, a pull consumer bound without any JetStream API
-//	               call, or a push consumer's queue subscription; the bounded pull loop;
+//	               call, or a push consumer's queue subscription; the pull loop, bounded
+//	               in messages and in bytes (MaxHeldBytes);
 //	               Msg, the part of a message the sink uses, and its *nats.Msg adapter
 //	dispatch.go    key lanes: per-(resource_type, resource_id) FIFO order, a worker pool,
 //	               InProgress heartbeats for every message held
