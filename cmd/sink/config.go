@@ -24,7 +24,7 @@ type Config struct {
 	MaxDeliver      int             `env:"MAX_DELIVER" envDefault:"5" help:"handler attempts before an event is dead-lettered as exhausted"`
 	AckWait         time.Duration   `env:"ACK_WAIT" envDefault:"30s" help:"consumer ack wait; held messages get a heartbeat every third of it"`
 	Backoff         []time.Duration `env:"BACKOFF" envDefault:"1s,5s,15s,30s,60s" envSeparator:"," help:"waits between attempts, comma-separated; the last repeats"`
-	BatchSize       int             `env:"BATCH_SIZE" envDefault:"25" help:"messages per fetch; at most 2*BATCH_SIZE+CONCURRENCY are held"`
+	BatchSize       int             `env:"BATCH_SIZE" envDefault:"25" help:"messages per fetch; at most 2*BATCH_SIZE+CONCURRENCY*TX_BATCH are held (and MAX_HELD_BYTES of them)"`
 	MaxHeldBytes    int             `env:"MAX_HELD_BYTES" envDefault:"33554432" help:"bytes (bodies and headers) of fetched, unsettled messages at most, next to the count BATCH_SIZE bounds; a larger message is taken alone (pull mode; push mode is bounded by the consumer's max ack pending)"`
 	TxBatch         int             `env:"TX_BATCH" envDefault:"25" help:"events of different keys a worker may apply in one transaction when the handler is SQL (1 = one transaction per event)"`
 	Concurrency     int             `env:"CONCURRENCY" envDefault:"4" help:"events applied in parallel (different keys); database pool is CONCURRENCY+2"`
@@ -97,7 +97,7 @@ func (c *Config) Deliver() string {
 func (c *Config) DLQ() string { return c.Subjects().DLQ() }
 
 // MaxHeld bounds the messages one process holds.
-func (c *Config) MaxHeld() int { return 2*c.BatchSize + c.Concurrency }
+func (c *Config) MaxHeld() int { return sink.DefaultMaxHeld(c.BatchSize, c.Concurrency, c.TxBatch) }
 
 // MaxAckPending is the consumer's limit of delivered, unacknowledged
 // messages over all sink processes: room for four processes holding their

@@ -58,7 +58,7 @@ type Options struct {
 	TxBatch     int
 	Concurrency int // workers (keys applied in parallel); default 4
 	// MaxHeld bounds the messages pulled and not yet settled; pulling waits
-	// while more are held. Default 2*BatchSize+Concurrency; at least BatchSize+Concurrency.
+	// while more are held. Default DefaultMaxHeld; at least BatchSize+Concurrency.
 	// A Push source is bounded by the consumer's MaxAckPending instead.
 	MaxHeld int
 	// MaxHeldBytes bounds the bytes (bodies and headers) of the messages
@@ -176,7 +176,7 @@ func New(o Options) (*Sink, error) {
 	}
 	s.maxHeld = o.MaxHeld
 	if s.maxHeld <= 0 {
-		s.maxHeld = 2*s.batchSize + s.concurrency
+		s.maxHeld = DefaultMaxHeld(s.batchSize, s.concurrency, s.txBatch)
 	}
 	s.maxHeld = max(s.maxHeld, s.batchSize+s.concurrency)
 	switch s.maxHeldBytes = o.MaxHeldBytes; {
@@ -199,6 +199,17 @@ func New(o Options) (*Sink, error) {
 		s.db = fencedDB{DB: o.DB, f: o.Fence}
 	}
 	return s, nil
+}
+
+// DefaultMaxHeld is MaxHeld's default: a full batch for every worker
+// (CONCURRENCY × TX_BATCH) and two fetches ahead. Workers committing
+// their batches while the next are pulled is what lets the sink keep
+// CONCURRENCY transactions in flight; with fewer held messages the
+// workers share a few batches (docs/BENCHMARKS.md, step 4). The bytes
+// held are bounded apart (MaxHeldBytes), so large events do not make
+// this a memory bound.
+func DefaultMaxHeld(batchSize, concurrency, txBatch int) int {
+	return 2*batchSize + concurrency*max(txBatch, 1)
 }
 
 // DefaultMaxHeldBytes is MaxHeldBytes' default. Every held event costs
