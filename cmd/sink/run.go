@@ -219,7 +219,7 @@ func (a *App) start(ctx context.Context) (sink.Source, sink.Handler, error) {
 
 // handler builds HANDLER, or a router over ROUTES_FILE.
 func (a *App) handler(ctx context.Context) (sink.Handler, error) {
-	hs := &sink.Handlers{DB: a.pool, HTTP: sink.HTTPOptions{Secret: a.cfg.WebhookSecret, Timeout: a.cfg.WebhookTimeout, Tracer: a.tracer}}
+	hs := &sink.Handlers{DB: a.pool, HTTP: sink.HTTPOptions{Secret: a.cfg.WebhookSecret, Timeout: a.cfg.WebhookTimeout, Tracer: a.tracer, Concurrency: a.cfg.Concurrency}}
 	if a.cfg.Handler != "" {
 		h, err := hs.Build(ctx, a.cfg.Handler)
 		if err != nil {
