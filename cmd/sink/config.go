@@ -100,11 +100,13 @@ func (c *Config) DLQ() string { return c.Subjects().DLQ() }
 func (c *Config) MaxHeld() int { return sink.DefaultMaxHeld(c.BatchSize, c.Concurrency, c.TxBatch) }
 
 // MaxAckPending is the consumer's limit of delivered, unacknowledged
-// messages over all sink processes: room for four processes holding their
-// maximum, and at least JetStream's usual 1000. In push mode it is the only
-// bound: the server delivers up to it, to whichever processes of the queue
-// group it picks.
-func (c *Config) MaxAckPending() int { return max(1000, 4*c.MaxHeld()) }
+// messages over all sink processes: four times 2*BATCH_SIZE+CONCURRENCY,
+// and at least JetStream's usual 1000. In push mode it is the only bound
+// (the server delivers up to it, to whichever processes of the queue group
+// it picks, and no byte bound applies), so it does not grow with TX_BATCH
+// as a pull process's MaxHeld does: a pull process bounds itself in bytes
+// and shares this limit with the others.
+func (c *Config) MaxAckPending() int { return max(1000, 4*(2*c.BatchSize+c.Concurrency)) }
 
 // Validate checks every variable before anything connects. It reads
 // ROUTES_FILE.
