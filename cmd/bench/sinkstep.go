@@ -79,7 +79,7 @@ func (b *bench) sink(ctx context.Context) error {
 					}
 					b.report.add(4, limitID, fmt.Sprintf("limit: %s straight to Postgres (inbox insert + call, %d per tx, %d conns)", h.label, txBatch, c), "ev/s", rate)
 				}
-				profile := rep == 0 && h.kind != "http" && c == o.Concurrency[len(o.Concurrency)-1]
+				profile := rep == 0 && c == o.Concurrency[len(o.Concurrency)-1]
 				r, err := b.sinkRun(ctx, h.spec, c, o.SinkEvents, profile, id)
 				if err != nil {
 					return err

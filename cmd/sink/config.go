@@ -24,7 +24,8 @@ type Config struct {
 	MaxDeliver      int             `env:"MAX_DELIVER" envDefault:"5" help:"handler attempts before an event is dead-lettered as exhausted"`
 	AckWait         time.Duration   `env:"ACK_WAIT" envDefault:"30s" help:"consumer ack wait; held messages get a heartbeat every third of it"`
 	Backoff         []time.Duration `env:"BACKOFF" envDefault:"1s,5s,15s,30s,60s" envSeparator:"," help:"waits between attempts, comma-separated; the last repeats"`
-	BatchSize       int             `env:"BATCH_SIZE" envDefault:"25" help:"messages per fetch; at most 2*BATCH_SIZE+CONCURRENCY are held"`
+	BatchSize       int             `env:"BATCH_SIZE" envDefault:"25" help:"messages per fetch; at most 2*BATCH_SIZE+CONCURRENCY*TX_BATCH are held (and MAX_HELD_BYTES of them)"`
+	MaxHeldBytes    int             `env:"MAX_HELD_BYTES" envDefault:"33554432" help:"bytes (bodies and headers) of fetched, unsettled messages at most, next to the count BATCH_SIZE bounds; a larger message is taken alone (pull mode; push mode is bounded by the consumer's max ack pending)"`
 	TxBatch         int             `env:"TX_BATCH" envDefault:"25" help:"events of different keys a worker may apply in one transaction when the handler is SQL (1 = one transaction per event)"`
 	Concurrency     int             `env:"CONCURRENCY" envDefault:"4" help:"events applied in parallel (different keys); database pool is CONCURRENCY+2"`
 	SkipStale       bool            `env:"SKIP_STALE" envDefault:"false" help:"skip (record as stale) an event older than the newest applied for its key"`
@@ -96,14 +97,16 @@ func (c *Config) Deliver() string {
 func (c *Config) DLQ() string { return c.Subjects().DLQ() }
 
 // MaxHeld bounds the messages one process holds.
-func (c *Config) MaxHeld() int { return 2*c.BatchSize + c.Concurrency }
+func (c *Config) MaxHeld() int { return sink.DefaultMaxHeld(c.BatchSize, c.Concurrency, c.TxBatch) }
 
 // MaxAckPending is the consumer's limit of delivered, unacknowledged
-// messages over all sink processes: room for four processes holding their
-// maximum, and at least JetStream's usual 1000. In push mode it is the only
-// bound: the server delivers up to it, to whichever processes of the queue
-// group it picks.
-func (c *Config) MaxAckPending() int { return max(1000, 4*c.MaxHeld()) }
+// messages over all sink processes: four times 2*BATCH_SIZE+CONCURRENCY,
+// and at least JetStream's usual 1000. In push mode it is the only bound
+// (the server delivers up to it, to whichever processes of the queue group
+// it picks, and no byte bound applies), so it does not grow with TX_BATCH
+// as a pull process's MaxHeld does: a pull process bounds itself in bytes
+// and shares this limit with the others.
+func (c *Config) MaxAckPending() int { return max(1000, 4*(2*c.BatchSize+c.Concurrency)) }
 
 // Validate checks every variable before anything connects. It reads
 // ROUTES_FILE.
@@ -168,6 +171,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 1000 {
 		errs = append(errs, fmt.Errorf("BATCH_SIZE=%d: expected a whole number from 1 to 1000", c.BatchSize))
+	}
+	if c.MaxHeldBytes < 64<<10 || c.MaxHeldBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("MAX_HELD_BYTES=%d: expected 65536 to 1073741824 (default 32 MiB)", c.MaxHeldBytes))
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("CONCURRENCY=%d: expected a whole number from 1 to 256", c.Concurrency))

@@ -58,8 +58,8 @@ func TestConfig_Defaults(t *testing.T) {
 	if c.Tracing.Enabled() {
 		t.Fatal("traces on without OTEL_EXPORTER_OTLP_ENDPOINT")
 	}
-	if got := c.MaxHeld(); got != 54 {
-		t.Fatalf("MaxHeld=%d, want 2*25+4", got)
+	if got := c.MaxHeld(); got != 150 {
+		t.Fatalf("MaxHeld=%d, want 2*25+4*25", got)
 	}
 
 	env := baseEnv()
@@ -110,6 +110,7 @@ func TestConfig_Errors(t *testing.T) {
 		{name: "bad route", del: []string{"HANDLER"}, set: map[string]string{"ROUTES_FILE": routes}, want: []string{"ROUTES_FILE", "routes[1]: subject"}},
 		{name: "missing routes file", del: []string{"HANDLER"}, set: map[string]string{"ROUTES_FILE": "/nonexistent/routes.yaml"}, want: []string{"ROUTES_FILE"}},
 		{name: "max deliver", set: map[string]string{"MAX_DELIVER": "0"}, want: []string{"MAX_DELIVER=0", "1 to 1000"}},
+		{name: "max held bytes", set: map[string]string{"MAX_HELD_BYTES": "1000"}, want: []string{"MAX_HELD_BYTES=1000", "65536 to 1073741824"}},
 		{name: "max deliver text", set: map[string]string{"MAX_DELIVER": "five"}, want: []string{`MAX_DELIVER="five"`, "whole number"}},
 		{name: "ack wait", set: map[string]string{"ACK_WAIT": "soon"}, want: []string{`ACK_WAIT="soon"`, "duration"}},
 		{name: "ack wait short", set: map[string]string{"ACK_WAIT": "10ms"}, want: []string{"ACK_WAIT=10ms", "at least 1s"}},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -31,6 +33,9 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return err
 	}
 	log := config.NewLogger(&c.Common, m.Stderr, "sink")
+	if m.Environ == nil && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(softMemoryLimit(c.MaxHeldBytes))
+	}
 	tp, err := tracing.Start(ctx, &c.Tracing, "jetstream-bridge-sink", config.ReadBuild().Version, log)
 	if err != nil {
 		return err
@@ -44,6 +49,16 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	a.tracer = tp.Tracer()
 	return a.Run(ctx)
 }
+
+// softMemoryLimit is the Go heap's soft limit (GOMEMLIMIT) unless the
+// environment sets one. An event costs a few times its size while it is
+// applied (its body, then the handler's argument and the inbox row's
+// payload encoded into a pipeline), and that encoding is garbage as soon
+// as it is sent: with Go's default GOGC=100 the heap grows to twice that
+// before it is collected, which with events of a megabyte is over a GB at
+// CONCURRENCY 64 (docs/BENCHMARKS.md, step 8). Six times what may be held
+// lets the garbage be collected before; below it, GOGC decides as usual.
+func softMemoryLimit(maxHeldBytes int) int64 { return 6 * int64(maxHeldBytes) }
 
 // flushTraces exports the spans still buffered once the sink stopped,
 // within a bound: an unreachable collector must not hold the exit.
@@ -204,7 +219,7 @@ func (a *App) start(ctx context.Context) (sink.Source, sink.Handler, error) {
 
 // handler builds HANDLER, or a router over ROUTES_FILE.
 func (a *App) handler(ctx context.Context) (sink.Handler, error) {
-	hs := &sink.Handlers{DB: a.pool, HTTP: sink.HTTPOptions{Secret: a.cfg.WebhookSecret, Timeout: a.cfg.WebhookTimeout, Tracer: a.tracer}}
+	hs := &sink.Handlers{DB: a.pool, HTTP: sink.HTTPOptions{Secret: a.cfg.WebhookSecret, Timeout: a.cfg.WebhookTimeout, Tracer: a.tracer, Concurrency: a.cfg.Concurrency}}
 	if a.cfg.Handler != "" {
 		h, err := hs.Build(ctx, a.cfg.Handler)
 		if err != nil {
@@ -330,7 +345,7 @@ func (a *App) sinkOptions(src sink.Source, h sink.Handler, obs sink.Observer) si
 		DB: a.pool, JS: a.js, Source: src, Handler: h,
 		Inbox: c.InboxTable, DLQSubject: c.DLQ(), UseDLQ: c.UseDLQ,
 		MaxDeliver: c.MaxDeliver, Backoff: c.Backoff, BatchSize: c.BatchSize, TxBatch: c.TxBatch, Concurrency: c.Concurrency,
-		MaxHeld: c.MaxHeld(), SkipStale: c.SkipStale, FillGaps: c.Gaps(), AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
+		MaxHeld: c.MaxHeld(), MaxHeldBytes: int64(c.MaxHeldBytes), SkipStale: c.SkipStale, FillGaps: c.Gaps(), AckWait: c.AckWait, ShutdownTimeout: c.ShutdownTimeout,
 		Tracer: a.tracer, Observer: obs, Log: a.log,
 	}
 }

@@ -36,7 +36,19 @@ func invalid(format string, args ...any) error {
 // Required: a JSON object with a non-empty event_id and event_type and a
 // payload that is an object or array. OccurredAt is returned as written.
 // Payload is a copy; the Envelope does not alias body.
-func Parse(body []byte) (*Envelope, error) {
+func Parse(body []byte) (*Envelope, error) { return parse(body, false) }
+
+// ParseShared is Parse for a body that is never modified afterwards: the
+// Envelope's Payload is a slice of body, and a large body's text fields are
+// copied one by one rather than with the whole body, so that a parsed
+// envelope costs little more memory than the body it came from.
+func ParseShared(body []byte) (*Envelope, error) { return parse(body, true) }
+
+// sharedCopyAbove is the body size from which ParseShared copies text
+// fields one by one: below it one copy of the body is cheaper.
+const sharedCopyAbove = 4096
+
+func parse(body []byte, shared bool) (*Envelope, error) {
 	b := skipSpaceEnd(body)
 	i := skipSpace(b, 0)
 	if i == len(b) {
@@ -73,7 +85,11 @@ func Parse(body []byte) (*Envelope, error) {
 		return nil, invalid("payload must be a JSON object or array")
 	}
 
-	s := string(b)
+	var s string
+	perField := shared && len(b) > sharedCopyAbove
+	if !perField {
+		s = string(b)
+	}
 	env := &Envelope{SchemaVersion: 1}
 	targets := [...]*string{
 		fEventID:      &env.EventID,
@@ -89,7 +105,15 @@ func Parse(body []byte) (*Envelope, error) {
 		if v == nil {
 			continue
 		}
-		text, ok := textIn(s, b, v)
+		var (
+			text string
+			ok   bool
+		)
+		if perField {
+			text, ok = textIn(string(v), v, v)
+		} else {
+			text, ok = textIn(s, b, v)
+		}
 		if !ok {
 			return nil, invalid("%s must be a string", fieldNames[idx])
 		}
@@ -108,7 +132,11 @@ func Parse(body []byte) (*Envelope, error) {
 		}
 		env.SchemaVersion = n
 	}
-	env.Payload = append(json.RawMessage(nil), f[fPayload]...)
+	if shared {
+		env.Payload = f[fPayload]
+	} else {
+		env.Payload = append(json.RawMessage(nil), f[fPayload]...)
+	}
 	return env, nil
 }
 

@@ -19,6 +19,7 @@ type item struct {
 	delivered int    // server deliveries, 1 the first time
 	pos       envelope.Position
 	hasPos    bool
+	size      int64   // body and header bytes, counted against MaxHeldBytes
 	hdrJSON   []byte  // headers as a JSON object, built on first use
 	stmt      string  // the handler as one SQL statement, for batches; see Sink.batchable
 	call      Handler // the handler as a call outside the database, for batches
@@ -35,6 +36,12 @@ func newItem(msg Msg) *item {
 		it.stream, it.seq, it.delivered = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)
 	}
 	it.env, it.poison = parseEnvelope(msg.Data())
+	it.size = int64(len(msg.Data()))
+	for k, vs := range msg.Headers() {
+		for _, v := range vs {
+			it.size += int64(len(k) + len(v) + 4) // "k: v\r\n"
+		}
+	}
 	it.pos, it.hasPos = envelope.ParsePosition(msg.Headers())
 	switch {
 	case it.poison != nil:
@@ -125,11 +132,14 @@ type dispatcher struct {
 	lanes     map[string]*lane
 	readyHead *lane
 	readyTail *lane
-	count     int // messages held
-	idle      int // workers waiting in next
-	waking    int // of them, woken and not yet running
+	count     int   // messages held
+	bytes     int64 // their sizes (item.size)
+	idle      int   // workers waiting in next
+	waking    int   // of them, woken and not yet running
 	closing   bool
 	room      chan struct{} // signalled when count drops
+	// probe, when set (tests), sees count and bytes after every add.
+	probe func(count int, bytes int64)
 }
 
 func newDispatcher() *dispatcher {
@@ -152,6 +162,10 @@ func (d *dispatcher) add(it *item) {
 		l.tail.next, l.tail = it, it
 	}
 	d.count++
+	d.bytes += it.size
+	if d.probe != nil {
+		d.probe(d.count, d.bytes)
+	}
 	if !l.busy && !l.queued {
 		d.pushReady(l)
 		d.wake()
@@ -190,7 +204,7 @@ type claim struct {
 // next blocks until a lane is ready, takes ownership of it and returns it
 // with its head in buf[:1]. When batchable(head) and max > 1, it also takes
 // the lanes ready right behind it whose heads are batchable, up to max
-// claims, without waiting for more: under load a worker applies several
+// claims and maxBatchBytes, without waiting for more: under load a worker applies several
 // keys' events in one transaction, with none it applies one at once. It
 // returns nil once the dispatcher is closing. batchable runs under d.mu and
 // sets item.batch; a batch holds heads of one kind.
@@ -211,8 +225,11 @@ func (d *dispatcher) next(buf []claim, max int, batchable func(*item) bool) []cl
 	l := d.popReady()
 	buf = append(buf[:0], claim{l, l.head})
 	if max > 1 && batchable != nil && batchable(l.head) {
-		for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) && d.readyHead.head.batch == l.head.batch {
+		size := l.head.size
+		for len(buf) < max && d.readyHead != nil && batchable(d.readyHead.head) && d.readyHead.head.batch == l.head.batch &&
+			size+d.readyHead.head.size <= maxBatchBytes {
 			l := d.popReady()
+			size += l.head.size
 			buf = append(buf, claim{l, l.head})
 		}
 	}
@@ -221,6 +238,13 @@ func (d *dispatcher) next(buf []claim, max int, batchable func(*item) bool) []cl
 	}
 	return buf
 }
+
+// maxBatchBytes bounds the messages of one batch in bytes (the first one
+// goes in whatever its size): a batch's pipeline carries each event's body
+// and payload, encoded into one buffer that grows as it is built, and with
+// large events a batch of TxBatch of them would make tens of MB of garbage
+// per transaction for no gain: a round trip is nothing next to a MB.
+const maxBatchBytes = 1 << 20
 
 // popReady takes the first ready lane and marks it owned. d.mu is held and
 // the ready list is not empty.
@@ -254,6 +278,7 @@ func (d *dispatcher) done(l *lane, it *item) (rest []*item) {
 		l.tail = nil
 	}
 	d.count--
+	d.bytes -= it.size
 	l.busy = false
 	switch {
 	case l.head == nil:
@@ -278,6 +303,7 @@ func (d *dispatcher) takeLane(l *lane) []*item {
 	for it := l.head; it != nil; {
 		next := it.next
 		it.next, it.finished = nil, true
+		d.bytes -= it.size
 		out = append(out, it)
 		it = next
 	}
@@ -311,9 +337,15 @@ func (d *dispatcher) close() []*item {
 
 // held returns how many messages are held.
 func (d *dispatcher) held() int {
+	n, _ := d.usage()
+	return n
+}
+
+// usage returns how many messages are held and their bytes.
+func (d *dispatcher) usage() (int, int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.count
+	return d.count, d.bytes
 }
 
 // progress sends an InProgress heartbeat for every held, unsettled message:

@@ -39,7 +39,8 @@
 //	               inspecting it is provisioning: internal/provision)
 //	source.go      where messages come from (Source): a pull consumer through the
 //	               jetstream client, a pull consumer bound without any JetStream API
-//	               call, or a push consumer's queue subscription; the bounded pull loop;
+//	               call, or a push consumer's queue subscription; the pull loop, bounded
+//	               in messages and in bytes (MaxHeldBytes);
 //	               Msg, the part of a message the sink uses, and its *nats.Msg adapter
 //	gap.go         FillGaps: a delivery lost on the way (a gap in the consumer's delivery
 //	               sequence) is read from the stream and goes before the message after it

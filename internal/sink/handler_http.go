@@ -32,6 +32,10 @@ type HTTPOptions struct {
 	Secret  string
 	Timeout time.Duration // per request; 0 means 10s
 	Client  *http.Client  // nil: a client with keep-alive, no redirects
+	// Concurrency is how many calls may be in flight at once (the sink's
+	// CONCURRENCY): the default client keeps that many idle connections
+	// per host, at least 64, so that no call opens a new one under load.
+	Concurrency int
 	// Tracer, when set, makes every call a client span, the child of the
 	// apply span in ctx, whose context the request's traceparent carries;
 	// nil forwards the message's traceparent as it is.
@@ -87,7 +91,8 @@ func NewHTTPHandler(target string, o HTTPOptions) (*HTTPHandler, error) {
 	client := o.Client
 	if client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
+		t.MaxIdleConnsPerHost = max(64, o.Concurrency)
+		t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
 		timeout := o.Timeout
 		if timeout <= 0 {
 			timeout = 10 * time.Second

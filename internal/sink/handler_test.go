@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -399,5 +400,70 @@ func TestDecodeWebhookSecret(t *testing.T) {
 	got := sink.Sign(k, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", []byte(`{"test": 2432232314}`))
 	if want := "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; got != want {
 		t.Fatalf("Sign=%s, want %s", got, want)
+	}
+}
+
+// TestHTTPHandler_KeepsConcurrencyConnections: with more calls in flight
+// than the transport's usual 64 idle connections per host, a second wave
+// of as many calls reuses the connections of the first instead of opening
+// new ones.
+func TestHTTPHandler_KeepsConcurrencyConnections(t *testing.T) {
+	const conc = 100
+	var (
+		mu      sync.Mutex
+		opened  int
+		arrived int
+		waves   = [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrived++
+		all := waves[(arrived-1)/conc]
+		if arrived%conc == 0 {
+			close(all)
+		}
+		mu.Unlock()
+		select { // hold a wave's calls until all of it is in flight at once
+		case <-all:
+		case <-time.After(20 * time.Second):
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	h, err := sink.NewHTTPHandler(srv.URL, sink.HTTPOptions{Timeout: 30 * time.Second, Concurrency: conc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wave := func() {
+		var wg sync.WaitGroup
+		for i := range conc {
+			wg.Go(func() {
+				ev := &sink.Event{Envelope: &envelope.Envelope{EventID: fmt.Sprint("e", i)}, Body: []byte(`{}`)}
+				if err := h.Handle(context.Background(), nil, ev); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	wave()
+	mu.Lock()
+	first := opened
+	mu.Unlock()
+	if first != conc {
+		t.Fatalf("%d connections for %d concurrent calls", first, conc)
+	}
+	wave()
+	mu.Lock()
+	defer mu.Unlock()
+	if opened != first {
+		t.Errorf("the second wave of %d calls opened %d new connections; want none", conc, opened-first)
 	}
 }

@@ -146,7 +146,7 @@ const (
 // parseEnvelope parses body and checks that the inbox can store it: a
 // field over its bound makes the message poison.
 func parseEnvelope(body []byte) (*envelope.Envelope, error) {
-	env, err := envelope.Parse(body)
+	env, err := envelope.ParseShared(body)
 	if err != nil {
 		return nil, err
 	}

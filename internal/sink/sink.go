@@ -58,10 +58,16 @@ type Options struct {
 	TxBatch     int
 	Concurrency int // workers (keys applied in parallel); default 4
 	// MaxHeld bounds the messages pulled and not yet settled; pulling waits
-	// while more are held. Default 2*BatchSize+Concurrency; at least BatchSize+Concurrency.
+	// while more are held. Default DefaultMaxHeld; at least BatchSize+Concurrency.
 	// A Push source is bounded by the consumer's MaxAckPending instead.
-	MaxHeld   int
-	SkipStale bool // discard (record as stale) events older than their key's newest applied one
+	MaxHeld int
+	// MaxHeldBytes bounds the bytes (bodies and headers) of the messages
+	// pulled and not yet settled, next to MaxHeld: a pull asks the server
+	// for at most the room left. A message larger than the bound is pulled
+	// alone once nothing else is held. Default DefaultMaxHeldBytes; negative
+	// for no byte bound. A Push source is bounded by MaxAckPending only.
+	MaxHeldBytes int64
+	SkipStale    bool // discard (record as stale) events older than their key's newest applied one
 	// FillGaps: this process is the consumer's only reader, so a gap in its
 	// delivery sequence is a lost delivery, and the missing messages are
 	// read from the stream and applied first (gap.go). Pull sources only;
@@ -90,6 +96,10 @@ type Options struct {
 
 	Observer Observer
 	Log      zerolog.Logger
+
+	// heldProbe, when set (tests), sees the messages held and their bytes
+	// after each one is added.
+	heldProbe func(count int, bytes int64)
 }
 
 // Sink consumes a durable consumer and applies each message through the
@@ -109,11 +119,13 @@ type Sink struct {
 	txBatch     int
 	concurrency int
 	maxHeld     int
-	skipStale   bool
-	fillGaps    bool
-	heartbeat   time.Duration
-	shutdown    time.Duration
-	fetchWait   time.Duration
+	// maxHeldBytes bounds the bytes held (pullLoop); 0 for no bound.
+	maxHeldBytes int64
+	skipStale    bool
+	fillGaps     bool
+	heartbeat    time.Duration
+	shutdown     time.Duration
+	fetchWait    time.Duration
 
 	obs    Observer
 	tracer trace.Tracer // nil: traces off
@@ -128,6 +140,10 @@ type Sink struct {
 	halt func(error)
 
 	part partitionHooks
+
+	// heldProbe, when set (tests), sees the messages held and their bytes
+	// after each one is added.
+	heldProbe func(count int, bytes int64)
 }
 
 // New checks the options and returns a Sink.
@@ -148,7 +164,7 @@ func New(o Options) (*Sink, error) {
 		maxDeliver: or(o.MaxDeliver, 5), backoff: o.Backoff,
 		batchSize: or(o.BatchSize, 25), txBatch: or(o.TxBatch, 25), concurrency: or(o.Concurrency, 4),
 		skipStale: o.SkipStale, fillGaps: o.FillGaps, shutdown: or(o.ShutdownTimeout, 30*time.Second), fetchWait: or(o.FetchWait, time.Second),
-		obs: o.Observer, tracer: o.Tracer, log: o.Log,
+		obs: o.Observer, tracer: o.Tracer, log: o.Log, heldProbe: o.heldProbe,
 	}
 	if len(s.backoff) == 0 {
 		s.backoff = DefaultBackoff()
@@ -160,9 +176,15 @@ func New(o Options) (*Sink, error) {
 	}
 	s.maxHeld = o.MaxHeld
 	if s.maxHeld <= 0 {
-		s.maxHeld = 2*s.batchSize + s.concurrency
+		s.maxHeld = DefaultMaxHeld(s.batchSize, s.concurrency, s.txBatch)
 	}
 	s.maxHeld = max(s.maxHeld, s.batchSize+s.concurrency)
+	switch s.maxHeldBytes = o.MaxHeldBytes; {
+	case s.maxHeldBytes == 0:
+		s.maxHeldBytes = DefaultMaxHeldBytes
+	case s.maxHeldBytes < 0:
+		s.maxHeldBytes = 0
+	}
 	ackWait := o.AckWait
 	if ackWait <= 0 {
 		ackWait = or(o.Source.ackWait(), 30*time.Second)
@@ -178,6 +200,24 @@ func New(o Options) (*Sink, error) {
 	}
 	return s, nil
 }
+
+// DefaultMaxHeld is MaxHeld's default: a full batch for every worker
+// (CONCURRENCY × TX_BATCH) and two fetches ahead. Workers committing
+// their batches while the next are pulled is what lets the sink keep
+// CONCURRENCY transactions in flight; with fewer held messages the
+// workers share a few batches (docs/BENCHMARKS.md, step 4). The bytes
+// held are bounded apart (MaxHeldBytes), so large events do not make
+// this a memory bound.
+func DefaultMaxHeld(batchSize, concurrency, txBatch int) int {
+	return 2*batchSize + concurrency*max(txBatch, 1)
+}
+
+// DefaultMaxHeldBytes is MaxHeldBytes' default. Every held event costs
+// a few times its size on its way to Postgres (its body, the handler's
+// argument and the inbox row's payload encoded into a pipeline), so with
+// events of a megabyte this keeps the process to a few hundred MB; events
+// of a few kB never reach it.
+const DefaultMaxHeldBytes = 32 << 20
 
 // DefaultBackoff is BACKOFF's default.
 func DefaultBackoff() []time.Duration {
@@ -231,6 +271,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer cancelWork()
 	stop := make(chan struct{}) // closed when shutting down: retry waits end and hand their message back
 	d := newDispatcher()
+	d.probe = s.heldProbe
 	consumeCtx, halt := context.WithCancelCause(ctx)
 	defer halt(nil)
 	s.halt = halt

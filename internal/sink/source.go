@@ -103,8 +103,12 @@ func (p *jsPull) consume(ctx context.Context, s *Sink, d *dispatcher) error {
 			gaps.start(info)
 		}
 	}
-	return s.pullLoop(ctx, d, &p.bound, gaps, func(n int, add func(Msg)) error {
-		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(s.fetchWait))
+	return s.pullLoop(ctx, d, &p.bound, gaps, func(n, maxBytes int, add func(Msg)) error {
+		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(s.fetchWait)}
+		if maxBytes > 0 {
+			opts = append(opts, jetstream.FetchMaxBytes(maxBytes))
+		}
+		batch, err := p.cons.Fetch(n, opts...)
 		if err == nil {
 			for m := range batch.Messages() {
 				add(m)
@@ -158,13 +162,21 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 	if hb := s.fetchWait / 4; hb >= 10*time.Millisecond {
 		opts = append(opts, nats.PullHeartbeat(hb))
 	}
-	return s.pullLoop(ctx, d, &p.bound, s.newGapFill(p.stream, []string{p.filter}), func(n int, add func(Msg)) error {
-		msgs, err := sub.Fetch(n, opts...)
+	return s.pullLoop(ctx, d, &p.bound, s.newGapFill(p.stream, []string{p.filter}), func(n, maxBytes int, add func(Msg)) error {
+		o := opts
+		if maxBytes > 0 {
+			o = append(opts[:len(opts):len(opts)], nats.PullMaxBytes(maxBytes))
+		}
+		msgs, err := sub.Fetch(n, o...)
 		for _, m := range msgs {
 			add(natsMsg{m})
 		}
 		switch {
 		case err == nil, errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+			return nil
+		case maxBytes > 0 && strings.Contains(strings.ToLower(err.Error()), "exceeds maxbytes"):
+			// The next message is larger than maxBytes: an answer with
+			// nothing in it, which pullLoop handles.
 			return nil
 		case errors.Is(err, nats.ErrConsumerDeleted), errors.Is(err, nats.ErrNoResponders):
 			// Without a consumer nothing subscribes to its pull subject.
@@ -175,40 +187,80 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 }
 
 // pullLoop pulls messages into the dispatcher until ctx ends, never holding
-// more than maxHeld: pull(n, add) asks for at most n messages and passes
-// each one to add. pull returns nil when the consumer answered (with
-// messages or none), an error wrapping ErrConsumerMissing when there is no
-// consumer to answer, any other error when the pull failed. pullLoop
-// returns an error only when the consumer stays missing. With gaps, the
-// messages of deliveries lost before a message are added before it
-// (gap.go).
-func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, gaps *gapFill, pull func(n int, add func(Msg)) error) error {
+// more than maxHeld messages nor, but for one message larger than it alone,
+// more than maxHeldBytes of them: pull(n, maxBytes, add) asks for at most n
+// messages of at most maxBytes in all (0: no byte limit) and passes each
+// one to add. pull returns nil when the consumer answered (with messages or
+// none), an error wrapping ErrConsumerMissing when there is no consumer to
+// answer, any other error when the pull failed. pullLoop returns an error
+// only when the consumer stays missing. With gaps, the messages of
+// deliveries lost before a message are added before it (gap.go).
+//
+// The byte bound is the server's: a pull asks for at most the room left,
+// and the server answers at once, with nothing, when its next message is
+// larger than that. pullLoop then waits until a held message is settled
+// and asks again; when nothing is held, the message is larger than the
+// bound itself and is pulled alone, without a byte limit, so that it
+// cannot hold up the consumer.
+func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, gaps *gapFill, pull func(n, maxBytes int, add func(Msg)) error) error {
 	limit := s.maxHeld - s.batchSize
 	retry := backoff.New(250*time.Millisecond, 5*time.Second)
 	gone := 0
+	var largest int64 // the largest message pulled so far
 	admit := func(m Msg) {
 		if err := s.part.admit(m); err != nil {
 			s.halt(err)
 			m.Nak() //nolint:errcheck // the sink stops; unacked, it is redelivered after the ack wait anyway
 			return
 		}
-		d.add(newItem(m))
+		it := newItem(m)
+		largest = max(largest, it.size)
+		d.add(it)
 	}
+	got := 0
 	add := func(m Msg) {
+		got++
 		for _, lost := range gaps.before(ctx, m) {
 			admit(lost)
 		}
 		admit(m)
 	}
+	alone := false // the next message is larger than the byte bound
 	for ctx.Err() == nil {
-		if !d.waitRoom(ctx, limit) || !s.part.waitOwning(ctx) {
+		// Pull once there is room for a message as large as the largest
+		// seen (up to a quarter of the bound), so that pulls are seldom
+		// refused for a message that does not fit.
+		want := max(1, min(largest, s.maxHeldBytes/4))
+		if !d.waitRoom(ctx, func(n int, b int64) bool {
+			return n <= limit && (s.maxHeldBytes <= 0 || s.maxHeldBytes-b >= want)
+		}) || !s.part.waitOwning(ctx) {
 			return nil
 		}
-		err := pull(s.batchSize, add)
+		n, maxBytes := s.batchSize, 0
+		held, heldBytes := d.usage()
+		switch {
+		case alone && held == 0:
+			n = 1
+		case s.maxHeldBytes > 0:
+			maxBytes = int(s.maxHeldBytes - heldBytes)
+		}
+		alone = false
+		got = 0
+		start := time.Now()
+		err := pull(n, maxBytes, add)
 		if err == nil {
 			bound.Store(true)
 			retry.Reset()
 			gone = 0
+			if got == 0 && maxBytes > 0 && time.Since(start) < s.fetchWait/2 {
+				// Refused before the pull expired: the next message does
+				// not fit in maxBytes.
+				if held == 0 {
+					alone = true
+				} else if !d.waitRoom(ctx, func(n int, b int64) bool { return n < held || b < heldBytes }) {
+					return nil
+				}
+			}
 			continue
 		}
 		bound.Store(false)
@@ -229,10 +281,11 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 	return nil
 }
 
-// waitRoom waits until at most limit messages are held; false if ctx ends.
-func (d *dispatcher) waitRoom(ctx context.Context, limit int) bool {
+// waitRoom waits until room(messages held, their bytes) holds, checking
+// again whenever a message is settled; false if ctx ends.
+func (d *dispatcher) waitRoom(ctx context.Context, room func(n int, bytes int64) bool) bool {
 	for {
-		if d.held() <= limit {
+		if room(d.usage()) {
 			return true
 		}
 		select {
