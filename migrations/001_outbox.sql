@@ -41,6 +41,14 @@ $$;
 -- delete or vacuum. Switch it per database, role or session, at any time:
 --     ALTER DATABASE app SET jetstream_bridge.outbox_mode = 'message';
 -- the relay always relays both rows and messages.
+--
+-- The message branch is kept cheap, as it is all a message-mode writer pays
+-- beyond its commit: the content is built by json_build_object, which writes
+-- text directly (jsonb_build_object would build a binary jsonb value only to
+-- print it again), and the message is emitted in an assignment, which
+-- PL/pgSQL evaluates as a simple expression without starting an executor for
+-- a query as PERFORM does. The payload and headers are printed by jsonb's own
+-- output, so the relay reads the same JSON text for them as from a row.
 CREATE OR REPLACE FUNCTION public.jetstream_publish(
     p_resource_type text,
     p_event_type    text,
@@ -56,6 +64,7 @@ CREATE OR REPLACE FUNCTION public.jetstream_publish(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_event_id uuid;
+    v_lsn      pg_lsn;
 BEGIN
     IF NOT p_force AND coalesce(current_setting('jetstream_bridge.applying', true), '') <> '' THEN
         RETURN NULL;
@@ -65,7 +74,7 @@ BEGIN
             RAISE not_null_violation USING MESSAGE = 'jetstream_publish: event_type must not be null';
         END IF;
         v_event_id := gen_random_uuid();
-        PERFORM pg_logical_emit_message(true, 'jetstream_bridge_outbox', jsonb_build_object(
+        v_lsn := pg_logical_emit_message(true, 'jetstream_bridge_outbox', json_build_object(
             'event_id', v_event_id, 'resource_type', coalesce(p_resource_type, ''),
             'resource_id', p_resource_id, 'event_type', p_event_type,
             'payload', coalesce(p_payload, '{}'), 'headers', coalesce(p_headers, '{}'),

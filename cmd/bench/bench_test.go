@@ -80,7 +80,8 @@ func TestBench_Quick(t *testing.T) {
 	// measurement has its limit.
 	for _, id := range []string{"sink_upsert_c16_rate", "direct_upsert_c16_rate", "direct_http_c16_rate",
 		"http_bare_c16_rate", "inbox_rows_c16_rate", "mem_relay_rss", "mem_sink_rss", "poll_classic_p1_drain_rate", "poll_classic_p1_1000_p99",
-		"poll_tuned_p1_drain_rate", "poll_tuned_p1_1000_p99"} {
+		"poll_tuned_p1_drain_rate", "poll_tuned_p1_1000_p99", "msg_writer_message_rate", "msg_writer_table_rate",
+		"msg_writer_bare_message_rate", "msg_writer_bare_table_rate"} {
 		if !ids[id] {
 			t.Errorf("json has no result %s", id)
 		}
@@ -96,8 +97,8 @@ func TestBench_Quick(t *testing.T) {
 			infos++
 		}
 	}
-	if targets != 13 || infos != 1 {
-		t.Errorf("json has %d targets and %d info lines, want 13 and 1", targets, infos)
+	if targets != 13 || infos != 2 {
+		t.Errorf("json has %d targets and %d info lines, want 13 and 2", targets, infos)
 	}
 }
 

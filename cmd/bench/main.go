@@ -57,6 +57,7 @@ type Options struct {
 	SinkEvents    int           // events each sink run applies
 	Duration      time.Duration // each steady-state and end-to-end rate
 	LimitDuration time.Duration // each raw Postgres insert measurement
+	MsgDuration   time.Duration // each mode's writers in step 7, relay running
 	Writers       int           // Postgres connections of the writers
 	Rates         []int         // steady-state writer rates, 0 = as fast as Postgres allows
 	E2ERates      []int
@@ -110,8 +111,9 @@ Steps (--only takes a comma list; step 1 always runs, the others are ratios to i
   6  polling outbox baseline (SELECT … FOR UPDATE SKIP LOCKED, publish, UPDATE) in the
      --poll-modes variants, each with every --pollers count
   7  outbox as WAL messages: jetstream_publish writers (1-row tx, --writers conns,
-     --limit-duration each) in message mode vs table mode, and the relay's drain of
-     --events messages vs --events rows
+     --msg-duration each) in message mode vs table mode while the relay streams,
+     prunes (OUTBOX_RETENTION=1s) and the outbox is vacuumed; the same writers alone
+     (--limit-duration, no relay); the relay's drain of --events messages vs rows
   8  memory: relay peak RSS draining one transaction of --mem-rows rows; sink peak
      RSS applying --mem-events events of --mem-event-bytes at CONCURRENCY --mem-concurrency
   9  partitioned sinks (only with --only 9): --sink-events events over 16 partitions
@@ -123,6 +125,7 @@ Flags:
   --sink-events N       events per sink run (default 100000)
   --duration D          per rate in steps 3, 5 and 6 (default 10s)
   --limit-duration D    per raw Postgres insert measurement (default 5s)
+  --msg-duration D      per mode of step 7's writers with the relay running (default 20s)
   --writers N           writer connections (default 8)
   --rates LIST          steady-state rates per second, max = as fast as Postgres allows (default 1000,5000,max)
   --e2e-rates LIST      end-to-end rates (default 1000,5000)
@@ -163,7 +166,8 @@ Flags:
 func (m *Main) parse(args []string) (*Options, error) {
 	o := &Options{
 		Reps: 3, Events: 100_000, SinkEvents: 100_000, Duration: 10 * time.Second, LimitDuration: 5 * time.Second,
-		Writers: 8, Rates: []int{1000, 5000, 0}, E2ERates: []int{1000, 5000}, Concurrency: []int{1, 4, 16},
+		MsgDuration: 20 * time.Second,
+		Writers:     8, Rates: []int{1000, 5000, 0}, E2ERates: []int{1000, 5000}, Concurrency: []int{1, 4, 16},
 		E2EConc: 4, Pollers: []int{1, 4}, PollModes: pollModeNames(), PollBatch: 100, PollInterval: 100 * time.Millisecond,
 		MaxInflight: 4096, Fsync: true, MemRows: 1_000_000, MemEvents: 300, MemEventBytes: 1_000_000, MemConc: 64,
 	}
@@ -174,6 +178,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	fs.IntVar(&o.SinkEvents, "sink-events", o.SinkEvents, "")
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "")
 	fs.DurationVar(&o.LimitDuration, "limit-duration", o.LimitDuration, "")
+	fs.DurationVar(&o.MsgDuration, "msg-duration", o.MsgDuration, "")
 	fs.IntVar(&o.Writers, "writers", o.Writers, "")
 	fs.Func("rates", "", func(s string) (err error) { o.Rates, err = parseList(s, true); return })
 	fs.Func("e2e-rates", "", func(s string) (err error) { o.E2ERates, err = parseList(s, false); return })
@@ -224,6 +229,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 			"sink-events":     func() { o.SinkEvents = 600 },
 			"duration":        func() { o.Duration = 1500 * time.Millisecond },
 			"limit-duration":  func() { o.LimitDuration = 700 * time.Millisecond },
+			"msg-duration":    func() { o.MsgDuration = 2 * time.Second },
 			"rates":           func() { o.Rates = []int{1000, 0} },
 			"e2e-rates":       func() { o.E2ERates = []int{1000} },
 			"concurrency":     func() { o.Concurrency = []int{16} },
@@ -265,6 +271,8 @@ func (m *Main) parse(args []string) (*Options, error) {
 		return nil, fmt.Errorf("--sink-events %d: expected at least 100", o.SinkEvents)
 	case o.Duration < 500*time.Millisecond || o.LimitDuration < 200*time.Millisecond:
 		return nil, errors.New("--duration must be at least 500ms and --limit-duration at least 200ms")
+	case o.MsgDuration < time.Second:
+		return nil, fmt.Errorf("--msg-duration %s: expected at least 1s", o.MsgDuration)
 	case o.Writers < 1 || o.Writers > 64:
 		return nil, fmt.Errorf("--writers %d: expected 1 to 64", o.Writers)
 	case o.E2EConc < 1 || o.E2EConc > 256:
