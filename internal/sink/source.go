@@ -103,12 +103,8 @@ func (p *jsPull) consume(ctx context.Context, s *Sink, d *dispatcher) error {
 			gaps.start(info)
 		}
 	}
-	return s.pullLoop(ctx, d, &p.bound, gaps, func(n, maxBytes int, add func(Msg)) error {
-		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(s.fetchWait)}
-		if maxBytes > 0 {
-			opts = append(opts, jetstream.FetchMaxBytes(maxBytes))
-		}
-		batch, err := p.cons.Fetch(n, opts...)
+	return s.pullLoop(ctx, d, &p.bound, gaps, func(n int, add func(Msg)) error {
+		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(s.fetchWait))
 		if err == nil {
 			for m := range batch.Messages() {
 				add(m)
@@ -162,21 +158,13 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 	if hb := s.fetchWait / 4; hb >= 10*time.Millisecond {
 		opts = append(opts, nats.PullHeartbeat(hb))
 	}
-	return s.pullLoop(ctx, d, &p.bound, s.newGapFill(p.stream, []string{p.filter}), func(n, maxBytes int, add func(Msg)) error {
-		o := opts
-		if maxBytes > 0 {
-			o = append(opts[:len(opts):len(opts)], nats.PullMaxBytes(maxBytes))
-		}
-		msgs, err := sub.Fetch(n, o...)
+	return s.pullLoop(ctx, d, &p.bound, s.newGapFill(p.stream, []string{p.filter}), func(n int, add func(Msg)) error {
+		msgs, err := sub.Fetch(n, opts...)
 		for _, m := range msgs {
 			add(natsMsg{m})
 		}
 		switch {
 		case err == nil, errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-			return nil
-		case maxBytes > 0 && strings.Contains(strings.ToLower(err.Error()), "exceeds maxbytes"):
-			// The next message is larger than maxBytes: an answer with
-			// nothing in it, which pullLoop handles.
 			return nil
 		case errors.Is(err, nats.ErrConsumerDeleted), errors.Is(err, nats.ErrNoResponders):
 			// Without a consumer nothing subscribes to its pull subject.
@@ -187,26 +175,32 @@ func (p *restrictedPull) consume(ctx context.Context, s *Sink, d *dispatcher) er
 }
 
 // pullLoop pulls messages into the dispatcher until ctx ends, never holding
-// more than maxHeld messages nor, but for one message larger than it alone,
-// more than maxHeldBytes of them: pull(n, maxBytes, add) asks for at most n
-// messages of at most maxBytes in all (0: no byte limit) and passes each
-// one to add. pull returns nil when the consumer answered (with messages or
-// none), an error wrapping ErrConsumerMissing when there is no consumer to
-// answer, any other error when the pull failed. pullLoop returns an error
-// only when the consumer stays missing. With gaps, the messages of
-// deliveries lost before a message are added before it (gap.go).
+// more than maxHeld messages, and about maxHeldBytes at most: pull(n, add)
+// asks for at most n messages and passes each one to add. pull returns nil
+// when the consumer answered (with messages or none), an error wrapping
+// ErrConsumerMissing when there is no consumer to answer, any other error
+// when the pull failed. pullLoop returns an error only when the consumer
+// stays missing. With gaps, the messages of deliveries lost before a message
+// are added before it (gap.go).
 //
-// The byte bound is the server's: a pull asks for at most the room left,
-// and the server answers at once, with nothing, when its next message is
-// larger than that. pullLoop then waits until a held message is settled
-// and asks again; when nothing is held, the message is larger than the
-// bound itself and is pulled alone, without a byte limit, so that it
-// cannot hold up the consumer.
-func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, gaps *gapFill, pull func(n, maxBytes int, add func(Msg)) error) error {
+// The byte bound is kept by counting: a pull asks for as many messages as
+// fit in the room left if each were as large as the largest one of the
+// last pull; when not even one fits, it waits until a held message is settled,
+// and when nothing is held, it pulls one message alone, so that a message
+// larger than the bound cannot hold up the consumer. Only a pull that
+// brings messages larger than those of the pull before can go over the
+// bound. The server's own byte limit on a pull request (max_bytes) is not
+// used: on a clustered consumer its "batch completed" answer can reach the
+// client before the messages it completes, which the client then drops, so
+// they come back only after the ack wait.
+func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, gaps *gapFill, pull func(n int, add func(Msg)) error) error {
 	limit := s.maxHeld - s.batchSize
 	retry := backoff.New(250*time.Millisecond, 5*time.Second)
 	gone := 0
-	var largest int64 // the largest message pulled so far
+	// largest is the largest message of the last pull that brought any:
+	// the size the next pull expects, which follows the traffic down after
+	// a burst of large messages.
+	var largest, pulled int64
 	admit := func(m Msg) {
 		if err := s.part.admit(m); err != nil {
 			s.halt(err)
@@ -214,53 +208,50 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 			return
 		}
 		it := newItem(m)
-		largest = max(largest, it.size)
+		pulled = max(pulled, it.size)
 		d.add(it)
 	}
-	got := 0
 	add := func(m Msg) {
-		got++
 		for _, lost := range gaps.before(ctx, m) {
 			admit(lost)
 		}
 		admit(m)
 	}
-	alone := false // the next message is larger than the byte bound
 	for ctx.Err() == nil {
 		// Pull once there is room for a message as large as the largest
-		// seen (up to a quarter of the bound), so that pulls are seldom
-		// refused for a message that does not fit.
+		// of the last pull (up to a quarter of the bound).
 		want := max(1, min(largest, s.maxHeldBytes/4))
 		if !d.waitRoom(ctx, func(n int, b int64) bool {
 			return n <= limit && (s.maxHeldBytes <= 0 || s.maxHeldBytes-b >= want)
 		}) || !s.part.waitOwning(ctx) {
 			return nil
 		}
-		n, maxBytes := s.batchSize, 0
-		held, heldBytes := d.usage()
-		switch {
-		case alone && held == 0:
-			n = 1
-		case s.maxHeldBytes > 0:
-			maxBytes = int(s.maxHeldBytes - heldBytes)
+		n := s.batchSize
+		if held, heldBytes := d.usage(); s.maxHeldBytes > 0 && largest > 0 {
+			switch fit := (s.maxHeldBytes - heldBytes) / largest; {
+			case fit >= int64(n):
+			case fit >= 1:
+				n = int(fit)
+			case held == 0:
+				n = 1 // larger than the bound on its own: alone
+			default:
+				// Not even one as large as the largest fits: wait until a
+				// held message is settled.
+				if !d.waitRoom(ctx, func(n int, b int64) bool { return n < held || b < heldBytes }) {
+					return nil
+				}
+				continue
+			}
 		}
-		alone = false
-		got = 0
-		start := time.Now()
-		err := pull(n, maxBytes, add)
+		pulled = 0
+		err := pull(n, add)
+		if pulled > 0 {
+			largest = pulled
+		}
 		if err == nil {
 			bound.Store(true)
 			retry.Reset()
 			gone = 0
-			if got == 0 && maxBytes > 0 && time.Since(start) < s.fetchWait/2 {
-				// Refused before the pull expired: the next message does
-				// not fit in maxBytes.
-				if held == 0 {
-					alone = true
-				} else if !d.waitRoom(ctx, func(n int, b int64) bool { return n < held || b < heldBytes }) {
-					return nil
-				}
-			}
 			continue
 		}
 		bound.Store(false)
