@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
@@ -27,6 +28,31 @@ func (g *gapCounter) GapFilled(lost, filled int) {
 	g.filled.Add(int64(filled))
 }
 
+// lossy is a sink test world whose NATS connection loses the first delivery
+// of one event (first), as a cut connection or a server restart does.
+type lossy struct {
+	env     *env
+	srv     *localenv.NATS
+	proxy   *testutil.Proxy
+	first   string
+	dropped *atomic.Bool
+}
+
+// startLossy starts it with a consumer durable whose ack wait, without a
+// backoff, is the time the lost delivery takes to come back.
+func startLossy(t *testing.T, durable string, ackWait time.Duration, opts ...nats.Option) *lossy {
+	t.Helper()
+	l := &lossy{srv: testutil.StartNATS(t), first: testutil.NewUUID(), dropped: &atomic.Bool{}}
+	l.proxy = testutil.StartFilterProxy(t, strings.TrimPrefix(l.srv.URL(), "nats://"), func(subject string, data []byte) bool {
+		return bytes.Contains(data, []byte(l.first)) && l.dropped.CompareAndSwap(false, true)
+	})
+	l.env = newEnvOn(t, "nats://"+l.proxy.Addr, opts...)
+	spec := consumerSpec()
+	spec.Durable, spec.AckWait, spec.Backoff = durable, ackWait, nil
+	l.env.ensureConsumer(t, spec)
+	return l
+}
+
 // TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey: the first delivery of
 // a key's first event never reaches the sink (a filter proxy drops it, as a
 // connection cut or a server restart does), and the server redelivers it
@@ -36,16 +62,8 @@ func (g *gapCounter) GapFilled(lost, filled int) {
 // redelivery, when it comes, is acked as a duplicate.
 func TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey(t *testing.T) {
 	t.Parallel()
-	srv := testutil.StartNATS(t)
-	first := testutil.NewUUID()
-	var dropped atomic.Bool
-	proxy := testutil.StartFilterProxy(t, strings.TrimPrefix(srv.URL(), "nats://"), func(subject string, data []byte) bool {
-		return bytes.Contains(data, []byte(first)) && dropped.CompareAndSwap(false, true)
-	})
-	e := newEnvOn(t, "nats://"+proxy.Addr)
-	spec := consumerSpec()
-	spec.Durable, spec.AckWait, spec.Backoff = "orders-gaps", 4*time.Second, nil
-	e.ensureConsumer(t, spec)
+	l := startLossy(t, "orders-gaps", 4*time.Second)
+	e, first := l.env, l.first
 
 	ids := []string{first, testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()}
 	keys := []string{"k", "other", "k", "other", "k"}
@@ -64,7 +82,7 @@ func TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey(t *testing.T) {
 		}
 		return nil
 	})
-	if n := proxy.Dropped(); n != 1 {
+	if n := l.proxy.Dropped(); n != 1 {
 		t.Fatalf("the proxy dropped %d deliveries, want 1", n)
 	}
 	applied := e.effects(t)
@@ -101,16 +119,8 @@ func TestSink_LostDeliveryGoesBeforeLaterEventsOfItsKey(t *testing.T) {
 // against the stream.
 func TestSink_DeliveryLostInANATSRestartGoesFirst(t *testing.T) {
 	t.Parallel()
-	srv := testutil.StartNATS(t)
-	first := testutil.NewUUID()
-	var dropped atomic.Bool
-	proxy := testutil.StartFilterProxy(t, strings.TrimPrefix(srv.URL(), "nats://"), func(subject string, data []byte) bool {
-		return bytes.Contains(data, []byte(first)) && dropped.CompareAndSwap(false, true)
-	})
-	e := newEnvOn(t, "nats://"+proxy.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	spec := consumerSpec()
-	spec.Durable, spec.AckWait, spec.Backoff = "orders-restart", 8*time.Second, nil
-	e.ensureConsumer(t, spec)
+	l := startLossy(t, "orders-restart", 8*time.Second, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	e, first, srv := l.env, l.first, l.srv
 
 	h := &effectHandler{}
 	obs := &gapCounter{counter: &counter{m: map[sink.Result]int{}}}
@@ -126,7 +136,7 @@ func TestSink_DeliveryLostInANATSRestartGoesFirst(t *testing.T) {
 	})
 	e.publish(t, e.event(t, first, "order", "k", pos("0/2000", 0)))
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if !dropped.Load() {
+		if !l.dropped.Load() {
 			return errors.New("the delivery is not dropped yet")
 		}
 		return nil
@@ -174,21 +184,13 @@ func TestSink_DeliveryLostInANATSRestartGoesFirst(t *testing.T) {
 // later event of its key, not after its ack wait.
 func TestSink_NextReaderAppliesAPendingDeliveryFirst(t *testing.T) {
 	t.Parallel()
-	srv := testutil.StartNATS(t)
-	first := testutil.NewUUID()
-	var dropped atomic.Bool
-	proxy := testutil.StartFilterProxy(t, strings.TrimPrefix(srv.URL(), "nats://"), func(subject string, data []byte) bool {
-		return bytes.Contains(data, []byte(first)) && dropped.CompareAndSwap(false, true)
-	})
-	e := newEnvOn(t, "nats://"+proxy.Addr)
-	spec := consumerSpec()
-	spec.Durable, spec.AckWait, spec.Backoff = "orders-next", 10*time.Second, nil
-	e.ensureConsumer(t, spec)
+	l := startLossy(t, "orders-next", 10*time.Second)
+	e, first := l.env, l.first
 	h := &effectHandler{}
 	_, stop := e.run(t, h, func(o *sink.Options) { o.Source, o.FillGaps = sink.JetStreamPull(e.cons), true })
 	e.publish(t, e.event(t, first, "order", "k", pos("0/1000", 0)))
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if !dropped.Load() {
+		if !l.dropped.Load() {
 			return errors.New("the delivery is not dropped yet")
 		}
 		return nil
