@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
+	"github.com/jetstream-bridge/jetstream-bridge/internal/localenv"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 )
 
@@ -77,6 +78,31 @@ func newHarness(t *testing.T, dbURL, natsURL string) *harness {
 func (h *harness) start(extra ...string) *testutil.Process {
 	h.t.Helper()
 	return testutil.StartProcess(h.t, h.bin, append(append([]string{}, h.env...), extra...))
+}
+
+// privatePostgres starts a Postgres cluster of the test's own, to stop,
+// restart or cut off, with a database "relay", and returns the cluster and
+// that database's URL.
+func privatePostgres(t *testing.T) (*localenv.Postgres, string) {
+	t.Helper()
+	pg := testutil.StartPostgres(t)
+	if err := pg.CreateDatabase(context.Background(), "relay"); err != nil {
+		t.Fatal(err)
+	}
+	return pg, pg.URL("relay")
+}
+
+// throughProxy returns a harness for h's database, NATS server and slot
+// whose relay reaches pg, h's cluster, through a TCP proxy the test
+// controls.
+func (h *harness) throughProxy(pg *localenv.Postgres) (*harness, *testutil.Proxy) {
+	h.t.Helper()
+	proxy := testutil.StartProxy(h.t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
+	viaProxy := strings.Replace(h.dbURL, fmt.Sprintf("127.0.0.1:%d", pg.Port()), proxy.Addr, 1)
+	p := newHarness(h.t, viaProxy, h.natsURL)
+	p.slot = h.slot
+	p.env = append(p.env, "REPLICATION_SLOT="+p.slot)
+	return p, proxy
 }
 
 // provision runs `relay provision` so rows inserted afterwards are captured

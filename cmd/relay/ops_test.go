@@ -32,13 +32,10 @@ func metric(t *testing.T, addr, name string) float64 {
 // Postgres is down, 200 again after.
 func TestReadinessFollowsDependencies(t *testing.T) {
 	t.Parallel()
-	pg := testutil.StartPostgres(t)
 	ctx := context.Background()
-	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := privatePostgres(t)
 	n := testutil.StartNATS(t)
-	h := newHarness(t, pg.URL("relay"), n.URL())
+	h := newHarness(t, db, n.URL())
 	addr := testutil.FreeAddr(t)
 	p := h.start("HTTP_ADDR=" + addr)
 	waitReplicating(t, p)

@@ -317,12 +317,9 @@ func TestNATSRestartMidStream(t *testing.T) {
 // events flow.
 func TestPostgresRestartMidStream(t *testing.T) {
 	t.Parallel()
-	pg := testutil.StartPostgres(t)
 	ctx := context.Background()
-	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	pg, db := privatePostgres(t)
+	h := newHarness(t, db, testutil.StartNATS(t).URL())
 	p := h.start()
 	waitReplicating(t, p)
 	for i := 0; i < 100; i++ {
@@ -565,12 +562,9 @@ func execTx(t *testing.T, h *harness, stmts []string, arg any) {
 // committed before the slot was lost reach the stream.
 func TestLostSlotStopsWithRecoveryAdvice(t *testing.T) {
 	t.Parallel()
-	pg := testutil.StartPostgres(t)
 	ctx := context.Background()
-	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	_, db := privatePostgres(t)
+	h := newHarness(t, db, testutil.StartNATS(t).URL())
 	h.provision()
 	if _, err := h.pool.Exec(ctx, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'"); err != nil {
 		t.Fatal(err)
@@ -748,23 +742,17 @@ func TestOutboxRetentionPrunes(t *testing.T) {
 // network heals, and nothing is lost.
 func TestNetworkPartitionToPostgres(t *testing.T) {
 	t.Parallel()
-	pg := testutil.StartPostgres(t)
 	ctx := context.Background()
-	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
-		t.Fatal(err)
-	}
-	admin := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	pg, db := privatePostgres(t)
+	admin := newHarness(t, db, testutil.StartNATS(t).URL())
 	// The server drops its side of a dead walsender after wal_sender_timeout.
 	for _, q := range []string{"ALTER SYSTEM SET wal_sender_timeout = '3s'", "SELECT pg_reload_conf()"} {
 		if _, err := admin.pool.Exec(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
-	proxy := testutil.StartProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
-	viaProxy := strings.Replace(pg.URL("relay"), fmt.Sprintf("127.0.0.1:%d", pg.Port()), proxy.Addr, 1)
-	h := newHarness(t, viaProxy, admin.natsURL)
-	h.slot = admin.slot
-	h.env = append(h.env, "REPLICATION_SLOT="+h.slot, "REPLICATION_TIMEOUT=3s")
+	h, proxy := admin.throughProxy(pg)
+	h.env = append(h.env, "REPLICATION_TIMEOUT=3s")
 	p := h.start()
 	waitReplicating(t, p)
 	if _, err := admin.insertTx(ctx, 5, false); err != nil {
@@ -831,19 +819,13 @@ func TestNullsInALooseOutboxAreDeadLettered(t *testing.T) {
 // not an exit.
 func TestPostgresDownAtStartIsWaitedFor(t *testing.T) {
 	t.Parallel()
-	pg := testutil.StartPostgres(t)
 	ctx := context.Background()
-	if err := pg.CreateDatabase(ctx, "relay"); err != nil {
-		t.Fatal(err)
-	}
-	admin := newHarness(t, pg.URL("relay"), testutil.StartNATS(t).URL())
+	pg, db := privatePostgres(t)
+	admin := newHarness(t, db, testutil.StartNATS(t).URL())
 	admin.provision()
-	proxy := testutil.StartProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
+	h, proxy := admin.throughProxy(pg)
 	proxy.Down()
-	viaProxy := strings.Replace(pg.URL("relay"), fmt.Sprintf("127.0.0.1:%d", pg.Port()), proxy.Addr, 1)
-	h := newHarness(t, viaProxy, admin.natsURL)
-	h.slot = admin.slot
-	h.env = append(h.env, "REPLICATION_SLOT="+h.slot, "AUTO_PROVISION=false")
+	h.env = append(h.env, "AUTO_PROVISION=false")
 	p := h.start()
 	testutil.Eventually(t, 20*time.Second, func() error {
 		select {
