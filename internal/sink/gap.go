@@ -33,7 +33,6 @@ type GapObserver interface {
 // gapFill follows one consumer's deliveries in arrival order (the pull
 // loop's goroutine).
 type gapFill struct {
-	js      jetstream.JetStream
 	name    string   // stream
 	filters []string // the consumer's filter subjects; "" is the whole stream
 	s       *Sink
@@ -52,7 +51,7 @@ func (s *Sink) newGapFill(stream string, filters []string) *gapFill {
 	if !s.fillGaps || s.js == nil || stream == "" {
 		return nil
 	}
-	return &gapFill{js: s.js, name: stream, filters: filters, s: s}
+	return &gapFill{name: stream, filters: filters, s: s}
 }
 
 // start sets where deliveries stand when this process begins to read the
@@ -162,7 +161,7 @@ func (g *gapFill) next(ctx context.Context, from, limit uint64) (*storedMsg, err
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if g.stream == nil {
-		st, err := g.js.Stream(ctx, g.name)
+		st, err := g.s.js.Stream(ctx, g.name)
 		if err != nil {
 			return nil, err
 		}
@@ -184,6 +183,7 @@ func (g *gapFill) next(ctx context.Context, from, limit uint64) (*storedMsg, err
 			best = raw
 		}
 	}
+	g.warned = false // the stream answers: a later failure is news again
 	if best == nil || best.Sequence >= limit {
 		return nil, nil
 	}
