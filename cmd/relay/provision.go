@@ -137,16 +137,7 @@ func (r *Relay) provisionWithRetry(ctx context.Context) error {
 // restarting or failing over under a starting relay): retried with backoff
 // until ctx ends; a table that does not fit stops the relay.
 func (r *Relay) checkOutboxWithRetry(ctx context.Context) error {
-	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
-		err := r.checkOutbox(ctx)
-		if err == nil || ctx.Err() != nil || !config.Transient(err) {
-			return err
-		}
-		r.log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg("cannot read the outbox table's columns, retrying")
-		if !wait.Wait(ctx) {
-			return nil
-		}
-	}
+	return config.Retry(ctx, r.log, "reading the outbox table's columns", func() error { return r.checkOutbox(ctx) })
 }
 
 // checkOutbox refuses to start on an outbox table without the columns the

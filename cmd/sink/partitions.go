@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
@@ -115,7 +116,7 @@ func (a *App) runPartitioned(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error {
-		err := retry(gctx, a.log, "provisioning", func() error {
+		err := config.Retry(gctx, a.log, "provisioning", func() error {
 			if c.AutoProvision {
 				if err := a.provisionPartitions(gctx); err != nil {
 					return fmt.Errorf("provision (AUTO_PROVISION=true): %w", err)
@@ -128,7 +129,7 @@ func (a *App) runPartitioned(ctx context.Context) error {
 			return err
 		}
 		var h sink.Handler
-		if err := retry(gctx, a.log, "handler lookup", func() (err error) {
+		if err := config.Retry(gctx, a.log, "handler lookup", func() (err error) {
 			h, err = a.handler(gctx)
 			return err
 		}); err != nil || gctx.Err() != nil {

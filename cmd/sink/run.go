@@ -16,7 +16,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/config"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/ops"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
@@ -202,7 +201,7 @@ func (a *App) Run(ctx context.Context) error {
 // until ctx ends; anything else is returned.
 func (a *App) start(ctx context.Context) (sink.Source, sink.Handler, error) {
 	var src sink.Source
-	err := retry(ctx, a.log, "provisioning", func() (err error) {
+	err := config.Retry(ctx, a.log, "provisioning", func() (err error) {
 		src, err = a.source(ctx)
 		return err
 	})
@@ -210,7 +209,7 @@ func (a *App) start(ctx context.Context) (sink.Source, sink.Handler, error) {
 		return nil, nil, err
 	}
 	var h sink.Handler
-	err = retry(ctx, a.log, "handler lookup", func() (err error) {
+	err = config.Retry(ctx, a.log, "handler lookup", func() (err error) {
 		h, err = a.handler(ctx)
 		return err
 	})
@@ -316,23 +315,6 @@ func (a *App) watchPending(ctx context.Context, met *metrics) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-	}
-}
-
-// retry calls f until it succeeds, fails for good, or ctx ends (then nil).
-func retry(ctx context.Context, log zerolog.Logger, what string, f func() error) error {
-	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
-		err := f()
-		if err == nil || ctx.Err() != nil {
-			return nil
-		}
-		if !config.Transient(err) {
-			return err
-		}
-		log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg(what + " failed, retrying")
-		if !wait.Wait(ctx) {
-			return nil
 		}
 	}
 }

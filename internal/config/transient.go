@@ -6,10 +6,14 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetstream-bridge/jetstream-bridge/internal/backoff"
 )
 
 // Transient reports errors a later attempt can overcome: Postgres or NATS not
@@ -26,4 +30,23 @@ func Transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) ||
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// Retry runs f until it succeeds, retrying Transient errors with backoff
+// (250ms up to 10s) and a warning naming what failed. It returns f's first
+// other error, or nil once ctx ends.
+func Retry(ctx context.Context, log zerolog.Logger, what string, f func() error) error {
+	for wait := backoff.New(250*time.Millisecond, 10*time.Second); ; {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !Transient(err) {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", wait.Delay()).Msg(what + " failed, retrying")
+		if !wait.Wait(ctx) {
+			return nil
+		}
+	}
 }
