@@ -32,7 +32,8 @@ func TestBench_Quick(t *testing.T) {
 	for _, want := range []string{"TARGETS", "relay drain ≥ 0.7", "relay peak RSS < 150 MB", "keeps up with the fastest writers",
 		"p99 commit→ack ≤ 25 ms", "sink ≥ 0.7", "SQL sink (upsert handler) ≥ 0.85", "webhook sink ≥ 0.70",
 		"relay peak RSS ≤ 100 MB draining one", "sink peak RSS ≤ 300 MB", "message-mode writers ≥ 1.5", "drain in message mode", "end-to-end p99", "polling baseline", "relay vs tuned polling",
-		"classic (sync publish per row, as the gem)", "tuned (async publish window)", "info (not a target)", "load average:"} {
+		"classic (sync publish per row, as the gem)", "tuned (async publish window)", "info (not a target)", "load average:",
+		"on these shared cores", "ceiling: a bare transactional message", "commit→in stream (relay) p99", "in stream→applied (sink) p99", "µs; sink peak RSS"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -97,8 +98,8 @@ func TestBench_Quick(t *testing.T) {
 			infos++
 		}
 	}
-	if targets != 13 || infos != 2 {
-		t.Errorf("json has %d targets and %d info lines, want 13 and 2", targets, infos)
+	if targets != 13 || infos != 3 {
+		t.Errorf("json has %d targets and %d info lines, want 13 and 3", targets, infos)
 	}
 }
 

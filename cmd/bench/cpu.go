@@ -248,3 +248,39 @@ func (s schedStat) since(e schedStat) (cpu, wait float64) {
 	}
 	return (e.onCPU - s.onCPU) / wall * 100, (e.waited - s.waited) / wall * 100
 }
+
+// costs is CPU time per event, in µs, of each of our processes during a
+// window that moved events at a rate: what a result costs the machine. On
+// cores that every process shares, a CPU-bound rate is the cores' time
+// divided by the sum, so comparing sums says how far apart two rates can be.
+type costs struct {
+	Relay, Sink, Postgres, NATS, Bench float64
+}
+
+// perEvent converts u, measured while events moved at rate ev/s, to costs;
+// unknown shares are 0.
+func (u CPUUse) perEvent(rate float64) costs {
+	us := func(pct float64) float64 {
+		if math.IsNaN(pct) || rate <= 0 {
+			return 0
+		}
+		return pct / 100 / rate * 1e6
+	}
+	return costs{Relay: us(u.Relay), Sink: us(u.Sink), Postgres: us(u.Postgres), NATS: us(u.NATS), Bench: us(u.Bench)}
+}
+
+func (c costs) total() float64 { return c.Relay + c.Sink + c.Postgres + c.NATS + c.Bench }
+
+// String lists the non-zero shares and the sum.
+func (c costs) String() string {
+	var parts []string
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{{"relay", c.Relay}, {"sink", c.Sink}, {"postgres", c.Postgres}, {"nats", c.NATS}, {"bench", c.Bench}} {
+		if p.v >= 0.5 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", p.name, p.v))
+		}
+	}
+	return fmt.Sprintf("%s = %.0f µs", strings.Join(parts, " + "), c.total())
+}

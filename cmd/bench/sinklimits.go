@@ -92,19 +92,20 @@ func prepareInboxArgs(msgs []envelope.Message) ([]inboxArgs, error) {
 // directSQL applies events straight to Postgres: per event the inbox insert
 // and, unless handler is "", the handler statement with the body as $1;
 // txBatch events per transaction in one pipeline; conns connections. It
-// returns events per second. The inbox (and the upsert handler's table) is
-// emptied before and after.
-func (b *bench) directSQL(ctx context.Context, events []inboxArgs, handler string, conns, txBatch int) (float64, error) {
+// returns events per second and the CPU it took. The inbox (and the upsert
+// handler's table) is emptied before and after.
+func (b *bench) directSQL(ctx context.Context, events []inboxArgs, handler string, conns, txBatch int) (float64, CPUUse, error) {
+	var use CPUUse
 	insert, err := sink.InboxInsertSQL(inboxTable)
 	if err != nil {
-		return 0, err
+		return 0, use, err
 	}
 	if err := b.truncateInbox(ctx); err != nil {
-		return 0, err
+		return 0, use, err
 	}
 	pool, err := localenv.OpenPool(ctx, b.dstURL, int32(conns), map[string]string{"application_name": "jetstream-bridge-bench"})
 	if err != nil {
-		return 0, err
+		return 0, use, err
 	}
 	defer pool.Close()
 	// Connect every connection before the clock starts.
@@ -112,7 +113,7 @@ func (b *bench) directSQL(ctx context.Context, events []inboxArgs, handler strin
 	for range conns {
 		c, err := pool.Acquire(ctx)
 		if err != nil {
-			return 0, err
+			return 0, use, err
 		}
 		warm = append(warm, c)
 	}
@@ -126,6 +127,7 @@ func (b *bench) directSQL(ctx context.Context, events []inboxArgs, handler strin
 		errOnce sync.Once
 		first   error
 	)
+	snap0 := b.cpuSnapshot(nil, nil)
 	start := time.Now()
 	for range conns {
 		wg.Go(func() {
@@ -153,17 +155,18 @@ func (b *bench) directSQL(ctx context.Context, events []inboxArgs, handler strin
 	}
 	wg.Wait()
 	took := time.Since(start)
+	use = snap0.use(b.cpuSnapshot(nil, nil))
 	if first != nil {
-		return 0, first
+		return 0, use, first
 	}
 	var n int64
 	if err := b.dst.QueryRow(ctx, "SELECT count(*) FROM "+inboxTable).Scan(&n); err != nil {
-		return 0, err
+		return 0, use, err
 	}
 	if n != int64(len(events)) {
-		return 0, fmt.Errorf("direct SQL: inbox holds %d rows, want %d", n, len(events))
+		return 0, use, fmt.Errorf("direct SQL: inbox holds %d rows, want %d", n, len(events))
 	}
-	return float64(len(events)) / took.Seconds(), b.truncateInbox(ctx)
+	return float64(len(events)) / took.Seconds(), use, b.truncateInbox(ctx)
 }
 
 // truncateInbox empties the inbox, its positions and the handlers' tables.

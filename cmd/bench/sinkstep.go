@@ -60,24 +60,41 @@ func (b *bench) sink(ctx context.Context) error {
 				id := fmt.Sprintf("sink_%s_c%d", h.kind, c)
 				label := fmt.Sprintf("%s handler, CONCURRENCY %d", h.label, c)
 				limitID := fmt.Sprintf("direct_%s_c%d_rate", h.kind, c)
+				var limitCost costs // the limit's CPU per event (SQL handlers)
 				if h.kind == "http" {
+					snap0 := b.cpuSnapshot(nil, nil)
 					bare, err := bareHTTP(ctx, hook.url, events, c)
 					if err != nil {
 						return err
 					}
-					rows, err := b.directSQL(ctx, events, "", c, txBatch)
+					bareUse := snap0.use(b.cpuSnapshot(nil, nil))
+					rows, rowsUse, err := b.directSQL(ctx, events, "", c, txBatch)
 					if err != nil {
 						return err
 					}
 					b.report.add(4, fmt.Sprintf("http_bare_c%d_rate", c), fmt.Sprintf("limit: bare HTTP client POSTs, %d conns", c), "ev/s", bare)
 					b.report.add(4, fmt.Sprintf("inbox_rows_c%d_rate", c), fmt.Sprintf("limit: inbox rows alone, %d per tx, %d conns", txBatch, c), "ev/s", rows)
 					b.report.add(4, limitID, fmt.Sprintf("limit: webhook (lesser of the two above), CONCURRENCY %d", c), "ev/s", min(bare, rows))
+					// A webhook sink does both limits' work for every event.
+					// When each limit alone keeps the shared cores busy, doing
+					// both on them allows at most 1/(1/bare + 1/rows) events
+					// per second, before any NATS or sink cost.
+					ceiling := 1 / (min(bare, rows) * (1/bare + 1/rows))
+					b.report.add(4, fmt.Sprintf("http_ceiling_c%d", c), fmt.Sprintf("webhook: highest ratio these shared cores allow (both limits' work per event, nothing else), CONCURRENCY %d", c), "×", ceiling)
+					if rep == 0 {
+						b.report.note(limitID, "bare HTTP: %s, per event %s; inbox rows: %s, per event %s",
+							bareUse, bareUse.perEvent(bare), rowsUse, rowsUse.perEvent(rows))
+					}
 				} else {
-					rate, err := b.directSQL(ctx, events, h.call, c, txBatch)
+					rate, use, err := b.directSQL(ctx, events, h.call, c, txBatch)
 					if err != nil {
 						return err
 					}
+					limitCost = use.perEvent(rate)
 					b.report.add(4, limitID, fmt.Sprintf("limit: %s straight to Postgres (inbox insert + call, %d per tx, %d conns)", h.label, txBatch, c), "ev/s", rate)
+					if rep == 0 {
+						b.report.note(limitID, "%s; per event %s", use, limitCost)
+					}
 				}
 				profile := rep == 0 && c == o.Concurrency[len(o.Concurrency)-1]
 				r, err := b.sinkRun(ctx, h.spec, c, o.SinkEvents, profile, id)
@@ -88,8 +105,17 @@ func (b *bench) sink(ctx context.Context) error {
 				b.report.add(4, id+"_p50", label+": handler p50 (sink histogram)", "ms", r.p50*1e3, "pg_commit_p50")
 				b.report.add(4, id+"_p99", label+": handler p99 (sink histogram)", "ms", r.p99*1e3, "pg_commit_p99")
 				b.report.add(4, id+"_per_tx", label+": events per inbox transaction", "ev", r.perTx)
+				run := r.cpu.perEvent(r.rate)
 				if rep == 0 {
-					b.report.note(id+"_rate", "%s; sink peak RSS %.1f MB", r.cpu, float64(r.rss)/(1<<20))
+					b.report.note(id+"_rate", "%s; per event %s; sink peak RSS %.1f MB", r.cpu, run, float64(r.rss)/(1<<20))
+				}
+				if h.kind != "http" && limitCost.total() > 0 && run.total() > 0 {
+					// The same SQL costs Postgres what it costs; what the sink
+					// run adds is the NATS server's work and the sink's own.
+					// Were the sink no dearer than the limit's client, the
+					// shared cores would allow this fraction of the limit.
+					floor := run.Postgres + run.NATS + limitCost.Bench
+					b.report.add(4, fmt.Sprintf("%s_ceiling_c%d", h.kind, c), fmt.Sprintf("%s: highest ratio these shared cores allow (a sink costing what the limit's client costs), CONCURRENCY %d", h.label, c), "×", limitCost.total()/floor)
 				}
 			}
 		}

@@ -131,6 +131,9 @@ type writer struct {
 	// in SQL) instead of an INSERT, so that the pool's
 	// jetstream_bridge.outbox_mode decides between a row and a message.
 	viaHelper bool
+	// stmt, when set, is written instead: a statement taking the same
+	// three parameters (event id, resource id, payload).
+	stmt string
 }
 
 func (b *bench) newWriter(pool *pgxpool.Pool, table string, rowsPerTx int, rate float64) *writer {
@@ -147,6 +150,9 @@ func (w *writer) runFor(ctx context.Context) error {
 	if w.viaHelper {
 		// The same arguments; $1 is only cast, so the statement keeps them.
 		insert = `SELECT jetstream_publish('user', 'user.updated', $3::jsonb, $2) WHERE $1::uuid IS NOT NULL`
+	}
+	if w.stmt != "" {
+		insert = w.stmt
 	}
 	stmtCtx := context.WithoutCancel(ctx)
 	var (

@@ -34,6 +34,17 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	log := config.NewLogger(&c.Common, m.Stderr, "sink")
 	if m.Environ == nil && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(softMemoryLimit(c.MaxHeldBytes))
+		// The sink's live heap is what it holds, a few MB with small
+		// events; with Go's default GOGC=100 it collects many times a
+		// second and the collector is about a third of the sink's CPU per
+		// event. Under the soft limit above a higher target costs ~15 MB of
+		// RSS and saves that CPU, which on a machine shared with Postgres is
+		// Postgres's (docs/BENCHMARKS.md, step 4). Near the limit the limit
+		// decides, so large events stay bounded (step 8). GOGC in the
+		// environment still wins.
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(400)
+		}
 	}
 	tp, err := tracing.Start(ctx, &c.Tracing, "jetstream-bridge-sink", config.ReadBuild().Version, log)
 	if err != nil {
