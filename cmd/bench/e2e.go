@@ -17,7 +17,7 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	o := b.opts
 	fmt.Fprintf(b.out, "step 5: end to end at %v ev/s for %s each, sink CONCURRENCY %d (%d repetition(s)) ...\n",
 		ratesText(o.E2ERates), o.Duration, o.E2EConc, o.Reps)
-	for range o.Reps {
+	for rep := range o.Reps {
 		if err := b.resetSource(ctx); err != nil {
 			return err
 		}
@@ -51,6 +51,10 @@ func (b *bench) endToEnd(ctx context.Context) error {
 			}
 			w := b.newWriter(b.src, outboxTable, 1, float64(rate))
 			w.duration, w.commits = o.Duration, commits
+			before, err := sink.metrics(ctx)
+			if err != nil {
+				return err
+			}
 			snap0 := b.cpuSnapshot(relay, sink)
 			if err := w.runFor(ctx); err != nil {
 				return err
@@ -94,9 +98,25 @@ func (b *bench) endToEnd(ctx context.Context) error {
 				b.report.add(5, id+"_"+part.key+"_p50", label[:strings.Index(label, ":")]+": "+part.what+" p50", "ms", p50*1e3)
 				b.report.add(5, id+"_"+part.key+"_p99", label[:strings.Index(label, ":")]+": "+part.what+" p99", "ms", p99*1e3)
 			}
+			// The sink's own view of its part: from the store in the stream
+			// to the ack, and from arrival in the sink to the ack (its
+			// lag and held histograms, this rate's observations only).
+			after, err := sink.metrics(ctx)
+			if err != nil {
+				return err
+			}
+			for _, h := range []struct{ key, what, metric string }{
+				{"lag", "stored in stream→acked (sink lag histogram)", "jetstream_bridge_sink_lag_seconds"},
+				{"held", "arrived in sink→acked (sink held histogram)", "jetstream_bridge_sink_held_seconds"},
+			} {
+				d := histDelta(after.histogram(h.metric), before.histogram(h.metric))
+				b.report.add(5, id+"_"+h.key+"_p99", label[:strings.Index(label, ":")]+": "+h.what+" p99", "ms", histQuantile(d, 0.99)*1e3)
+			}
 			// A latency target means something only while the machine has
 			// CPU to spare: at ~200% busy on two cores every hop queues.
-			b.report.note(id+"_p99", "%s (writers' window); relay and sink split below", use)
+			if rep == 0 {
+				b.report.note(id+"_p99", "%s (writers' window); relay and sink split below", use)
+			}
 			b.report.add(5, id+"_catchup", fmt.Sprintf("%s/s: writers stop → all applied", rateLabel(rate)), "ms", catchup.Seconds()*1e3)
 			if _, err := b.dst.Exec(ctx, "TRUNCATE bench.applied"); err != nil {
 				return err

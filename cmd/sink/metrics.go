@@ -13,7 +13,7 @@ import (
 // metrics implements sink.Observer with Prometheus collectors.
 type metrics struct {
 	applied, duplicate, retried, dead, stale prometheus.Counter
-	handler                                  prometheus.Histogram
+	handler, lag, held                       prometheus.Histogram
 	pending, ackPending, redelivered         prometheus.Gauge
 	lostDeliveries, gapFilled                prometheus.Counter
 }
@@ -32,6 +32,14 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		handler: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_sink_handler_seconds",
 			Help:    "Time the handler took, per attempt, successful or not.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_sink_lag_seconds",
+			Help: "Time from an applied event's store in the stream to its ack after commit (the NATS server's clock against this host's: " +
+				"skew between them shows here).",
+			Buckets: lagBuckets}),
+		held: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetstream_bridge_sink_held_seconds",
+			Help: "Time from an applied event's arrival in this process to its ack after commit: waiting behind its key's earlier events " +
+				"and for a worker, retries, the transaction.",
+			Buckets: lagBuckets}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_pending",
 			Help: "Messages in the stream not yet delivered to the consumer (from consumer info every 10s; AUTO_PROVISION=true only)."}),
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetstream_bridge_sink_consumer_ack_pending",
@@ -44,9 +52,22 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Messages read from the stream in place of lost deliveries and applied before the later events of their keys (FILL_GAPS)."}),
 	}
 	b := config.ReadBuild()
-	reg.MustRegister(events, m.handler, m.pending, m.ackPending, m.redelivered, m.lostDeliveries, m.gapFilled,
+	reg.MustRegister(events, m.handler, m.lag, m.held, m.pending, m.ackPending, m.redelivered, m.lostDeliveries, m.gapFilled,
 		ops.NewBuildInfo("jetstream_bridge_sink_build_info", b.Version, b.Revision, b.GoVersion))
 	return m
+}
+
+// lagBuckets span a sink keeping up (a millisecond) to one catching up on
+// a backlog (half an hour).
+var lagBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800}
+
+// Applied observes how long an applied event took to its ack, since it was
+// stored in the stream (unknown when negative) and since it arrived.
+func (m *metrics) Applied(sinceStored, sinceReceived time.Duration) {
+	if sinceStored >= 0 {
+		m.lag.Observe(sinceStored.Seconds())
+	}
+	m.held.Observe(sinceReceived.Seconds())
 }
 
 // Result counts a message outcome.

@@ -64,6 +64,15 @@ func TestBinary_ReadinessFollowsDependenciesAndMetricsMove(t *testing.T) {
 		if got := sample(body, "jetstream_bridge_sink_handler_seconds_count"); got < 5 {
 			return fmt.Errorf("handler observations=%v, want 5", got)
 		}
+		// Every applied event is timed from its store in the stream and
+		// from its arrival; the first includes the second.
+		lag, held := sample(body, "jetstream_bridge_sink_lag_seconds_count"), sample(body, "jetstream_bridge_sink_held_seconds_count")
+		if lag != 5 || held != 5 {
+			return fmt.Errorf("lag observations=%v, held observations=%v, want 5 each", lag, held)
+		}
+		if l, h := sample(body, "jetstream_bridge_sink_lag_seconds_sum"), sample(body, "jetstream_bridge_sink_held_seconds_sum"); l < h || h <= 0 {
+			return fmt.Errorf("lag sum %v, held sum %v: want lag ≥ held > 0", l, h)
+		}
 		return nil
 	})
 	// The build is exposed as the version command prints it.

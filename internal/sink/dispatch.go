@@ -3,6 +3,7 @@ package sink
 import (
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jetstream-bridge/jetstream-bridge/internal/envelope"
 )
@@ -19,11 +20,13 @@ type item struct {
 	delivered int    // server deliveries, 1 the first time
 	pos       envelope.Position
 	hasPos    bool
-	size      int64   // body and header bytes, counted against MaxHeldBytes
-	hdrJSON   []byte  // headers as a JSON object, built on first use
-	stmt      string  // the handler as one SQL statement, for batches; see Sink.batchable
-	call      Handler // the handler as a call outside the database, for batches
-	batch     int8    // 0 not decided yet, batchSQL or batchCall, -1 not
+	size      int64     // body and header bytes, counted against MaxHeldBytes
+	stored    time.Time // when the stream stored it (metadata); zero if unknown
+	received  time.Time // when this process received it
+	hdrJSON   []byte    // headers as a JSON object, built on first use
+	stmt      string    // the handler as one SQL statement, for batches; see Sink.batchable
+	call      Handler   // the handler as a call outside the database, for batches
+	batch     int8      // 0 not decided yet, batchSQL or batchCall, -1 not
 
 	next     *item // in its lane
 	finished bool  // no heartbeat after this; guarded by dispatcher.mu
@@ -31,9 +34,9 @@ type item struct {
 
 // newItem parses what every later step needs, once.
 func newItem(msg Msg) *item {
-	it := &item{msg: msg}
+	it := &item{msg: msg, received: time.Now()}
 	if meta, err := msg.Metadata(); err == nil {
-		it.stream, it.seq, it.delivered = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)
+		it.stream, it.seq, it.delivered, it.stored = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
 	it.env, it.poison = parseEnvelope(msg.Data())
 	it.size = int64(len(msg.Data()))

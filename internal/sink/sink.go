@@ -32,6 +32,15 @@ type Observer interface {
 	HandlerDone(elapsed time.Duration, err error)
 }
 
+// LatencyObserver is implemented by an Observer that follows how long each
+// applied event took to its ack: since it was stored in the stream (the
+// message's timestamp, the NATS server's clock; negative when unknown) and
+// since this process received it (waiting behind its key's earlier events
+// and for a worker, retries, the transaction).
+type LatencyObserver interface {
+	Applied(sinceStored, sinceReceived time.Duration)
+}
+
 type nopObserver struct{}
 
 func (nopObserver) Result(Result)                    {}
@@ -128,7 +137,8 @@ type Sink struct {
 	fetchWait    time.Duration
 
 	obs    Observer
-	tracer trace.Tracer // nil: traces off
+	lat    LatencyObserver // obs, when it follows latencies; else nil
+	tracer trace.Tracer    // nil: traces off
 	log    zerolog.Logger
 
 	// callSlots bounds the webhook calls in flight across workers to
@@ -193,6 +203,7 @@ func New(o Options) (*Sink, error) {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	s.lat, _ = s.obs.(LatencyObserver)
 	s.callSlots = make(chan struct{}, s.concurrency)
 	s.part.fence, s.part.partitions, s.part.drainFor = o.Fence, o.Partitions, o.DrainTimeout
 	if o.Fence != nil {
@@ -617,6 +628,14 @@ func (s *Sink) settle(d *dispatcher, it *item, out outcome) {
 	switch out {
 	case outApplied:
 		s.obs.Result(ResultApplied)
+		if s.lat != nil {
+			now := time.Now()
+			stored := time.Duration(-1)
+			if !it.stored.IsZero() {
+				stored = max(now.Sub(it.stored), 0) // a server clock ahead of ours
+			}
+			s.lat.Applied(stored, now.Sub(it.received))
+		}
 		if e := s.log.Debug(); e.Enabled() {
 			s.event(e, it).Int("deliveries", it.delivered).Msg("applied")
 		}

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
@@ -515,5 +517,55 @@ func TestSink_HeartbeatsKeepHeldMessages(t *testing.T) {
 	}
 	if got := e.effects(t); !slices.Equal(got, []string{"slow", "waiting"}) {
 		t.Fatalf("effects=%v", got)
+	}
+}
+
+// latencies records what a LatencyObserver is told.
+type latencies struct {
+	*counter
+	mu           sync.Mutex
+	stored, held []time.Duration
+}
+
+func (l *latencies) Applied(sinceStored, sinceReceived time.Duration) {
+	l.mu.Lock()
+	l.stored, l.held = append(l.stored, sinceStored), append(l.held, sinceReceived)
+	l.mu.Unlock()
+}
+
+// An applied event is timed from its store in the stream and from its
+// arrival in the sink to its ack; the time it waits behind its key's
+// earlier event counts.
+func TestSink_LatencyCountsTheWaitBehindTheKey(t *testing.T) {
+	e := newEnv(t)
+	const slow = 300 * time.Millisecond
+	h := sink.HandlerFunc(func(ctx context.Context, _ pgx.Tx, ev *sink.Event) error {
+		select {
+		case <-time.After(slow):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	obs := &latencies{counter: &counter{m: map[sink.Result]int{}}}
+	e.run(t, h, func(o *sink.Options) { o.Observer = obs })
+	e.publish(t, e.event(t, "first", "user", "1", pos("0/1000", 0)))
+	e.publish(t, e.event(t, "second", "user", "1", pos("0/1000", 1)))
+	obs.waitFor(t, map[sink.Result]int{sink.ResultApplied: 2})
+
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.held) != 2 {
+		t.Fatalf("%d latency observations, want 2", len(obs.held))
+	}
+	held := slices.Clone(obs.held)
+	slices.Sort(held)
+	if held[0] < slow || held[1] < 2*slow {
+		t.Errorf("held %v: want ≥ %v for the first and ≥ %v for the second, which waited behind it", held, slow, 2*slow)
+	}
+	for i := range obs.held {
+		if obs.stored[i] < obs.held[i] {
+			t.Errorf("observation %d: %v since stored < %v since received", i, obs.stored[i], obs.held[i])
+		}
 	}
 }
