@@ -333,7 +333,7 @@ func TestDashboardShape(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"Slot lag and retained WAL", "Commit → ack latency", "Publish rate", "Dead letters",
-		"Consumer backlog", "Handler latency", "Inbox statuses written", "Active relay and standby"} {
+		"Consumer backlog", "Sink latency", "Inbox statuses written", "Active relay and standby"} {
 		if !slices.Contains(titles, want) {
 			t.Errorf("panel %q missing (have %q)", want, titles)
 		}
