@@ -96,6 +96,9 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := errors.Join(buildErr, serverErr); err != nil {
 		return err
 	}
+	if err := b.pin(); err != nil {
+		return err
+	}
 	if err := b.connect(ctx); err != nil {
 		return err
 	}

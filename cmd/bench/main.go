@@ -83,6 +83,7 @@ type Options struct {
 	MemEvents     int      // step 8: large events the sink applies
 	MemEventBytes int      // step 8: their size
 	MemConc       int      // step 8: the sink's CONCURRENCY
+	PostgresCPUs  []int    // the local cluster's CPUs; the rest run on the others (pin.go)
 }
 
 const usageText = `bench measures JetStream Bridge on this machine: the machine's limits (raw
@@ -152,6 +153,9 @@ Flags:
   --nats-url URL        use this NATS server instead of starting one (stream jsb-bench is
                         created and deleted)
   --fsync=false         local cluster with fsync, full_page_writes off (default: on, as in production)
+  --postgres-cpus LIST  run the local Postgres cluster on these CPUs (e.g. 1) and everything else
+                        on the others: a database host of its own, as in production, so that
+                        a sink's or relay's CPU is not taken from Postgres (default: shared)
   --keep                keep the temporary directory (logs, data)
   --bin-dir DIR         use the relay and sink binaries in DIR instead of building them
   --relay-env K=V       extra environment for every relay, e.g. GOGC=400 or STATUS_INTERVAL=100ms
@@ -201,6 +205,7 @@ func (m *Main) parse(args []string) (*Options, error) {
 	fs.StringVar(&o.NATSURL, "nats-url", "", "")
 	fs.BoolVar(&o.Fsync, "fsync", o.Fsync, "")
 	fs.BoolVar(&o.Keep, "keep", false, "")
+	fs.Func("postgres-cpus", "", func(s string) (err error) { o.PostgresCPUs, err = parseCPUs(s); return })
 	fs.StringVar(&o.BinDir, "bin-dir", "", "")
 	fs.StringVar(&o.Profile, "profile", "", "")
 	envFlag := func(dst *[]string) func(string) error {

@@ -99,7 +99,7 @@ func (r *report) begin(b *bench) {
 		"concurrency": o.Concurrency, "e2e_concurrency": o.E2EConc, "pollers": o.Pollers, "poll_modes": o.PollModes,
 		"poll_batch": o.PollBatch, "poll_interval": o.PollInterval.String(), "max_inflight": o.MaxInflight, "quick": o.Quick,
 		"postgres": pgMode, "nats": natsMode, "profiling": o.Profile != "",
-		"relay_env": o.RelayEnv, "sink_env": o.SinkEnv,
+		"relay_env": o.RelayEnv, "sink_env": o.SinkEnv, "cpus": topology(o.PostgresCPUs),
 	}
 	r.Steps = o.stepsRun()
 	fmt.Fprintf(b.out, "ready: postgres %s, nats-server %s, %d cores, load average %s\n",
@@ -165,6 +165,7 @@ func (r *report) print(w io.Writer) {
 		r.Machine["cores"], r.Machine["cpu"], r.Machine["memory"], r.Machine["kernel"], r.Machine["go"],
 		r.Machine["postgres"], r.Machine["nats_server"])
 	fmt.Fprintf(w, "postgres: %v; nats: %v\n", r.Settings["postgres"], r.Settings["nats"])
+	fmt.Fprintf(w, "cpus: %v\n", r.Settings["cpus"])
 	if len(r.Settings["relay_env"].([]string))+len(r.Settings["sink_env"].([]string)) > 0 {
 		fmt.Fprintf(w, "extra environment: relay %v, sink %v\n", r.Settings["relay_env"], r.Settings["sink_env"])
 	}
