@@ -251,3 +251,16 @@ func collect(t reflect.Type, out *[]string) {
 		}
 	}
 }
+
+// The soft memory limit follows MAX_HELD_BYTES, with a floor that leaves
+// the runtime room at the smallest setting.
+func TestSoftMemoryLimit(t *testing.T) {
+	for _, tt := range []struct {
+		held int
+		want int64
+	}{{32 << 20, 192 << 20}, {1 << 30, 6 << 30}, {64 << 10, 64 << 20}, {8 << 20, 64 << 20}, {16 << 20, 96 << 20}} {
+		if got := softMemoryLimit(tt.held); got != tt.want {
+			t.Errorf("softMemoryLimit(%d) = %d, want %d", tt.held, got, tt.want)
+		}
+	}
+}

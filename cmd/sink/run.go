@@ -68,7 +68,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 // before it is collected, which with events of a megabyte is over a GB at
 // CONCURRENCY 64 (docs/BENCHMARKS.md, step 8). Six times what may be held
 // lets the garbage be collected before; below it, GOGC decides as usual.
-func softMemoryLimit(maxHeldBytes int) int64 { return 6 * int64(maxHeldBytes) }
+// It is never below 64 MiB: a small MAX_HELD_BYTES would otherwise set a
+// limit under what the runtime and the connections need, and the collector
+// would run without pause.
+func softMemoryLimit(maxHeldBytes int) int64 { return max(6*int64(maxHeldBytes), 64<<20) }
 
 // flushTraces exports the spans still buffered once the sink stopped,
 // within a bound: an unreachable collector must not hold the exit.
