@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -122,7 +121,7 @@ func TestBench_Usage(t *testing.T) {
 		{args: []string{"--poll-modes", "tuned,tuned"}, wantCode: 2, want: "tuned given twice"},
 		{args: []string{"extra"}, wantCode: 2, want: `unexpected argument "extra"`},
 		{args: []string{"--postgres-cpus", "one"}, wantCode: 2, want: "expected CPU numbers"},
-		{args: []string{"--postgres-cpus", strings.TrimSuffix(strings.Repeat("0,", runtime.NumCPU()), ",")}, wantCode: 2, want: "leave at least one"},
+		{args: []string{"--postgres-cpus", "4096"}, wantCode: 2, want: "expected CPU numbers"},
 		{args: []string{"--help"}, wantCode: 0, want: "--postgres-cpus LIST"},
 	}
 	for _, tt := range tests {

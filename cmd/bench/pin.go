@@ -17,32 +17,54 @@ import (
 // own, on one machine. A limit that is Postgres's alone then measures
 // Postgres, and a sink's own CPU no longer comes out of it.
 
-// parseCPUs reads a list such as "1" or "2,3" and checks it leaves at least
-// one CPU for the rest.
+// usableCPUs is the set of CPUs this process may run on (a container's
+// cpuset may not start at 0).
+func usableCPUs() unix.CPUSet {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil || set.Count() == 0 {
+		set.Zero()
+		for c := range runtime.NumCPU() {
+			set.Set(c)
+		}
+	}
+	return set
+}
+
+// parseCPUs reads a list such as "1" or "2,3": CPUs this process may use,
+// leaving at least one of them for the rest.
 func parseCPUs(s string) ([]int, error) {
-	var cpus []int
+	usable := usableCPUs()
+	var (
+		cpus []int
+		seen unix.CPUSet
+	)
 	for f := range strings.SplitSeq(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n >= len(seen)*64 {
 			return nil, fmt.Errorf("%q: expected CPU numbers, e.g. 1 or 2,3", s)
 		}
-		cpus = append(cpus, n)
+		if !usable.IsSet(n) {
+			return nil, fmt.Errorf("%q: CPU %d is not one this process may use", s, n)
+		}
+		if !seen.IsSet(n) {
+			seen.Set(n)
+			cpus = append(cpus, n)
+		}
 	}
-	if len(cpus) >= runtime.NumCPU() {
-		return nil, fmt.Errorf("%q: the machine has %d CPUs; leave at least one for the rest", s, runtime.NumCPU())
+	if seen.Count() >= usable.Count() {
+		return nil, fmt.Errorf("%q: this process may use %d CPUs; leave at least one for the rest", s, usable.Count())
 	}
 	return cpus, nil
 }
 
-// cpuSets splits the machine's CPUs into Postgres's and the rest's.
+// cpuSets splits the usable CPUs into Postgres's and the rest's.
 func cpuSets(pg []int) (pgSet, rest unix.CPUSet) {
 	for _, c := range pg {
 		pgSet.Set(c)
 	}
-	for c := range runtime.NumCPU() {
-		if !pgSet.IsSet(c) {
-			rest.Set(c)
-		}
+	rest = usableCPUs()
+	for _, c := range pg {
+		rest.Clear(c)
 	}
 	return pgSet, rest
 }
@@ -119,7 +141,7 @@ func topology(pg []int) string {
 	}
 	_, rest := cpuSets(pg)
 	var others []string
-	for c := range runtime.NumCPU() {
+	for c := range len(rest) * 64 {
 		if rest.IsSet(c) {
 			others = append(others, strconv.Itoa(c))
 		}

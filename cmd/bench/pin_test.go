@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 	"os/exec"
-	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +15,7 @@ import (
 // pinTree moves a process and the children it already has; what they fork
 // later inherits it.
 func TestPinTreeMovesAProcessAndItsChildren(t *testing.T) {
-	if runtime.NumCPU() < 2 {
+	if u := usableCPUs(); u.Count() < 2 {
 		t.Skip("needs two CPUs")
 	}
 	cmd := exec.Command("sh", "-c", "sleep 30 & sleep 30 & wait")
@@ -30,7 +30,13 @@ func TestPinTreeMovesAProcessAndItsChildren(t *testing.T) {
 		}
 		return nil
 	})
-	pgSet, _ := cpuSets([]int{1})
+	usable, last := usableCPUs(), -1
+	for c := range len(usable) * 64 {
+		if usable.IsSet(c) {
+			last = c
+		}
+	}
+	pgSet, _ := cpuSets([]int{last})
 	if err := pinTree(cmd.Process.Pid, &pgSet); err != nil {
 		t.Fatal(err)
 	}
@@ -40,16 +46,32 @@ func TestPinTreeMovesAProcessAndItsChildren(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got != pgSet {
-			t.Errorf("process %d: affinity %v, want CPU 1 only", pid, got)
+			t.Errorf("process %d: affinity %v, want CPU %d only", pid, got, last)
 		}
 	}
 }
 
 func TestParseCPUs(t *testing.T) {
-	if got, err := parseCPUs("1"); err != nil || len(got) != 1 || got[0] != 1 {
-		t.Errorf(`parseCPUs("1") = %v, %v`, got, err)
+	usable := usableCPUs()
+	var all []string
+	first := -1
+	for c := range len(usable) * 64 {
+		if usable.IsSet(c) {
+			all = append(all, fmt.Sprint(c))
+			if first < 0 {
+				first = c
+			}
+		}
 	}
-	for _, bad := range []string{"", "x", "-1", "1,,2"} {
+	if len(all) >= 2 {
+		if got, err := parseCPUs(all[len(all)-1]); err != nil || len(got) != 1 {
+			t.Errorf("parseCPUs(%q) = %v, %v", all[len(all)-1], got, err)
+		}
+		if _, err := parseCPUs(strings.Join(all, ",")); err == nil || !strings.Contains(err.Error(), "leave at least one") {
+			t.Errorf("every usable CPU: %v, want an error that leaves one for the rest", err)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "1,,2", "4096"} {
 		if _, err := parseCPUs(bad); err == nil {
 			t.Errorf("parseCPUs(%q): no error", bad)
 		}
