@@ -16,13 +16,7 @@ func (b *bench) drain(ctx context.Context) error {
 	o := b.opts
 	fmt.Fprintf(b.out, "step 2: relay drains a backlog of %s events (%d repetition(s)) ...\n", thousands(int64(o.Events)), o.Reps)
 	for rep := range o.Reps {
-		if err := b.resetSource(ctx); err != nil {
-			return err
-		}
-		if err := b.resetStream(ctx, false); err != nil {
-			return err
-		}
-		if err := b.provisionRelay(ctx); err != nil {
+		if err := b.freshRelay(ctx); err != nil {
 			return err
 		}
 		w := b.newWriter(b.src, outboxTable, 10, 0)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -43,7 +42,8 @@ func (b *bench) endToEnd(ctx context.Context) error {
 		}
 		for _, rate := range o.E2ERates {
 			id := "e2e_" + rateLabel(rate)
-			label := fmt.Sprintf("%s/s: commit→applied", rateLabel(rate))
+			perSec := rateLabel(rate) + "/s: "
+			label := perSec + "commit→applied"
 			commits := &clocks{}
 			obs, err := b.observe(ctx)
 			if err != nil {
@@ -95,8 +95,8 @@ func (b *bench) endToEnd(ctx context.Context) error {
 				l         latencies
 			}{{"relay", "commit→in stream (relay)", split.relay}, {"sink", "in stream→applied (sink)", split.sink}} {
 				p50, p99, _ := part.l.percentiles()
-				b.report.add(5, id+"_"+part.key+"_p50", label[:strings.Index(label, ":")]+": "+part.what+" p50", "ms", p50*1e3)
-				b.report.add(5, id+"_"+part.key+"_p99", label[:strings.Index(label, ":")]+": "+part.what+" p99", "ms", p99*1e3)
+				b.report.add(5, id+"_"+part.key+"_p50", perSec+part.what+" p50", "ms", p50*1e3)
+				b.report.add(5, id+"_"+part.key+"_p99", perSec+part.what+" p99", "ms", p99*1e3)
 			}
 			// The sink's own view of its part: from the store in the stream
 			// to the ack, and from arrival in the sink to the ack (its
@@ -110,14 +110,14 @@ func (b *bench) endToEnd(ctx context.Context) error {
 				{"held", "arrived in sink→acked (sink held histogram)", "jetstream_bridge_sink_held_seconds"},
 			} {
 				d := histDelta(after.histogram(h.metric), before.histogram(h.metric))
-				b.report.add(5, id+"_"+h.key+"_p99", label[:strings.Index(label, ":")]+": "+h.what+" p99", "ms", histQuantile(d, 0.99)*1e3)
+				b.report.add(5, id+"_"+h.key+"_p99", perSec+h.what+" p99", "ms", histQuantile(d, 0.99)*1e3)
 			}
 			// A latency target means something only while the machine has
 			// CPU to spare: at ~200% busy on two cores every hop queues.
 			if rep == 0 {
 				b.report.note(id+"_p99", "%s (writers' window); relay and sink split below", use)
 			}
-			b.report.add(5, id+"_catchup", fmt.Sprintf("%s/s: writers stop → all applied", rateLabel(rate)), "ms", catchup.Seconds()*1e3)
+			b.report.add(5, id+"_catchup", perSec+"writers stop → all applied", "ms", catchup.Seconds()*1e3)
 			if _, err := b.dst.Exec(ctx, "TRUNCATE bench.applied"); err != nil {
 				return err
 			}

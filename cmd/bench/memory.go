@@ -21,13 +21,7 @@ func (b *bench) memory(ctx context.Context) error {
 	fmt.Fprintf(b.out, "step 8: memory: relay drains one %s-row transaction; sink applies %d events of %s bytes at CONCURRENCY %d (%d repetition(s)) ...\n",
 		thousands(int64(o.MemRows)), o.MemEvents, thousands(int64(o.MemEventBytes)), o.MemConc, o.Reps)
 	for range o.Reps {
-		if err := b.resetSource(ctx); err != nil {
-			return err
-		}
-		if err := b.resetStream(ctx, false); err != nil {
-			return err
-		}
-		if err := b.provisionRelay(ctx); err != nil {
+		if err := b.freshRelay(ctx); err != nil {
 			return err
 		}
 		if _, err := b.src.Exec(ctx, `INSERT INTO `+outboxTable+` (resource_type, resource_id, event_type, payload)

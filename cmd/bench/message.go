@@ -84,13 +84,7 @@ func (b *bench) messageMode(ctx context.Context) error {
 		b.report.add(7, "msg_writer_bare_floor_rate", "writers alone, a bare transactional message (the payload, no helper)", "ev/s", w.ratePerSec(), "pg_1row_rate")
 
 		for _, mode := range modes {
-			if err := b.resetSource(ctx); err != nil {
-				return err
-			}
-			if err := b.resetStream(ctx, false); err != nil {
-				return err
-			}
-			if err := b.provisionRelay(ctx); err != nil {
+			if err := b.freshRelay(ctx); err != nil {
 				return err
 			}
 			w := b.newWriter(pools[mode], outboxTable, 10, 0)
@@ -127,13 +121,7 @@ const msgVacuumEvery = 5 * time.Second
 // waits for every committed event to reach the stream.
 func (b *bench) msgWriters(ctx context.Context, pool *pgxpool.Pool, mode string) error {
 	o := b.opts
-	if err := b.resetSource(ctx); err != nil {
-		return err
-	}
-	if err := b.resetStream(ctx, false); err != nil {
-		return err
-	}
-	if err := b.provisionRelay(ctx); err != nil {
+	if err := b.freshRelay(ctx); err != nil {
 		return err
 	}
 	relay, err := b.start(ctx, "relay-writers-"+mode, b.relayBin, append(b.relayEnv(), "OUTBOX_RETENTION=1s", "OUTBOX_PRUNE_INTERVAL=1s"))

@@ -94,8 +94,16 @@ func (b *bench) sinkEnv(handler string, concurrency int) []string {
 	}, b.opts.SinkEnv...)
 }
 
-// provisionRelay runs `relay provision` and waits for it.
-func (b *bench) provisionRelay(ctx context.Context) error {
+// freshRelay empties the outbox and the stream and runs `relay provision`,
+// waiting for it: a new slot with nothing behind it and nothing in the
+// stream, where every relay measurement starts.
+func (b *bench) freshRelay(ctx context.Context) error {
+	if err := b.resetSource(ctx); err != nil {
+		return err
+	}
+	if err := b.resetStream(ctx, false); err != nil {
+		return err
+	}
 	p, err := b.start(ctx, "relay-provision", b.relayBin, b.relayEnv(), "provision")
 	if err != nil {
 		return err
