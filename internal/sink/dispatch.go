@@ -22,7 +22,7 @@ type item struct {
 	hasPos    bool
 	size      int64     // body and header bytes, counted against MaxHeldBytes
 	stored    time.Time // when the stream stored it (metadata); zero if unknown
-	received  time.Time // when this process received it
+	received  time.Time // when this process received it (only with a LatencyObserver)
 	hdrJSON   []byte    // headers as a JSON object, built on first use
 	stmt      string    // the handler as one SQL statement, for batches; see Sink.batchable
 	call      Handler   // the handler as a call outside the database, for batches
@@ -32,9 +32,13 @@ type item struct {
 	finished bool  // no heartbeat after this; guarded by dispatcher.mu
 }
 
-// newItem parses what every later step needs, once.
-func newItem(msg Msg) *item {
-	it := &item{msg: msg, received: time.Now()}
+// newItem parses what every later step needs, once. The arrival time is
+// read only when an observer follows latencies.
+func (s *Sink) newItem(msg Msg) *item {
+	it := &item{msg: msg}
+	if s.lat != nil {
+		it.received = time.Now()
+	}
 	if meta, err := msg.Metadata(); err == nil {
 		it.stream, it.seq, it.delivered, it.stored = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}

@@ -207,7 +207,7 @@ func (s *Sink) pullLoop(ctx context.Context, d *dispatcher, bound *atomic.Bool, 
 			m.Nak() //nolint:errcheck // the sink stops; unacked, it is redelivered after the ack wait anyway
 			return
 		}
-		it := newItem(m)
+		it := s.newItem(m)
 		pulled = max(pulled, it.size)
 		d.add(it)
 	}
@@ -347,7 +347,7 @@ func (p *push) consume(ctx context.Context, s *Sink, d *dispatcher) error {
 			// and replying to it would publish where the sink has no business.
 			s.log.Warn().Str("subject", m.Subject).Msg("ignoring a message on the deliver subject that JetStream did not deliver")
 		default:
-			d.add(newItem(natsMsg{m}))
+			d.add(s.newItem(natsMsg{m}))
 		}
 	})
 	if err != nil {
