@@ -90,6 +90,25 @@ func newEnvOn(t testing.TB, natsURL string, opts ...nats.Option) *env {
 	return e
 }
 
+// applyPartitions creates the partition tables, then runs extra statements.
+func (e *env) applyPartitions(t testing.TB, extra ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	schema, err := migrations.Partitions(migrations.Names{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := provision.Apply(ctx, conn, append([]string{schema}, extra...)...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // ensureConsumer provisions spec and binds e.cons to it, for consumer info.
 func (e *env) ensureConsumer(t testing.TB, spec provision.ConsumerSpec) {
 	t.Helper()

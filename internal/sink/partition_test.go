@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/jetstream-bridge/jetstream-bridge/internal/provision"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/sink"
 	"github.com/jetstream-bridge/jetstream-bridge/internal/testutil"
 	"github.com/jetstream-bridge/jetstream-bridge/migrations"
@@ -73,18 +72,7 @@ func TestAssign(t *testing.T) {
 func TestPartitionFenceRollsBackOldOwner(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	schema, err := migrations.Partitions(migrations.Names{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := provision.Apply(ctx, conn, schema); err != nil {
-		t.Fatal(err)
-	}
+	e.applyPartitions(t)
 	table, _, _ := migrations.PartitionTables("")
 	if _, err := e.pool.Exec(ctx, `INSERT INTO `+table+` (durable, partition, owner, epoch) VALUES ($1, 0, 'old', 1)`, durable); err != nil {
 		t.Fatal(err)
@@ -191,22 +179,11 @@ func TestPartitionMismatchStops(t *testing.T) {
 func TestPartitionFenceRollsBackOldOwnerBatch(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	schema, err := migrations.Partitions(migrations.Names{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := provision.Apply(ctx, conn, schema, `CREATE PROCEDURE public.fenced_apply(e jsonb) LANGUAGE plpgsql AS $$
+	e.applyPartitions(t, `CREATE PROCEDURE public.fenced_apply(e jsonb) LANGUAGE plpgsql AS $$
 		BEGIN
 			PERFORM pg_advisory_xact_lock_shared(7); -- waits while the test holds lock 7
 			INSERT INTO effects (event_id) VALUES (e->>'event_id');
-		END $$`); err != nil {
-		t.Fatal(err)
-	}
+		END $$`)
 	table, _, _ := migrations.PartitionTables("")
 	if _, err := e.pool.Exec(ctx, `INSERT INTO `+table+` (durable, partition, owner, epoch) VALUES ($1, 0, 'old', 1)`, durable); err != nil {
 		t.Fatal(err)
@@ -235,6 +212,11 @@ func TestPartitionFenceRollsBackOldOwnerBatch(t *testing.T) {
 		}
 		return nil
 	})
+	conn, err := pgx.Connect(ctx, e.url) // holds lock 7 for its session
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(7)`); err != nil {
 		t.Fatal(err)
 	}
@@ -285,18 +267,7 @@ func TestPartitionFenceRollsBackOldOwnerBatch(t *testing.T) {
 func TestPartitionFailedStartKeepsTheRowUnclean(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	schema, err := migrations.Partitions(migrations.Names{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := provision.Apply(ctx, conn, schema); err != nil {
-		t.Fatal(err)
-	}
+	e.applyPartitions(t)
 	table, members, _ := migrations.PartitionTables("")
 	if _, err := e.pool.Exec(ctx, `INSERT INTO `+table+` (durable, partition, owner, epoch, clean) VALUES ($1, 0, '', 1, false)`, durable); err != nil {
 		t.Fatal(err)
